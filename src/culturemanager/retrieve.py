@@ -1,0 +1,397 @@
+"""Offline retrieval: a BM25 index over a local corpus of texts, behind the same small interface as the
+web search backends.
+
+`build_local_retriever(paths, index_dir)` reads the corpus (.txt, .md, .html, .jsonl files or folders of
+them), cuts it into passages of ~600-1000 characters, and returns a `BM25Retriever`. The index is saved
+in `index_dir` (bm25s arrays + documents.jsonl + meta.json) and reused while the corpus is unchanged.
+Tokenization is script-aware without any segmenter: words for alphabetic scripts (Latin, Arabic,
+Bengali...), character unigrams + bigrams for Chinese, Japanese and Korean.
+
+Run it:
+    python -m culturemanager.retrieve CORPUS_DIR [MORE_PATHS...] "kimchi side dish" -k 5 [--index-dir DIR]
+e.g. CORPUS_DIR = ../shared/data/narratives (English Wikipedia "Culture of X" texts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import unicodedata
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import regex
+
+from culturemanager.records import Document, read_jsonl, write_json, write_jsonl
+
+if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may one day import this module
+    import bm25s
+    import numpy as np
+
+    from culturemanager.config import Culture
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_VERSION = "1"  # bump when tokenize() changes, so that saved indexes are rebuilt
+PASSAGE_MIN_CHARS = 600
+PASSAGE_MAX_CHARS = 1000
+SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
+
+
+class Retriever(Protocol):
+    """A search backend. `usage` counts requests, returned results, errors, and requests that returned
+    nothing ("empty")."""
+
+    name: str
+    usage: dict[str, int]
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]: ...
+
+
+def new_usage() -> dict[str, int]:
+    return {"requests": 0, "results": 0, "errors": 0, "empty": 0}
+
+
+# ---------------------------------------------------------------------------------------------- BM25
+
+class BM25Retriever:
+    """BM25 (bm25s, Lucene variant) over `tokenize` output. `culture` is ignored: a local corpus is one
+    pool, and the query itself names the culture."""
+
+    def __init__(self, docs: list[Document], name: str = "local", *,
+                 _index: bm25s.BM25 | None = None) -> None:
+        if not docs:
+            raise ValueError("BM25Retriever needs at least one document")
+        self.name = name
+        self.docs = list(docs)
+        self.usage = new_usage()
+        self.loaded_from_cache = False
+        self._bm25 = _index if _index is not None else _build_bm25([tokenize(d.text) for d in self.docs])
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        self.usage["requests"] += 1
+        tokens = tokenize(query)
+        hits = _top_k(self._bm25.get_scores(tokens), k) if tokens and k > 0 else []
+        self.usage["results"] += len(hits)
+        if not hits:
+            self.usage["empty"] += 1
+        return [self.docs[i].model_copy(update={"score": score}) for i, score in hits]
+
+
+def _bm25s():
+    """Import bm25s lazily (numpy/scipy load time) and undo the DEBUG level it sets on its own logger at
+    import, which would otherwise print "Building index from tokens" wherever logging is configured."""
+    import bm25s
+
+    if logging.getLogger("bm25s").level == logging.DEBUG:
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+def _build_bm25(corpus_tokens: list[list[str]]) -> bm25s.BM25:
+    bm25s = _bm25s()
+    if not any(corpus_tokens):
+        # bm25s fails on an empty vocabulary with an opaque max() error
+        raise ValueError("no document has any searchable word")
+    bm25 = bm25s.BM25()
+    bm25.index(corpus_tokens, show_progress=False)
+    return bm25
+
+
+def _top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Indices and scores of the k best non-zero scores. Done here rather than with bm25s.retrieve, whose
+    argpartition top-k returns ties in arbitrary order and which raises when k exceeds the corpus."""
+    import numpy as np
+
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(int(i), float(scores[i])) for i in order if scores[i] > 0]
+
+
+# ---------------------------------------------------------------------------------------------- persistence
+
+def build_local_retriever(paths: list[Path], index_dir: Path) -> BM25Retriever:
+    """Load the corpus and return its retriever, reusing the index saved in `index_dir` when it was built
+    from the same documents with the same tokenizer; otherwise build it and save it (atomically)."""
+    paths = [Path(p) for p in paths]
+    index_dir = Path(index_dir)
+    docs = load_corpus(paths)
+    if not docs:
+        raise ValueError(f"no documents found in {', '.join(str(p) for p in paths)}")
+    fingerprint = corpus_fingerprint(docs)
+    meta = _read_meta(index_dir)
+    if meta is not None and meta.get("fingerprint") == fingerprint:
+        try:
+            retriever = _load_index(index_dir)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("index in %s is unreadable (%s); rebuilding it", index_dir, e)
+        else:
+            retriever.loaded_from_cache = True
+            return retriever
+    elif meta is None and index_dir.exists() and any(index_dir.iterdir()):
+        # replacing the folder would delete whatever is in it
+        raise ValueError(f"{index_dir} exists and is not a retrieval index (no meta.json)")
+    retriever = BM25Retriever(docs)
+    _save_index(retriever, index_dir, fingerprint)
+    log.info("indexed %d passages from %s into %s", len(docs), ", ".join(map(str, paths)), index_dir)
+    return retriever
+
+
+def corpus_fingerprint(docs: list[Document]) -> str:
+    """sha256 over the documents themselves (not file mtimes): a touched file keeps its index, while a
+    content edit or a change in passage cutting rebuilds it. Includes the tokenizer version."""
+    h = hashlib.sha256(f"tokenizer={TOKENIZER_VERSION}\n".encode())
+    for d in docs:
+        h.update(d.model_dump_json().encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _read_meta(index_dir: Path) -> dict | None:
+    try:
+        return json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _load_index(index_dir: Path) -> BM25Retriever:
+    bm25s = _bm25s()
+    meta = json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
+    docs = read_jsonl(index_dir / "documents.jsonl", Document)
+    if len(docs) != meta["n_docs"]:
+        raise ValueError(f"documents.jsonl has {len(docs)} documents, meta.json says {meta['n_docs']}")
+    bm25 = bm25s.BM25.load(index_dir / "bm25", show_progress=False)
+    return BM25Retriever(docs, _index=bm25)
+
+
+def _save_index(retriever: BM25Retriever, index_dir: Path, fingerprint: str) -> None:
+    """Write into a temp sibling folder, then swap it in, so a killed run never leaves half an index."""
+    bm25s = _bm25s()
+    tmp = index_dir.with_name(f"{index_dir.name}.tmp-{os.getpid()}")
+    old = index_dir.with_name(f"{index_dir.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    retriever._bm25.save(tmp / "bm25", show_progress=False)
+    write_jsonl(tmp / "documents.jsonl", retriever.docs)
+    write_json(tmp / "meta.json", {"fingerprint": fingerprint, "n_docs": len(retriever.docs),
+                                   "tokenizer_version": TOKENIZER_VERSION, "bm25s_version": bm25s.__version__,
+                                   "passage_chars": [PASSAGE_MIN_CHARS, PASSAGE_MAX_CHARS]})
+    if index_dir.exists():
+        index_dir.rename(old)
+    tmp.rename(index_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- tokenize
+
+# Kept short on purpose: BM25's idf already discounts common words, and the corpus is multilingual.
+STOPWORDS = frozenset("a an and are as at be by for from in is it its of on or that the this to was were "
+                      "with".split())
+
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u30fc"  # U+30FC (ー) is script Common, not Katakana
+# Marks (\p{M}) belong to words: Bengali vowel signs and viramas are Mn/Mc, and Python's re \w excludes
+# them, which would cut "সংস্কৃতি" into pieces.
+_TOKEN = regex.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>(?:(?![{_CJK}])[\p{{L}}\p{{M}}\p{{N}}])+)")
+# Arabic: optional short-vowel marks and tatweel are dropped, hamza-carrying alefs folded to bare alef,
+# so that voweled and unvoweled spellings of a word match.
+_ARABIC_FOLD = str.maketrans({**{c: None for c in [*range(0x064B, 0x0660), 0x0670, 0x0640]},
+                              **{c: "\u0627" for c in (0x0622, 0x0623, 0x0625, 0x0671)}})
+
+
+def tokenize(text: str) -> list[str]:
+    """Search tokens: NFKC, case-folded; words are runs of letters, marks and digits; CJK runs (no
+    segmenter available) become character unigrams plus bigrams."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_ARABIC_FOLD)
+    tokens: list[str] = []
+    for m in _TOKEN.finditer(text):
+        if m.group("cjk"):
+            run = m.group("cjk")
+            tokens += list(run)
+            tokens += [run[i:i + 2] for i in range(len(run) - 1)]
+        elif m.group("word") not in STOPWORDS:
+            tokens.append(m.group("word"))
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+
+def load_corpus(paths: list[Path]) -> list[Document]:
+    """Documents from files and folders (recursive, sorted). Hidden files are ignored; files of other
+    types are skipped with a warning. Ids are "<relative path>#<passage index>"."""
+    docs: list[Document] = []
+    skipped: list[str] = []
+    for root in map(Path, paths):
+        if root.is_dir():
+            files = sorted(f for f in root.rglob("*")
+                           if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
+            named = [(f, f.relative_to(root).as_posix()) for f in files]
+        elif root.is_file():
+            named = [(root, root.name)]
+        else:
+            raise FileNotFoundError(f"corpus path not found: {root}")
+        for f, source in named:
+            suffix = f.suffix.lower()
+            if suffix not in SUFFIXES:
+                skipped.append(str(f))
+            elif suffix == ".jsonl":
+                docs += read_jsonl_documents(f, source)
+            else:
+                text = _read_text(f)
+                html = suffix in (".html", ".htm")
+                title, body = html_to_text(text) if html else (markdown_title(text), text)
+                docs += [Document(id=f"{source}#{n}", title=title or f.stem, text=p, source=source)
+                         for n, p in enumerate(split_passages(body))]
+    if skipped:
+        log.warning("skipped %d file(s) of unsupported type (want %s): %s", len(skipped), ", ".join(SUFFIXES),
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    return docs
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_jsonl_documents(path: Path, source: str) -> list[Document]:
+    """One document per line: {"text": ..., "title"?, "url"?, "id"?, "source"?, "language"?}. Other keys
+    are ignored; a line that is not such an object is an error naming the file and line."""
+    docs = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}:{lineno}: expected an object with a string \"text\" field")
+        fields = {key: obj[key] for key in ("title", "url", "source", "language") if obj.get(key) is not None}
+        bad = [key for key, v in fields.items() if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"{path}:{lineno}: field {bad[0]!r} must be a string")
+        if obj["text"].strip():
+            doc_id = str(obj["id"]) if obj.get("id") is not None else f"{source}#{len(docs)}"
+            docs.append(Document(**{"source": source, **fields, "id": doc_id, "text": obj["text"].strip()}))
+    return docs
+
+
+def markdown_title(text: str) -> str:
+    m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.MULTILINE)
+    return m.group(1) if m else ""
+
+
+class _HTMLText(HTMLParser):
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
+             "ul", "ol", "blockquote", "pre", "header", "footer", "dd", "dt"}
+    SKIP = {"script", "style", "noscript", "template"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._open: list[str] = []  # skipped or <title> elements we are inside
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in self.SKIP or tag == "title":
+            self._open.append(tag)
+        elif tag in self.BLOCK:
+            self.parts.append("\n\n")  # block boundaries become paragraph boundaries for split_passages
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1] == tag:
+            self._open.pop()
+        elif tag in self.BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._open:
+            self.parts.append(data)
+        elif self._open[-1] == "title":
+            self.title += data
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, visible text) of an HTML page; paragraphs separated by blank lines."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", "".join(parser.parts)))
+    return " ".join(parser.title.split()), "\n\n".join(p for p in paragraphs if p)
+
+
+# Sentence ends: Latin/Arabic (؟) punctuation before whitespace; CJK full-width punctuation anywhere;
+# the danda (।) ends Bengali and Hindi sentences.
+_SENTENCE_END = re.compile(r"(?<=[.!?؟।])\s+|(?<=[。！？])\s*")
+
+
+def split_passages(text: str, min_chars: int = PASSAGE_MIN_CHARS, max_chars: int = PASSAGE_MAX_CHARS
+                   ) -> list[str]:
+    """Pack paragraphs (blank-line separated) into passages of about min..max characters. A paragraph is
+    only cut when it alone exceeds max_chars: at sentence ends, or at whitespace as a last resort."""
+    units: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        para = para.strip()
+        if len(para) <= max_chars:
+            units += [para] if para else []
+        else:
+            units += _pack([s for s in _SENTENCE_END.split(para) for s in _hard_split(s, max_chars)],
+                           max_chars, max_chars, sep=" ")
+    return _pack(units, min_chars, max_chars, sep="\n\n")
+
+
+def _pack(units: list[str], min_chars: int, max_chars: int, sep: str) -> list[str]:
+    out: list[str] = []
+    buf = ""
+    for unit in units:
+        if buf and (len(buf) >= min_chars or len(buf) + len(sep) + len(unit) > max_chars):
+            out.append(buf)
+            buf = ""
+        buf = f"{buf}{sep}{unit}" if buf else unit
+    return out + [buf] if buf else out
+
+
+def _hard_split(sentence: str, max_chars: int) -> list[str]:
+    """A sentence longer than max_chars is cut at the last whitespace before the limit (or at the limit
+    for unspaced text such as Chinese without punctuation)."""
+    pieces = []
+    sentence = sentence.strip()
+    while len(sentence) > max_chars:
+        cut = sentence.rfind(" ", 0, max_chars + 1)
+        cut = cut if cut > 0 else max_chars
+        pieces.append(sentence[:cut].strip())
+        sentence = sentence[cut:].strip()
+    return pieces + [sentence] if sentence else pieces
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m culturemanager.retrieve",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("corpus", type=Path, nargs="+", help="corpus files or folders")
+    ap.add_argument("query")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--index-dir", type=Path, help="save / reuse the index here (default: in memory only)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.index_dir:
+        retriever = build_local_retriever(args.corpus, args.index_dir)
+    else:
+        docs = load_corpus(args.corpus)
+        if not docs:
+            raise SystemExit(f"no documents found in {', '.join(map(str, args.corpus))}")
+        retriever = BM25Retriever(docs)
+    hits = retriever.search(args.query, args.k)
+    if not hits:
+        print(f"no passage matches {args.query!r}")
+    for rank, doc in enumerate(hits, 1):
+        print(f"{rank}. [{doc.score:.2f}] {doc.id}  {doc.title}\n   {' '.join(doc.text.split())[:300]}\n")
+
+
+if __name__ == "__main__":
+    main()

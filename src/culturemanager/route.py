@@ -1,0 +1,61 @@
+"""Stage 6: the culture router, the paper's prompt router on the (adapter-free) target model.
+
+The router prompt shows the text, the run's cultures and "Others"; the choice is the option with the highest
+length-normalized log-likelihood (never free text), so it is always a valid option. "Others" (or a culture
+that got no adapter) means the base model answers.
+
+Entry points: `write_router(cfg, rd)` writes `router.json`; `route(model, tok, router, texts)` decides.
+Run: `culturemanager route CONFIG.toml FILE.jsonl` prints a decision per line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .config import Config
+from .prompts import split_router_template
+from .records import write_json
+from .rundir import RunDir
+from .target import BASE, encode, option_ids, score_options
+
+OTHERS = "Others"
+
+
+@dataclass(frozen=True)
+class Router:
+    enabled: bool
+    options: list[str]  # cultures (+ "Others")
+    template: str
+    adapters: dict[str, str | None]  # culture -> adapter folder (None: base model)
+    max_length: int
+
+    def adapter_for(self, culture: str) -> str:
+        return culture if self.adapters.get(culture) else BASE
+
+
+def write_router(cfg: Config, rd: RunDir) -> Router:
+    options = [c.name for c in cfg.cultures] + ([OTHERS] if cfg.router.others else [])
+    adapters = {c.name: str(rd.adapter(c.name)) if (rd.adapter(c.name) / "adapter_config.json").exists()
+                else None for c in cfg.cultures}
+    router = Router(cfg.router.enabled, options, cfg.router.template, adapters, cfg.target.max_length)
+    write_json(rd.router, router.__dict__)
+    return router
+
+
+def read_router(rd: RunDir) -> Router:
+    return Router(**json.loads(rd.router.read_text(encoding="utf-8")))
+
+
+def route(model, tok, router: Router, texts: list[str], batch_size: int = 8
+          ) -> tuple[list[str], list[dict[str, float]], int]:
+    """The chosen culture per text, every option's score, and how many texts were truncated."""
+    prefix, suffix = split_router_template(router.template, router.options)
+    encoded = [encode(tok, prefix, t, suffix, router.max_length - 8) for t in texts]
+    # a leading space makes each option a natural continuation of "Culture:"
+    opts = option_ids(tok, [" " + o for o in router.options])
+    adapters = [BASE] * len(texts) if hasattr(model, "peft_config") else None
+    scores = score_options(model, tok, [e.ids for e in encoded], opts, adapters, batch_size, normalize=True)
+    choice = [router.options[int(i)] for i in scores.argmax(1)]
+    table = [{o: round(float(v), 4) for o, v in zip(router.options, row)} for row in scores]
+    return choice, table, sum(e.truncated for e in encoded)

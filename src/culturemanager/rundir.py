@@ -1,0 +1,89 @@
+"""The run directory: fixed file names, the manifest, and what each stage reads and writes.
+
+    <run>/
+      config.json          resolved config           versions.json   library versions
+      manifest.json        stage status and counts   calls.jsonl     every LLM call (cached or not)
+      cache/llm.jsonl      LLM answers by request    index/          BM25 index of the local corpus
+      queries.jsonl        search queries            materials.jsonl retrieved documents (+ summaries)
+      samples/<culture>.jsonl  kept synthetic samples  samples/dropped.jsonl  dropped ones, with a reason
+      adapters/<culture>/  PEFT LoRA folder + culturemanager.json
+      router.json          router settings           predictions.jsonl   routed predictions
+      metrics.json         prediction counts (and scores when inputs carry gold labels)
+
+Run: `python -m culturemanager.rundir RUN_DIR` prints the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .records import write_json
+
+STAGES = ("queries", "search", "synthesize", "train", "route", "predict")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    config = property(lambda self: self.root / "config.json")
+    versions = property(lambda self: self.root / "versions.json")
+    manifest = property(lambda self: self.root / "manifest.json")
+    calls = property(lambda self: self.root / "calls.jsonl")
+    llm_cache = property(lambda self: self.root / "cache" / "llm.jsonl")
+    index = property(lambda self: self.root / "index")
+    queries = property(lambda self: self.root / "queries.jsonl")
+    materials = property(lambda self: self.root / "materials.jsonl")
+    samples_dir = property(lambda self: self.root / "samples")
+    dropped = property(lambda self: self.root / "samples" / "dropped.jsonl")
+    adapters_dir = property(lambda self: self.root / "adapters")
+    router = property(lambda self: self.root / "router.json")
+    predictions = property(lambda self: self.root / "predictions.jsonl")
+    metrics = property(lambda self: self.root / "metrics.json")
+
+    def samples(self, culture: str) -> Path:
+        return self.samples_dir / f"{safe_name(culture)}.jsonl"
+
+    def adapter(self, culture: str) -> Path:
+        return self.adapters_dir / safe_name(culture)
+
+    def read_manifest(self) -> dict[str, Any]:
+        if self.manifest.exists():
+            return json.loads(self.manifest.read_text(encoding="utf-8"))
+        return {"stages": {}}
+
+    def record_stage(self, stage: str, counts: dict[str, Any], seconds: float) -> None:
+        m = self.read_manifest()
+        m["stages"][stage] = {"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "seconds": round(seconds, 2), "counts": counts}
+        write_json(self.manifest, m)
+
+
+def safe_name(name: str) -> str:
+    """A culture name as a folder name: keep letters, digits, '-', '_'; anything else becomes '_'."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "_"
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("culturemanager", "torch", "transformers", "peft", "bm25s", "openai", "llama_cpp_python"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def main() -> None:
+    print(json.dumps(RunDir(Path(sys.argv[1])).read_manifest(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

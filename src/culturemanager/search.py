@@ -1,0 +1,92 @@
+"""Stage 3: run every query against the retriever and (optionally) summarize what it found.
+
+Each query's top-k documents become one `Material`; with `search.summarize` the generator condenses them,
+citing the documents as [1], [2] (the paper's search agent). The documents stay attached to the material, so
+provenance reaches every synthetic sample. A summary that says NONE drops the material (counted); a failed
+summary call falls back to the raw documents (counted). A culture with no documents at all is warned about,
+skipped and reported in the manifest.
+
+Entry point: `search(cfg, rd, llm)`; reads `queries.jsonl`, writes `materials.jsonl`.
+Run: `culturemanager search CONFIG.toml`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from .config import Config
+from .llm import CachedLLM, ChatRequest
+from .prompts import build_summary_messages, parse_summary
+from .records import Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
+from .retrieve import Retriever, build_local_retriever
+from .rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def make_retriever(cfg: Config, rd: RunDir) -> Retriever:
+    if not cfg.search.corpus:
+        raise ValueError("search.corpus is empty: name at least one folder or file of the local corpus")
+    builders = {"local": lambda: build_local_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index)}
+    return builders[cfg.search.backend]()
+
+
+def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None = None
+           ) -> tuple[list[Material], dict]:
+    queries = read_jsonl(rd.queries, Query)
+    retriever = retriever or make_retriever(cfg, rd)
+    cultures = {c.name: c for c in cfg.cultures}
+    counts: Counter = Counter()
+    found: list[tuple[Query, list[Document]]] = []
+    for q in queries:
+        docs = retriever.search(q.text, cfg.search.top_k, cultures[q.culture])
+        if not docs:
+            counts["queries_without_documents"] += 1
+            continue
+        docs = [d.model_copy(update={"text": d.text[:cfg.search.max_doc_chars]}) for d in docs]
+        found.append((q, docs))
+    materials = summarize(cfg, llm, found, counts) if cfg.search.summarize else [
+        raw_material(q, docs) for q, docs in found]
+    for name in cultures:
+        n = sum(m.culture == name for m in materials)
+        counts[f"materials[{name}]"] = n
+        if n == 0 and any(q.culture == name for q in queries):
+            log.warning("no material found for culture %s: it gets no synthetic data", name)
+            counts["cultures_without_material"] += 1
+    counts["materials"] = len(materials)
+    counts["documents"] = sum(len(m.documents) for m in materials)
+    counts.update({f"retriever.{k}": v for k, v in retriever.usage.items()})
+    write_jsonl(rd.materials, materials)
+    return materials, dict(counts)
+
+
+def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Document]]], counts: Counter
+              ) -> list[Material]:
+    cultures = {c.name: c for c in cfg.cultures}
+    requests = [ChatRequest(build_summary_messages(cultures[q.culture], cfg.task(q.task), q.text,
+                                                   [(d.url or d.source, d.text) for d in docs]),
+                            cfg.generator.temperature, cfg.generator.max_new_tokens,
+                            stable_seed(cfg.run.seed, "summary", q.id))
+                for q, docs in found]
+    answers = llm.complete(requests, stage="summarize")
+    out = []
+    for (q, docs), req, ans in zip(found, requests, answers):
+        if ans is None:
+            counts["summary_failed_used_raw"] += 1
+            out.append(raw_material(q, docs))
+            continue
+        text = parse_summary(ans.text)
+        if text is None:
+            counts["summary_irrelevant"] += 1
+            continue
+        out.append(Material(id=sha1_text("material|" + q.id)[:12], culture=q.culture, task=q.task, mode=q.mode,
+                            query_id=q.id, query=q.text, text=text, documents=docs, summarized=True,
+                            summary_prompt_hash=req.prompt_hash()))
+    return out
+
+
+def raw_material(q: Query, docs: list[Document]) -> Material:
+    text = "\n\n".join(f"[{i}] {d.title}: {d.text}" for i, d in enumerate(docs, 1))
+    return Material(id=sha1_text("material|" + q.id)[:12], culture=q.culture, task=q.task, mode=q.mode,
+                    query_id=q.id, query=q.text, text=text, documents=docs, summarized=False)

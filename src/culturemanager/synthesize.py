@@ -1,0 +1,154 @@
+"""Stage 4: the generator turns each material into labeled samples in the task's own format.
+
+For each material it asks for `synthesis.samples_per_material` samples (labels round-robin over the label
+set, so every culture gets every label), in the culture's language where the material allows. Items that do
+not parse or fail validation (label outside the set, empty, too short or long) are dropped with a reason; an
+answer with no valid item is retried with another seed, then the material is skipped and counted. Kept
+samples carry full provenance, are deduplicated by a normalized sha1, and any sample that equals or shares a
+`synthesis.leakage_ngram`-token n-gram with an evaluation input is dropped (the paper's leakage check).
+
+Entry point: `synthesize(cfg, rd, llm)`; reads `materials.jsonl`, writes `samples/<culture>.jsonl` and
+`samples/dropped.jsonl`.
+Run: `culturemanager synthesize CONFIG.toml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+
+from .config import Config
+from .inputs import read_texts
+from .llm import CachedLLM, ChatRequest
+from .prompts import build_synthesis_messages, parse_samples
+from .queries import demonstrations_by_culture
+from .records import (DroppedSample, Material, Provenance, Sample, normalize_text, read_jsonl, sample_id,
+                      stable_seed, write_jsonl)
+from .rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[Sample]], dict]:
+    materials = read_jsonl(rd.materials, Material)
+    cultures = {c.name: c for c in cfg.cultures}
+    demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
+    counts: Counter = Counter()
+    kept: list[Sample] = []
+    dropped: list[DroppedSample] = []
+    pending = list(enumerate(materials))
+    for attempt in range(cfg.synthesis.max_attempts):
+        if not pending:
+            break
+        requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures)
+                    for i, m in pending]
+        answers = llm.complete(requests, stage="synthesize")
+        retry = []
+        for (i, m), req, ans in zip(pending, requests, answers):
+            task = cfg.task(m.task)
+            parsed = parse_samples(ans.text, task, cfg.synthesis) if ans else None
+            if parsed is None or not parsed.items:
+                counts["failed_calls" if ans is None else "unparsable_answers"] += 1
+                retry.append((i, m))
+                continue
+            for reason, text, label in parsed.dropped:
+                dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason=reason,
+                                             text=text[:500], label=label[:100]))
+            kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in parsed.items]
+        pending = retry
+    counts["materials_skipped"] = len(pending)
+    for _, m in pending:
+        dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason="no_valid_answer"))
+    kept, more = filter_samples(cfg, kept)
+    dropped += more
+    counts.update(d.reason for d in dropped)
+    by_culture = {c: [s for s in kept if s.culture == c] for c in cultures}
+    for c, samples in by_culture.items():
+        write_jsonl(rd.samples(c), samples)
+        counts[f"kept[{c}]"] = len(samples)
+        counts.update(f"label[{c}][{s.label}]" for s in samples)
+    write_jsonl(rd.dropped, dropped)
+    counts["kept"], counts["dropped"] = len(kept), len(dropped)
+    return by_culture, dict(counts)
+
+
+def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos: list[str], cultures
+                      ) -> ChatRequest:
+    task = cfg.task(m.task)
+    seed = stable_seed(cfg.run.seed, "synth", m.id, attempt)
+    n = cfg.synthesis.samples_per_material
+    labels = task.labels or []
+    # round-robin from a per-material offset: across materials every label is asked for equally often
+    order = [labels[(index + j) % len(labels)] for j in range(n)] if labels else []
+    if not cfg.synthesis.balance and labels:
+        order = []
+    style = random.Random(seed).sample(demos, min(3, len(demos)))
+    messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order or [""] * n,
+                                        cfg.synthesis)
+    return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
+
+
+def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
+    prov = Provenance(culture=m.culture, task=m.task, mode=m.mode, query=m.query, material_id=m.id,
+                      source_ids=[d.id for d in m.documents],
+                      source_urls=[d.url for d in m.documents if d.url], generator=generator,
+                      prompt_hash=prompt_hash)
+    return Sample(id=sample_id(m.task, text), culture=m.culture, task=m.task, text=text, label=label,
+                  provenance=prov)
+
+
+def filter_samples(cfg: Config, samples: list[Sample]) -> tuple[list[Sample], list[DroppedSample]]:
+    """Deduplicate (first occurrence wins) and drop samples leaking evaluation inputs."""
+    leak_index = {t.id: LeakIndex(read_texts(t.evaluation), cfg.synthesis.leakage_ngram)
+                  for t in cfg.tasks if t.evaluation}
+    seen: set[str] = set()
+    kept, dropped = [], []
+    for s in samples:
+        reason = None
+        if s.id in seen:
+            reason = "duplicate"
+        elif s.task in leak_index and leak_index[s.task].leaks(s.text):
+            reason = "leaks_evaluation"
+        if reason:
+            dropped.append(DroppedSample(culture=s.culture, task=s.task, material_id=s.provenance.material_id,
+                                         reason=reason, text=s.text[:500], label=s.label))
+        else:
+            seen.add(s.id)
+            kept.append(s)
+    return kept, dropped
+
+
+class LeakIndex:
+    """Normalized evaluation texts and all their n-grams: equal text, or one shared n-gram, is a leak."""
+
+    def __init__(self, texts: list[str], n: int):
+        self.n = n
+        self.exact = {normalize_text(t) for t in texts}
+        self.grams = {g for t in texts for g in ngrams(leak_tokens(t), n)}
+
+    def leaks(self, text: str) -> bool:
+        return normalize_text(text) in self.exact or any(g in self.grams for g in ngrams(leak_tokens(text),
+                                                                                           self.n))
+
+
+def leak_tokens(text: str) -> list[str]:
+    """Words for alphabetic scripts, single characters for CJK (which has no spaces)."""
+    out: list[str] = []
+    for word in normalize_text(text).split():
+        if any(_is_cjk(ch) for ch in word):
+            out += list(word)
+        else:
+            out.append(word)
+    return out
+
+
+def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF
+
+

@@ -1,0 +1,107 @@
+"""The target model side shared by training, routing and prediction: loading, encoding, option scoring.
+
+One encoding rule everywhere (training, router, prediction), so that an adapter sees at inference exactly
+the token layout it was trained on: `prefix + input + suffix + answer`, each part tokenized on its own.
+Truncation rule: when a prompt would exceed `target.max_length`, the *input text's tail* is cut (template and
+answer are never cut); every truncation is counted.
+
+Scoring picks among fixed options by their log-likelihood after the prompt (never free text), so an answer is
+always valid. All `prompts x options` sequences go through the model in batches; with a PEFT model holding
+several adapters, each sequence can use its own adapter (peft's `adapter_names`, "__base__" for none).
+
+Run: `python -m culturemanager.target MODEL "prompt text" opt1 opt2` prints the option scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .config import TargetConfig
+from .models import resolve_hf
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_target(cfg: TargetConfig):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, local = resolve_hf(cfg.model)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], local_files_only=local)
+    return model.eval(), tok
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    truncated: bool
+
+
+def encode(tok, prefix: str, text: str, suffix: str, max_tokens: int) -> Encoded:
+    """prefix (with the tokenizer's BOS) + text (tail cut to fit) + suffix, in at most max_tokens."""
+    p = tok(prefix)["input_ids"]
+    s = tok(suffix, add_special_tokens=False)["input_ids"]
+    t = tok(text, add_special_tokens=False)["input_ids"]
+    budget = max(0, max_tokens - len(p) - len(s))
+    return Encoded(p + t[:budget] + s, len(t) > budget)
+
+
+def option_ids(tok, options: list[str]) -> list[list[int]]:
+    ids = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
+    if any(not x for x in ids):
+        raise ValueError(f"an option tokenizes to nothing: {options}")
+    return ids
+
+
+@torch.no_grad()
+def score_options(model, tok, prompts: list[list[int]], options: list[list[int]],
+                  adapters: list[str] | None = None, batch_size: int = 8, normalize: bool = False
+                  ) -> torch.Tensor:
+    """Log-likelihood of each option after each prompt: a [len(prompts), len(options)] tensor.
+
+    normalize=True divides by the option's token count (for options of different lengths, e.g. names)."""
+    seqs = [(i, k, p + o) for i, p in enumerate(prompts) for k, o in enumerate(options)]
+    out = torch.zeros(len(prompts), len(options))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    step = batch_size * len(options)
+    for start in range(0, len(seqs), step):
+        chunk = seqs[start:start + step]
+        width = max(len(s) for _, _, s in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (_, _, s) in enumerate(chunk):
+            ids[row, :len(s)] = torch.tensor(s)
+            mask[row, :len(s)] = 1
+        kwargs = {"adapter_names": [adapters[i] for i, _, _ in chunk]} if adapters is not None else {}
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, **kwargs).logits.float(), -1)
+        for row, (i, k, s) in enumerate(chunk):
+            n = len(options[k])
+            pos = torch.arange(len(s) - n, len(s))
+            lp = logp[row, pos - 1, torch.tensor(options[k])].sum()
+            out[i, k] = lp / n if normalize else lp
+    return out
+
+
+@torch.no_grad()
+def generate(model, tok, prompt: list[int], max_new_tokens: int, adapter: str | None = None) -> str:
+    kwargs = {"adapter_names": [adapter]} if adapter is not None else {}
+    ids = torch.tensor([prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tok.pad_token_id, **kwargs)
+    return tok.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+
+
+def main() -> None:
+    model, tok = load_target(TargetConfig(model=sys.argv[1]))
+    prompt = encode(tok, sys.argv[2], "", "", 512).ids
+    print(score_options(model, tok, [prompt], option_ids(tok, sys.argv[3:])))
+
+
+if __name__ == "__main__":
+    main()

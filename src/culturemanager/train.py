@@ -1,0 +1,177 @@
+"""Stage 5: one LoRA adapter per culture on the frozen target model, trained on that culture's samples.
+
+Each sample is laid out with the task's own template (the one used at inference) and the loss is on the
+answer tokens only. The adapter is saved as a standard PEFT folder (adapter_config.json +
+adapter_model.safetensors, servable by vLLM's `--lora-modules` unchanged) plus `culturemanager.json`
+(culture, data hash, resolved settings, library versions, loss curve). A finished adapter whose data hash is
+unchanged is not retrained; a killed training resumes from its last checkpoint (weights + optimizer + step).
+
+Entry point: `train(cfg, rd)`; reads `samples/<culture>.jsonl`, writes `adapters/<culture>/`.
+Run: `culturemanager train CONFIG.toml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .prompts import split_task_template
+from .records import Sample, read_jsonl, write_json
+from .rundir import RunDir, library_versions
+from .target import encode, load_target, option_ids
+
+log = logging.getLogger(__name__)
+
+META = "culturemanager.json"
+
+
+def train(cfg: Config, rd: RunDir, progress: bool = True) -> dict:
+    counts: dict = {"trained": [], "reused": [], "skipped_too_few_samples": [], "truncated": 0}
+    for culture in cfg.cultures:
+        path = rd.samples(culture.name)
+        samples = read_jsonl(path, Sample) if path.exists() else []
+        out = rd.adapter(culture.name)
+        if len(samples) < cfg.train.min_samples:
+            log.warning("culture %s has %d samples (< train.min_samples=%d): no adapter, base model serves it",
+                        culture.name, len(samples), cfg.train.min_samples)
+            counts["skipped_too_few_samples"].append(culture.name)
+            shutil.rmtree(out, ignore_errors=True)  # a stale adapter must not outlive its data
+            continue
+        digest = data_hash(cfg, samples)
+        if adapter_is_current(out, digest):
+            counts["reused"].append(culture.name)
+            continue
+        counts["truncated"] += train_adapter(cfg, culture.name, samples, out, digest, progress)
+        counts["trained"].append(culture.name)
+    return counts
+
+
+def data_hash(cfg: Config, samples: list[Sample]) -> str:
+    """Everything that changes the adapter: the samples, the templates, the target and the LoRA settings."""
+    body = {"samples": [(s.task, s.text, s.label) for s in samples], "train": cfg.train.model_dump(),
+            "target": cfg.target.model, "max_length": cfg.target.max_length, "seed": cfg.run.seed,
+            "templates": {t.id: t.template for t in cfg.tasks}}
+    return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def adapter_is_current(folder: Path, digest: str) -> bool:
+    meta = folder / META
+    return ((folder / "adapter_model.safetensors").exists() and meta.exists()
+            and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == digest)
+
+
+def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(input ids, labels with -100 on the prompt) per sample, and how many inputs were truncated."""
+    examples, truncated = [], 0
+    for s in samples:
+        task = cfg.task(s.task)
+        answer = option_ids(tok, [s.label])[0]
+        if task.format == "free_text" and tok.eos_token_id is not None:
+            answer = answer + [tok.eos_token_id]
+        prefix, suffix = split_task_template(task)
+        enc = encode(tok, prefix, s.text, suffix, cfg.target.max_length - len(answer))
+        truncated += enc.truncated
+        examples.append((enc.ids + answer, [-100] * len(enc.ids) + answer))
+    return examples, truncated
+
+
+def lora_config(cfg: Config):
+    """The one translation from our settings to peft's."""
+    from peft import LoraConfig
+
+    t = cfg.train
+    return LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, target_modules=list(t.target_modules),
+                      task_type="CAUSAL_LM")
+
+
+def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, digest: str,
+                  progress: bool) -> int:
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+    from rich.progress import Progress
+
+    torch.manual_seed(cfg.run.seed)
+    base, tok = load_target(cfg.target)
+    model = get_peft_model(base, lora_config(cfg))
+    model.train()
+    examples, truncated = build_examples(cfg, tok, samples)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    bs = cfg.train.batch_size
+    per_epoch = math.ceil(len(examples) / bs)
+    total = per_epoch * cfg.train.epochs
+    if cfg.train.max_steps is not None:
+        total = min(total, cfg.train.max_steps)
+    ckpt = out.parent / f".{out.name}.checkpoint"
+    step, losses = load_checkpoint(ckpt, digest, model, opt, set_peft_model_state_dict)
+    with Progress(disable=not progress, transient=True) as bar:
+        job = bar.add_task(f"train {culture}", total=total, completed=step)
+        while step < total:
+            epoch, offset = divmod(step, per_epoch)
+            order = list(range(len(examples)))
+            random.Random(cfg.run.seed * 1000 + epoch).shuffle(order)
+            batch = [examples[i] for i in order[offset * bs:(offset + 1) * bs]]
+            loss = train_step(model, opt, batch, tok.pad_token_id)
+            losses.append(round(loss, 5))
+            step += 1
+            bar.update(job, advance=1, description=f"train {culture} loss {loss:.3f}")
+            if step % cfg.train.checkpoint_every == 0 and step < total:
+                save_checkpoint(ckpt, digest, step, losses, get_peft_model_state_dict(model), opt)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    write_json(tmp / META, {
+        "culture": culture, "data_hash": digest, "samples": len(samples), "steps": total,
+        "tasks": sorted({s.task for s in samples}), "truncated_inputs": truncated, "loss_curve": losses,
+        "target": cfg.target.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
+        "templates": {t.id: t.template for t in cfg.tasks}, "versions": library_versions()})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("adapter %s: %d samples, %d steps, final loss %.3f", culture, len(samples), total,
+             losses[-1] if losses else float("nan"))
+    return truncated
+
+
+def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int) -> float:
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (x, y) in enumerate(batch):
+        ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def save_checkpoint(folder: Path, digest: str, step: int, losses: list[float], weights: dict, opt) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"weights": weights, "optimizer": opt.state_dict(), "step": step, "losses": losses,
+                "data_hash": digest}, tmp / "state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, digest: str, model, opt, set_state) -> tuple[int, list[float]]:
+    state_file = folder / "state.pt"
+    if not state_file.exists():
+        return 0, []
+    state = torch.load(state_file, weights_only=True)
+    if state.get("data_hash") != digest:
+        shutil.rmtree(folder, ignore_errors=True)
+        return 0, []
+    set_state(model, state["weights"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming training from step %d", state["step"])
+    return int(state["step"]), list(state["losses"])
