@@ -100,8 +100,8 @@ class Task(Section):
             raise ValueError(f"positive_label {self.positive_label!r} is not in labels {self.labels}")
         if self.template is None:
             self.template = DEFAULT_TEMPLATES[self.format]
-        if "{input}" not in self.template:
-            raise ValueError("template must contain {input}")
+        if self.template.count("{input}") != 1:
+            raise ValueError("template must contain {input} exactly once")
         return self
 
 

@@ -51,14 +51,14 @@ def _raw_rows(df: DataFile):
     elif suffix == ".csv":
         yield from _csv_rows(df)
     else:
-        with open(df.path, encoding="utf-8") as f:
+        with open(df.path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield InputRow(line.strip(), None, f"{df.path}:{lineno}", df.culture)
 
 
 def _jsonl_rows(df: DataFile):
-    with open(df.path, encoding="utf-8") as f:
+    with open(df.path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -73,10 +73,12 @@ def _jsonl_rows(df: DataFile):
 
 
 def _csv_rows(df: DataFile):
-    with open(df.path, encoding="utf-8", newline="") as f:
+    with open(df.path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
+        first = 2  # line of the record's start: a quoted field may span several lines
         for obj in reader:
-            yield _row(obj, df, f"{df.path}:{reader.line_num}")
+            yield _row(obj, df, f"{df.path}:{first}")
+            first = reader.line_num + 1
 
 
 def _row(obj: dict, df: DataFile, where: str) -> InputRow:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from rich.progress import MofNCompleteColumn, Progress
+
 from .config import LLMConfig
 from .records import CallRecord
 
@@ -54,7 +56,10 @@ class Completion:
 
 
 class LLMBackend(Protocol):
-    name: str  # model identity, recorded in provenance and the cache key
+    """`name` is the model's identity (in provenance and the cache key). A backend may set `parallel`: how
+    many requests it answers at once (the cache stores answers after each such chunk)."""
+
+    name: str
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion | Exception]: ...
 
@@ -72,6 +77,7 @@ class CachedLLM:
     backend: LLMBackend
     cache_path: Path
     log_path: Path
+    progress: bool = False
     counts: dict[str, int] = field(default_factory=lambda: {"calls": 0, "cached": 0, "errors": 0})
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -95,17 +101,26 @@ class CachedLLM:
                 self._log(stage, requests[i], 0.0, out[i], None)
             else:
                 todo.append(i)
-        if todo:
-            t0 = time.time()
-            answers = self.backend.complete([requests[i] for i in todo])
-            latency = (time.time() - t0) / len(todo)
-            for i, a in zip(todo, answers):
-                if isinstance(a, Exception):
-                    self._log(stage, requests[i], latency, None, a)
-                    continue
-                self._store(keys[i], a)
-                out[i] = a
-                self._log(stage, requests[i], latency, a, None)
+        if not todo:
+            return out
+        # answers are stored chunk by chunk, so a run killed mid-stage keeps every finished call
+        chunk = max(1, getattr(self.backend, "parallel", 1))
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), disable=not self.progress,
+                      transient=True) as bar:
+            job = bar.add_task(f"{stage} ({self.backend.name})", total=len(todo))
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                t0 = time.time()
+                answers = self.backend.complete([requests[i] for i in part])
+                latency = (time.time() - t0) / len(part)
+                for i, a in zip(part, answers):
+                    if isinstance(a, Exception):
+                        self._log(stage, requests[i], latency, None, a)
+                        continue
+                    self._store(keys[i], a)
+                    out[i] = a
+                    self._log(stage, requests[i], latency, a, None)
+                bar.update(job, advance=len(part))
         return out
 
     def key(self, r: ChatRequest) -> str:
@@ -119,7 +134,11 @@ class CachedLLM:
         with self._lock:
             self._cache[key] = entry
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.cache_path, "a", encoding="utf-8") as f:
+            with open(self.cache_path, "a+", encoding="utf-8") as f:
+                if f.tell() > 0:  # a killed run may have left half a line: never append to it
+                    f.seek(f.tell() - 1)
+                    if f.read(1) != "\n":
+                        f.write("\n")
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def _log(self, stage: str, r: ChatRequest, latency: float, c: Completion | None,
@@ -152,8 +171,16 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return cache
 
 
+_SECRETS: set[str] = set()  # keys read by backends in this process, removed from anything logged
+
+
 def _redact(text: str) -> str:
-    """Never let something that looks like a key reach a log."""
+    """Never let a key reach a log: known key shapes, and the values of every *_KEY / *_TOKEN variable."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    for name, value in os.environ.items():
+        if len(value) >= 8 and name.upper().endswith(("_KEY", "_TOKEN", "_SECRET")):
+            text = text.replace(value, "***")
     return re.sub(r"(sk-|Bearer\s+)[A-Za-z0-9_\-\.]{6,}", r"\1***", text)
 
 
@@ -176,7 +203,10 @@ class OpenAIBackend:
                 raise BackendError(f"the openai backend needs an API key in the environment variable "
                                    f"{cfg.api_key_env} (set generator.api_key_env to use another one)")
             key = "none"  # local servers (vLLM, Ollama, llama.cpp) usually accept any key
+        else:
+            _SECRETS.add(key)
         self.cfg = cfg
+        self.parallel = max(1, cfg.concurrency)
         self.name = cfg.model if cfg.base_url is None else f"{cfg.model}@{cfg.base_url}"
         self.client = OpenAI(api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s,
                              max_retries=cfg.max_retries)
@@ -282,9 +312,12 @@ def fake_answer(r: ChatRequest) -> str:
             else "queries" if "<culture>" in prompt else "")
     if kind == "queries":
         culture, task, n = _tag(prompt, "culture"), _tag(prompt, "task"), int(_tag(prompt, "n") or 3)
-        demos = [w for w in re.findall(r"\w{4,}", _tag(prompt, "demonstrations") or "")][:n]
-        words = demos + ["customs", "norms", "language", "society", "values"]
-        return json.dumps([f"{culture} {task} {words[(i + r.seed) % len(words)]}" for i in range(n)])
+        demos = re.findall(r"\w{4,}", _tag(prompt, "demonstrations") or "")
+        words = list(dict.fromkeys(w.casefold() for w in demos[:n] + ["customs", "norms", "language",
+                                                                       "society", "values"]))
+        picks = [words[(i + r.seed) % len(words)] + (f" {i // len(words)}" if i >= len(words) else "")
+                 for i in range(n)]
+        return json.dumps([f"{culture} {task} {p}" for p in picks])
     if kind == "summarize":
         docs = _tag(prompt, "documents") or ""
         sentences = re.split(r"(?<=[.!?。])\s+", re.sub(r"<[^>]+>", " ", docs))

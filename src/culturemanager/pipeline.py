@@ -36,7 +36,8 @@ class Run:
     @property
     def llm(self) -> CachedLLM:
         if self._llm is None:
-            self._llm = CachedLLM(make_backend(self.cfg.generator), self.rd.llm_cache, self.rd.calls)
+            self._llm = CachedLLM(make_backend(self.cfg.generator), self.rd.llm_cache, self.rd.calls,
+                                  progress=self.progress)
         return self._llm
 
     def stage(self, name: str) -> dict[str, Any]:

@@ -78,9 +78,8 @@ def parse_queries(text: str) -> list[str]:
     value = first_json(text, "[") or first_json(text, "{")
     if isinstance(value, dict):
         value = next((v for v in value.values() if isinstance(v, list)), None)
-    if isinstance(value, list):
-        items = [v for v in value if isinstance(v, str)]
-    else:
+    items = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    if not items:  # e.g. "[2023]" inside a numbered list is JSON, but not the answer
         items = [m.group(1) for m in re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", text, re.M)]
     return dedupe(clean_query(q) for q in items if 3 <= len(clean_query(q)) <= 200)
 
@@ -94,7 +93,7 @@ def build_summary_messages(culture: Culture, task: Task, query: str, docs: list[
     body = "\n".join(f'<doc n="{i}" source="{_attr(src)}">\n{_defuse(text)}\n</doc>'
                      for i, (src, text) in enumerate(docs, 1))
     user = (f"Culture: <culture>{culture.name}</culture>. Task: <task>{task.label}</task>. "
-            f"Search query: {query!r}.\n<documents>\n{body}\n</documents>\n"
+            f"Search query: <query>{_defuse(query)}</query>\n<documents>\n{body}\n</documents>\n"
             f"In at most 150 words, summarize what these documents say about {culture.name} culture that "
             f"helps to recognise {task.label}: norms, taboos, sensitive groups and topics, typical "
             f"expressions. Cite the documents as [1], [2]. If nothing in them is relevant, answer NONE.")
@@ -250,7 +249,7 @@ def _bullets(items: list[str]) -> str:
 
 def _defuse(text: str) -> str:
     """Data cannot close its own fence: a page containing '</documents>' must not end the data block."""
-    return re.sub(r"</?\s*(documents|doc|material|demonstrations)\b", lambda m: m.group(0).replace("<", "‹"),
+    return re.sub(r"</?\s*(documents|doc|material|demonstrations|query)\b", lambda m: m.group(0).replace("<", "‹"),
                   text, flags=re.I)
 
 

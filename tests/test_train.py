@@ -1,0 +1,109 @@
+"""LoRA adapters: base frozen, adapter learns, standard PEFT folder, reuse, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from culturemanager import load_config
+from culturemanager.pipeline import Run
+from culturemanager import train as train_mod
+
+
+def prepare(cfg_path, *overrides):
+    run = Run(load_config(cfg_path, list(overrides)), progress=False)
+    for stage in ("queries", "search", "synthesize"):
+        run.stage(stage)
+    return run
+
+
+def test_adapter_trains_lora_only_and_is_a_standard_peft_folder(task_config, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = prepare(task_config)
+    base_before = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(tiny_model).state_dict().items()}
+    counts = run.stage("train")
+    assert counts["trained"] == ["Spanish", "Turkish"]
+    folder = run.rd.adapter("Spanish")
+    assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                 "culturemanager.json", "README.md"}
+    conf = json.loads((folder / "adapter_config.json").read_text())
+    assert conf["peft_type"] == "LORA" and conf["r"] == 4 and set(conf["target_modules"]) == {"q_proj", "v_proj"}
+    weights = load_file(folder / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    # lora_B starts at zero: training must have moved it
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    meta = json.loads((folder / "culturemanager.json").read_text())
+    assert meta["culture"] == "Spanish" and meta["samples"] == 16 and len(meta["loss_curve"]) == meta["steps"]
+    assert meta["versions"]["peft"] and meta["data_hash"]
+    # the base weights on disk are untouched, and the adapter loads onto them with peft as is
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert all(torch.equal(base_before[k], v) for k, v in base.state_dict().items())
+    model = PeftModel.from_pretrained(base, str(folder))
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        with_adapter = model(input_ids=ids).logits
+        with model.disable_adapter():
+            without = model(input_ids=ids).logits
+    assert not torch.allclose(with_adapter, without)
+
+
+def test_finished_adapter_is_reused_and_changed_data_retrains(task_config):
+    run = prepare(task_config)
+    run.stage("train")
+    stamp = (run.rd.adapter("Turkish") / "adapter_model.safetensors").stat().st_mtime_ns
+    assert run.stage("train")["reused"] == ["Spanish", "Turkish"]
+    assert (run.rd.adapter("Turkish") / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+    run2 = Run(load_config(task_config, ["train.rank=2"]), progress=False)
+    assert run2.stage("train")["trained"] == ["Spanish", "Turkish"]
+
+
+def test_too_few_samples_means_no_adapter(task_config):
+    run = prepare(task_config, "train.min_samples=100")
+    counts = run.stage("train")
+    assert counts["skipped_too_few_samples"] == ["Spanish", "Turkish"]
+    assert not run.rd.adapter("Spanish").exists()
+
+
+def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted(task_config, monkeypatch):
+    overrides = ["train.dropout=0.0", "train.epochs=3", "train.checkpoint_every=2", "train.min_samples=1"]
+    run = prepare(task_config, *overrides)
+    run.stage("train")
+    clean = load_file(run.rd.adapter("Spanish") / "adapter_model.safetensors")
+    clean_meta = json.loads((run.rd.adapter("Spanish") / "culturemanager.json").read_text())
+    for c in ("Spanish", "Turkish"):
+        (run.rd.adapter(c) / "culturemanager.json").unlink()  # force retraining
+
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def dying_step(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # the run is killed during step 4
+        return real_step(*args)
+
+    monkeypatch.setattr(train_mod, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run.stage("train")
+    ckpt = run.rd.adapters_dir / ".Spanish.checkpoint" / "state.pt"
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    steps = {"n": 0}
+
+    def counting_step(*args):
+        steps["n"] += 1
+        return real_step(*args)
+
+    monkeypatch.setattr(train_mod, "train_step", counting_step)
+    run.stage("train")
+    resumed_meta = json.loads((run.rd.adapter("Spanish") / "culturemanager.json").read_text())
+    assert steps["n"] == 2 * clean_meta["steps"] - 2  # Spanish resumed at step 2, Turkish from scratch
+    assert resumed_meta["loss_curve"][:2] == clean_meta["loss_curve"][:2]
+    resumed = load_file(run.rd.adapter("Spanish") / "adapter_model.safetensors")
+    assert all(torch.allclose(clean[k], resumed[k], atol=1e-6) for k in clean)
+    assert not ckpt.parent.exists()
