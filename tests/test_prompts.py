@@ -95,7 +95,7 @@ def test_build_query_messages_demonstrations_only_task_specific():
         assert d not in a
     assert "<demonstrations>" in s and "<demonstrations>" not in a
     for u in (s, a):
-        assert "<culture>Spanish</culture>" in u and "<task>hate speech</task>" in u and "<n>4</n>" in u
+        assert "Culture: Spanish" in u and "Task: hate speech" in u and "Write 4 " in u
         assert "(Spain)" in u
 
 
@@ -152,8 +152,8 @@ def test_build_synthesis_messages_fences_material_and_orders_labels():
     assert [role for role, _ in messages] == ["system", "user", "assistant", "user"]
     u = user_turn(messages)
     assert u.count("</material>") == 1
-    assert "<n>3</n>" in u and "Use the labels in this order: 1, 0, 1." in u
-    assert '<labels>["0", "1"]</labels>' in u
+    assert "Write 3 " in u and "Use the labels in this order: 1, 0, 1." in u
+    assert 'Labels: ["0", "1"]' in u
     assert "Spanish" in u and "5-60 characters" in u
 
 

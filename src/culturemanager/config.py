@@ -51,7 +51,10 @@ class DataFile(Section):
     limit: int | None = None
     """Use at most this many rows from `start`."""
     culture: str | None = None
-    """For prediction inputs: the known culture of every row (skips routing when router is off)."""
+    """The known culture of every row: restricts demonstrations to that culture; for prediction inputs it is
+    the culture used when the router is off, and the truth for router accuracy."""
+    culture_field: str | None = None
+    """Like `culture`, but read per row from this field."""
 
 
 class Culture(Section):
@@ -170,6 +173,8 @@ class SynthesisConfig(Section):
     leakage_ngram: int = 8
     """A sample sharing this many consecutive tokens (words; characters for CJK) with an evaluation input
     is dropped as leaked."""
+    copy_ngram: int = 12
+    """A sample sharing this many consecutive tokens with its own material is a copy, not a sample: dropped."""
     balance: bool = True
     """Ask for labels in a round-robin over the label set so each culture gets every label."""
 
@@ -280,16 +285,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`a.b=c` sets raw["a"]["b"]; the value is parsed as TOML/JSON when it can be, else kept a string."""
+    """`a.b=c` sets raw["a"]["b"] (`tasks.0.label=x`: an index into a list); the value is parsed as TOML
+    when it can be, else kept a string."""
     if "=" not in item:
         raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
-    node = raw
+    node: Any = raw
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise ConfigError(f"--set {key}: {p!r} is not an index of a list of {len(node)}")
+            node = node[int(p)]
+        elif isinstance(node, dict):
+            node = node.setdefault(p, {})
+        else:
             raise ConfigError(f"--set {key}: {p!r} is not a table")
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: {parts[-2] if len(parts) > 1 else key!r} is not a table")
     node[parts[-1]] = _parse_value(value.strip())
 
 

@@ -97,7 +97,12 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         if df.label_map and raw not in df.label_map:
             raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
         label = df.label_map.get(raw, raw)
-    return InputRow(text.strip(), label, where, df.culture)
+    culture = df.culture
+    if df.culture_field is not None:
+        if not isinstance(obj.get(df.culture_field), str):
+            raise InputFileError(f"{where}: no text field {df.culture_field!r} (the row's culture)")
+        culture = obj[df.culture_field]
+    return InputRow(text.strip(), label, where, culture)
 
 
 def main() -> None:

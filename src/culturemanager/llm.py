@@ -307,34 +307,38 @@ class FakeBackend:
 
 
 def fake_answer(r: ChatRequest) -> str:
-    prompt = r.messages[-1][1]  # the last user turn: system prompts mention every tag
-    kind = ("synthesize" if "<material>" in prompt else "summarize" if "<documents>" in prompt
-            else "queries" if "<culture>" in prompt else "")
-    if kind == "queries":
-        culture, task, n = _tag(prompt, "culture"), _tag(prompt, "task"), int(_tag(prompt, "n") or 3)
+    prompt = r.messages[-1][1]  # the last user turn: system prompts and examples mention every tag
+    culture, task = _field(prompt, "Culture"), _field(prompt, "Task")
+    n = int(m.group(1)) if (m := re.search(r"Write (\d+) ", prompt)) else 3
+    if "<material>" in prompt:
+        labels = json.loads(_field(prompt, "Labels") or "[]")
+        material = re.sub(r"\s+", " ", _tag(prompt, "material") or "")
+        parts = [p.strip() for p in re.split(r"(?<=[.!?。])\s+", material) if len(p.strip()) > 10] or [material]
+        # a few words of a material sentence: grounded, but not a verbatim copy
+        return "\n".join(json.dumps({"text": " ".join(parts[i % len(parts)].split()[:8]) + f" (#{i + r.seed})",
+                                     "label": labels[i % len(labels)] if labels else "answer"},
+                                    ensure_ascii=False) for i in range(n))
+    if "<documents>" in prompt:
+        docs = _tag(prompt, "documents") or ""
+        sentences = re.split(r"(?<=[.!?。])\s+", re.sub(r"<[^>]+>", " ", docs))
+        return " ".join(s.strip() for s in sentences[:3] if s.strip())
+    if culture:
         demos = re.findall(r"\w{4,}", _tag(prompt, "demonstrations") or "")
         words = list(dict.fromkeys(w.casefold() for w in demos[:n] + ["customs", "norms", "language",
                                                                        "society", "values"]))
         picks = [words[(i + r.seed) % len(words)] + (f" {i // len(words)}" if i >= len(words) else "")
                  for i in range(n)]
         return json.dumps([f"{culture} {task} {p}" for p in picks])
-    if kind == "summarize":
-        docs = _tag(prompt, "documents") or ""
-        sentences = re.split(r"(?<=[.!?。])\s+", re.sub(r"<[^>]+>", " ", docs))
-        return " ".join(s.strip() for s in sentences[:3] if s.strip())
-    if kind == "synthesize":
-        labels = json.loads(_tag(prompt, "labels") or "[]")
-        material = re.sub(r"\s+", " ", _tag(prompt, "material") or "")
-        n = int(_tag(prompt, "n") or 4)
-        parts = [p.strip() for p in re.split(r"(?<=[.!?。])\s+", material) if len(p.strip()) > 10] or [material]
-        return "\n".join(json.dumps({"text": f"{parts[i % len(parts)][:200]} (#{i + r.seed})",
-                                     "label": labels[i % len(labels)] if labels else "answer"},
-                                    ensure_ascii=False) for i in range(n))
     return "ok"
 
 
 def _tag(text: str, name: str) -> str | None:
     m = re.search(rf"<{name}>(.*?)</{name}>", text, re.S)
+    return m.group(1).strip() if m else None
+
+
+def _field(text: str, name: str) -> str | None:
+    m = re.search(rf"^{name}: (.+)$", text, re.M)
     return m.group(1).strip() if m else None
 
 

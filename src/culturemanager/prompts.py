@@ -34,6 +34,13 @@ QUERY_MODE_HINT: dict[str, str] = {
                       "{task}: values, norms, taboos, religion, history, social groups and everyday language."),
 }
 
+# one-shot example turn: without it small models nest lists or echo the prompt
+QUERY_EXAMPLE_USER = ("Culture: Japanese\nTask: spam\nThe queries should find broad knowledge of Japanese culture "
+                      "that matters for judging spam.\nWrite 3 distinct, specific web search queries. Answer with a "
+                      "JSON list of 3 strings.")
+QUERY_EXAMPLE_ANSWER = ('["common scam text messages in Japan delivery notice", "Japanese LINE account phishing '
+                        'messages", "how Japanese companies word marketing e-mails"]')
+
 SUMMARY_SYSTEM = ("You summarize retrieved documents for a researcher who studies culture. " + DATA_RULE
                   + " Only report what the documents say, and cite them.")
 
@@ -66,11 +73,11 @@ def language_name(culture: Culture) -> str:
 
 def build_query_messages(culture: Culture, task: Task, mode: Mode, demos: list[str], n: int) -> Messages:
     hint = QUERY_MODE_HINT[mode].format(demos=_bullets(demos), culture=culture.name, task=task.label)
-    user = (f"Culture: <culture>{culture.name}</culture>"
-            f"{' (' + culture.description + ')' if culture.description else ''}\n"
-            f"Task: <task>{task.label}</task>\n{hint}\n"
-            f"Write <n>{n}</n> distinct, specific web search queries. Answer with a JSON list of {n} strings.")
-    return (("system", QUERY_SYSTEM), ("user", user))
+    user = (f"Culture: {culture.name}{' (' + culture.description + ')' if culture.description else ''}\n"
+            f"Task: {task.label}\n{hint}\n"
+            f"Write {n} distinct, specific web search queries. Answer with a JSON list of {n} strings.")
+    return (("system", QUERY_SYSTEM), ("user", QUERY_EXAMPLE_USER), ("assistant", QUERY_EXAMPLE_ANSWER),
+            ("user", user))
 
 
 def parse_queries(text: str) -> list[str]:
@@ -78,6 +85,8 @@ def parse_queries(text: str) -> list[str]:
     value = first_json(text, "[") or first_json(text, "{")
     if isinstance(value, dict):
         value = next((v for v in value.values() if isinstance(v, list)), None)
+    if isinstance(value, list):  # small models sometimes nest: [["q1", "q2"], ["q3"]]
+        value = [x for v in value for x in (v if isinstance(v, list) else [v])]
     items = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
     if not items:  # e.g. "[2023]" inside a numbered list is JSON, but not the answer
         items = [m.group(1) for m in re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", text, re.M)]
@@ -92,7 +101,7 @@ def build_summary_messages(culture: Culture, task: Task, query: str, docs: list[
     """`docs` are (source, text) pairs; they are cited as [1], [2], ... in document order."""
     body = "\n".join(f'<doc n="{i}" source="{_attr(src)}">\n{_defuse(text)}\n</doc>'
                      for i, (src, text) in enumerate(docs, 1))
-    user = (f"Culture: <culture>{culture.name}</culture>. Task: <task>{task.label}</task>. "
+    user = (f"Culture: {culture.name}\nTask: {task.label}\n"
             f"Search query: <query>{_defuse(query)}</query>\n<documents>\n{body}\n</documents>\n"
             f"In at most 150 words, summarize what these documents say about {culture.name} culture that "
             f"helps to recognise {task.label}: norms, taboos, sensitive groups and topics, typical "
@@ -113,18 +122,16 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
     n = len(order)
     labels = task.labels or []
     fmt = FORMAT_HINT[task.format].format(task=task.label, positive=json.dumps(task.positive_label))
-    lines = [f"Culture: <culture>{culture.name}</culture>. Write in {language_name(culture)} where the "
-             f"material allows.",
-             f"Task: <task>{task.label}</task> ({task.format}). {fmt}"]
+    lines = [f"Culture: {culture.name}\nTask: {task.label}\nFormat: {task.format}. {fmt}"]
     if labels:
-        lines.append(f"Labels: <labels>{json.dumps(labels, ensure_ascii=False)}</labels>")
+        lines.append(f"Labels: {json.dumps(labels, ensure_ascii=False)}")
     if demos:
         lines.append(f"Example inputs of the task, for style and length only:\n<demonstrations>\n"
                      f"{_bullets(demos)}\n</demonstrations>")
     lines.append(f"Material about {culture.name} culture:\n<material>\n{_defuse(material)}\n</material>")
-    ask = (f"Write <n>{n}</n> new, realistic inputs of this task as people of {culture.name} culture would "
-           f"write them, grounded in the material, each with its correct label, "
-           f"{cfg.min_chars}-{cfg.max_chars} characters long.")
+    ask = (f"Write {n} new, realistic inputs of this task as people of {culture.name} culture would "
+           f"write them, in {language_name(culture)} where the material allows, grounded in the material but not "
+           f"copied from it, each with its correct label, {cfg.min_chars}-{cfg.max_chars} characters long.")
     if labels and any(order):
         ask += f" Use the labels in this order: {', '.join(order)}."
     lines.append(ask + ' Answer with one JSON object per line: {"text": "...", "label": "..."}')

@@ -36,8 +36,8 @@ def describe(stage: str, c: dict) -> str:
                 f" queries without documents {c.get('queries_without_documents', 0)},"
                 f" irrelevant summaries {c.get('summary_irrelevant', 0)}")
     if stage == "synthesize":
-        reasons = ("duplicate", "leaks_evaluation", "label_not_in_set", "too_short", "too_long", "empty_text",
-                   "no_label", "no_valid_answer")
+        reasons = ("duplicate", "leaks_evaluation", "copies_demonstration", "copies_material", "label_not_in_set",
+                   "too_short", "too_long", "empty_text", "no_label", "no_valid_answer")
         why = ", ".join(f"{r} {c[r]}" for r in reasons if c.get(r))
         return f"kept {c.get('kept', 0)} ({per('kept')}); dropped {c.get('dropped', 0)} ({why or 'none'})"
     if stage == "train":

@@ -52,10 +52,18 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
                 counts["failed_calls" if ans is None else "unparsable_answers"] += 1
                 retry.append((i, m))
                 continue
+            copies = copy_checks(m, demos[m.task].get(m.culture, []), cfg)
+            items = []
+            for text, label in parsed.items:
+                reason = next((why for why, index in copies if index.leaks(text)), None)
+                if reason:
+                    parsed.dropped.append((reason, text, label))
+                else:
+                    items.append((text, label))
             for reason, text, label in parsed.dropped:
                 dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason=reason,
                                              text=text[:500], label=label[:100]))
-            kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in parsed.items]
+            kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in items]
         pending = retry
     counts["materials_skipped"] = len(pending)
     for _, m in pending:
@@ -87,6 +95,13 @@ def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos:
     messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order or [""] * n,
                                         cfg.synthesis)
     return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
+
+
+def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[str, "LeakIndex"]]:
+    """A sample that repeats a demonstration (it would get a made-up label) or copies a long stretch of the
+    material verbatim (not an input of the task) is no training sample. Small generators do both."""
+    return [("copies_demonstration", LeakIndex(demos, cfg.synthesis.leakage_ngram)),
+            ("copies_material", LeakIndex([], cfg.synthesis.copy_ngram, [m.text]))]
 
 
 def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
@@ -122,10 +137,10 @@ def filter_samples(cfg: Config, samples: list[Sample]) -> tuple[list[Sample], li
 class LeakIndex:
     """Normalized evaluation texts and all their n-grams: equal text, or one shared n-gram, is a leak."""
 
-    def __init__(self, texts: list[str], n: int):
+    def __init__(self, texts: list[str], n: int, ngram_only: list[str] | None = None):
         self.n = n
         self.exact = {normalize_text(t) for t in texts}
-        self.grams = {g for t in texts for g in ngrams(leak_tokens(t), n)}
+        self.grams = {g for t in texts + (ngram_only or []) for g in ngrams(leak_tokens(t), n)}
 
     def leaks(self, text: str) -> bool:
         return normalize_text(text) in self.exact or any(g in self.grams for g in ngrams(leak_tokens(text),

@@ -1,0 +1,99 @@
+"""Synthesis: retries, validation, deduplication, the leakage check, provenance."""
+
+from __future__ import annotations
+
+import json
+
+from culturemanager import load_config
+from culturemanager.llm import Completion, FakeBackend
+from culturemanager.pipeline import Run
+from culturemanager.records import DroppedSample, Sample, read_jsonl
+from culturemanager.synthesize import LeakIndex, leak_tokens
+
+
+class Scripted(FakeBackend):
+    """The fake LLM, except that synthesis prompts get scripted answers, one per call, in order."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = list(answers)
+        self.synth_calls = 0
+
+    def complete(self, requests):
+        out = []
+        for r in requests:
+            if "<material>" in r.messages[-1][1]:
+                self.synth_calls += 1
+                out.append(Completion(self.answers.pop(0) if self.answers else "still not json"))
+            else:
+                out += super().complete([r])
+        return out
+
+
+def run_synthesis(task_config, backend, *overrides):
+    run = Run(load_config(task_config, ["queries.per_mode=1", "queries.modes=['task_agnostic']",
+                                        *overrides]), progress=False)
+    run.llm.backend = backend
+    run.stage("queries")
+    run.stage("search")
+    return run, run.stage("synthesize")
+
+
+def test_unparsable_answer_is_retried_then_skipped_and_counted(task_config):
+    good = "\n".join(json.dumps({"text": f"un texto de ejemplo {i}", "label": "1"}) for i in range(2))
+    backend = Scripted(["I cannot help with that.", "{not json", good])
+    run, counts = run_synthesis(task_config, backend)
+    # two materials (one per culture), both answered badly; on the retry the first gets `good`,
+    # the second fails again ("still not json") and is skipped after synthesis.max_attempts=2
+    assert backend.synth_calls == 4
+    assert counts["unparsable_answers"] == 3 and counts["materials_skipped"] == 1
+    assert counts["no_valid_answer"] == 1 and counts["kept"] == 2
+
+
+def test_invalid_items_are_dropped_with_reasons(task_config):
+    answer = "\n".join(json.dumps(x) for x in [
+        {"text": "Este es un texto válido", "label": 1},
+        {"text": "Otro texto, etiqueta mala", "label": "maybe"},
+        {"text": "ab", "label": "0"},
+        {"text": "", "label": "0"},
+        {"text": "x" * 700, "label": "0"},
+        {"text": "Este es un texto válido!", "label": "0"},  # same text after normalization
+    ])
+    run, counts = run_synthesis(task_config, Scripted([answer, answer]), "synthesis.max_chars=600")
+    assert counts["label_not_in_set"] == 2 and counts["too_short"] == 2 and counts["empty_text"] == 2
+    assert counts["too_long"] == 2 and counts["duplicate"] == 3 and counts["kept"] == 1
+    kept = read_jsonl(run.rd.samples("Spanish"), Sample) + read_jsonl(run.rd.samples("Turkish"), Sample)
+    assert [(s.text, s.label) for s in kept] == [("Este es un texto válido", "1")]
+    reasons = {d.reason for d in read_jsonl(run.rd.dropped, DroppedSample)}
+    assert reasons == {"label_not_in_set", "too_short", "empty_text", "too_long", "duplicate"}
+
+
+def test_samples_leaking_evaluation_inputs_are_dropped(task_config):
+    leaked = [{"text": "Me encanta la paella", "label": "0"},  # equal to an evaluation input
+              {"text": "ok: " + "A long text " * 4, "label": "0"},  # shares an 8-gram with one
+              {"text": "Una frase nueva sin relación alguna", "label": "1"}]
+    answer = "\n".join(json.dumps(x) for x in leaked)
+    run, counts = run_synthesis(task_config, Scripted([answer, "\n".join(json.dumps(x) for x in leaked[2:])]))
+    assert counts["leaks_evaluation"] == 2 and counts["kept"] == 1
+
+
+def test_every_sample_has_full_provenance(task_config):
+    run = Run(load_config(task_config), progress=False)
+    for s in ("queries", "search", "synthesize"):
+        run.stage(s)
+    samples = read_jsonl(run.rd.samples("Spanish"), Sample)
+    assert samples
+    for s in samples:
+        p = s.provenance
+        assert p.culture == "Spanish" and p.task == "hate" and p.mode in ("task_specific", "task_agnostic")
+        assert p.query and p.source_ids and p.generator == "fake" and len(p.prompt_hash) == 16
+    labels = {s.label for s in samples}
+    assert labels == {"0", "1"}  # labels are balanced round-robin
+
+
+def test_leak_tokens_and_index_work_for_cjk_and_latin():
+    assert leak_tokens("你好世界 hello") == ["你", "好", "世", "界", "hello"]
+    idx = LeakIndex(["这是一个非常长的测试句子用于检查泄漏"], 8)
+    assert idx.leaks("前缀一个非常长的测试句子后缀")
+    assert not idx.leaks("完全不同的内容在这里")
+    assert LeakIndex(["Short text"], 8).leaks("short TEXT!")
