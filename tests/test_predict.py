@@ -69,7 +69,8 @@ def test_predict_writes_labels_in_the_label_set_and_counts_truncation(task_confi
     assert len(preds) == 5 and all(p.label in ("0", "1") for p in preds)
     assert all(abs(sum(p.label_scores.values()) - 1) < 1e-3 for p in preds)
     assert preds[-1].truncated and counts["counts"]["truncated"] >= 1
-    assert counts["scores"]["n"] == 5 and 0 <= counts["scores"]["macro_f1"] <= 1
+    scores = counts["tasks"]["hate"]["scores"]
+    assert scores["n"] == 5 and 0 <= scores["macro_f1"] <= 1
     assert sum(v for k, v in counts["counts"].items() if k.startswith("routed[")) == 5
 
 

@@ -140,6 +140,9 @@ def test_parse_summary():
     assert parse_summary("NONE") is None
     assert parse_summary("none of the documents are relevant") is None
     assert parse_summary("too short") is None
+    # small generators explain instead of answering NONE
+    assert parse_summary("These documents do not contain anything about Spain. The answer is NONE.") is None
+    assert parse_summary("This text does not provide any information about Spanish culture.") is None
     text = "Spanish culture values family meals and the siesta [1]."
     assert parse_summary(f"```\n{text}\n```") == text
 

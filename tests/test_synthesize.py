@@ -32,7 +32,7 @@ class Scripted(FakeBackend):
 
 def run_synthesis(task_config, backend, *overrides):
     run = Run(load_config(task_config, ["queries.per_mode=1", "queries.modes=['task_agnostic']",
-                                        *overrides]), progress=False)
+                                        "synthesis.label_mode=round_robin", *overrides]), progress=False)
     run.llm.backend = backend
     run.stage("queries")
     run.stage("search")
@@ -46,7 +46,7 @@ def test_unparsable_answer_is_retried_then_skipped_and_counted(task_config):
     # two materials (one per culture), both answered badly; on the retry the first gets `good`,
     # the second fails again ("still not json") and is skipped after synthesis.max_attempts=2
     assert backend.synth_calls == 4
-    assert counts["unparsable_answers"] == 3 and counts["materials_skipped"] == 1
+    assert counts["unparsable_answers"] == 3 and counts["jobs_skipped"] == 1
     assert counts["no_valid_answer"] == 1 and counts["kept"] == 2
 
 
@@ -87,8 +87,31 @@ def test_every_sample_has_full_provenance(task_config):
         p = s.provenance
         assert p.culture == "Spanish" and p.task == "hate" and p.mode in ("task_specific", "task_agnostic")
         assert p.query and p.source_ids and p.generator == "fake" and len(p.prompt_hash) == 16
-    labels = {s.label for s in samples}
-    assert labels == {"0", "1"}  # labels are balanced round-robin
+    labels = [s.label for s in samples]
+    assert labels.count("0") == labels.count("1")  # one call per label, the same count each
+
+
+def test_per_label_mode_asks_for_one_label_per_call(task_config):
+    class Recorder(Scripted):
+        def __init__(self):
+            super().__init__([])
+            self.asks = []
+
+        def complete(self, requests):
+            self.asks += [r.messages[-1][1] for r in requests if "<material>" in r.messages[-1][1]]
+            return FakeBackend.complete(self, requests)
+
+    backend = Recorder()
+    run = Run(load_config(task_config, ["queries.per_mode=1", "queries.modes=['task_agnostic']",
+                                        "synthesis.samples_per_material=4"]), progress=False)
+    run.llm.backend = backend
+    for s in ("queries", "search"):
+        run.stage(s)
+    counts = run.stage("synthesize")
+    assert len(backend.asks) == 2 * 2  # two materials x two labels
+    assert sum('must have the label "1": the text has hate speech' in a for a in backend.asks) == 2
+    assert sum('must have the label "0": the text does not have hate speech' in a for a in backend.asks) == 2
+    assert counts["label[Spanish][1]"] == counts["label[Spanish][0]"] == 2
 
 
 def test_leak_tokens_and_index_work_for_cjk_and_latin():
@@ -97,3 +120,21 @@ def test_leak_tokens_and_index_work_for_cjk_and_latin():
     assert idx.leaks("前缀一个非常长的测试句子后缀")
     assert not idx.leaks("完全不同的内容在这里")
     assert LeakIndex(["Short text"], 8).leaks("short TEXT!")
+
+
+def test_samples_copying_a_demonstration_or_the_material_are_dropped(task_config):
+    answer = "\n".join(json.dumps(x, ensure_ascii=False) for x in [
+        {"text": "Los andaluces no trabajan nunca", "label": "1"},  # a Spanish demonstration, verbatim
+        {"text": "Una frase propia y nueva sobre el fútbol", "label": "0"},
+    ])
+    run, counts = run_synthesis(task_config, Scripted([answer] * 2))
+    assert counts["copies_demonstration"] == 1 and counts["kept"] == 2
+    material = __import__("culturemanager.records", fromlist=["Material"]).Material
+    m = read_jsonl(run.rd.materials, material)[0]
+    words = m.text.split()
+    copied = json.dumps({"text": " ".join(words[:14]), "label": "1"}, ensure_ascii=False)
+    fresh = json.dumps({"text": "Algo completamente distinto aquí", "label": "0"})
+    # a fresh run directory: the first run's cached answers must not be replayed
+    run, counts = run_synthesis(task_config, Scripted([copied + "\n" + fresh] * 2),
+                                f"run.dir={task_config.parent / 'second'}")
+    assert counts["copies_material"] == 2 and counts["kept"] == 1

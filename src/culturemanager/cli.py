@@ -40,11 +40,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.verbose)
     try:
         return COMMANDS[args.command if args.command in ("run", "models", "predict") else "stage"](args)
     except (ConfigError, InputFileError, RecordFileError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Our own progress bars and summary are the output; the libraries' load bars and deprecation notes are
+    noise on a terminal (shown with -v)."""
+    if verbose:
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*requires_grad.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def cmd_run(args) -> int:

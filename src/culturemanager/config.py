@@ -55,6 +55,8 @@ class DataFile(Section):
     the culture used when the router is off, and the truth for router accuracy."""
     culture_field: str | None = None
     """Like `culture`, but read per row from this field."""
+    task: str | None = None
+    """For prediction inputs: the task id of every row (default: predict.task, or the run's only task)."""
 
 
 class Culture(Section):
@@ -156,6 +158,8 @@ class SearchConfig(Section):
     corpus: list[Path] = Field(default_factory=list)
     """Folders or files of the local corpus."""
     top_k: int = 3
+    candidates: int = 5
+    """Retrieve top_k x candidates documents, then keep the top_k that name the query's culture first."""
     summarize: bool = True
     """Summarize each query's documents with the generator before synthesis (as in the paper)."""
     max_doc_chars: int = 1500
@@ -175,8 +179,9 @@ class SynthesisConfig(Section):
     is dropped as leaked."""
     copy_ngram: int = 12
     """A sample sharing this many consecutive tokens with its own material is a copy, not a sample: dropped."""
-    balance: bool = True
-    """Ask for labels in a round-robin over the label set so each culture gets every label."""
+    label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
+    """per_label: one call per material and label, asking for samples of that label only; round_robin: one
+    call per material, labels asked for in turn; free: one call, the generator picks the labels."""
 
 
 class TrainConfig(Section):
@@ -210,7 +215,7 @@ class PredictConfig(Section):
     inputs: list[DataFile] = Field(default_factory=list)
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
     task: str | None = None
-    """Task id for all inputs (default: the run's only task)."""
+    """Task id for inputs whose file names none (default: the run's only task)."""
     max_new_tokens: int = 64
     """free_text tasks only."""
 
@@ -253,8 +258,10 @@ class Config(Section):
             for c in t.cultures or []:
                 if c not in names:
                     raise ValueError(f"task {t.id!r} names unknown culture {c!r} (known: {sorted(names)})")
-        if self.predict.task is not None and self.predict.task not in ids:
-            raise ValueError(f"predict.task {self.predict.task!r} is not a task id {ids}")
+        for where, tid in [("predict.task", self.predict.task)] + [
+                (f"predict.inputs.{i}.task", f.task) for i, f in enumerate(self.predict.inputs)]:
+            if tid is not None and tid not in ids:
+                raise ValueError(f"{where} {tid!r} is not a task id {ids}")
         return self
 
     def task(self, task_id: str) -> Task:

@@ -28,6 +28,7 @@ class InputRow:
     label: str | None  # mapped through the file's label_map; None when the file has no label_field
     source: str  # "path:line", for error messages and provenance
     culture: str | None = None
+    task: str | None = None
 
 
 def read_rows(df: DataFile) -> list[InputRow]:
@@ -54,7 +55,7 @@ def _raw_rows(df: DataFile):
         with open(df.path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
-                    yield InputRow(line.strip(), None, f"{df.path}:{lineno}", df.culture)
+                    yield InputRow(line.strip(), None, f"{df.path}:{lineno}", df.culture, df.task)
 
 
 def _jsonl_rows(df: DataFile):
@@ -102,7 +103,7 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         if not isinstance(obj.get(df.culture_field), str):
             raise InputFileError(f"{where}: no text field {df.culture_field!r} (the row's culture)")
         culture = obj[df.culture_field]
-    return InputRow(text.strip(), label, where, culture)
+    return InputRow(text.strip(), label, where, culture, df.task)
 
 
 def main() -> None:

@@ -312,6 +312,8 @@ def fake_answer(r: ChatRequest) -> str:
     n = int(m.group(1)) if (m := re.search(r"Write (\d+) ", prompt)) else 3
     if "<material>" in prompt:
         labels = json.loads(_field(prompt, "Labels") or "[]")
+        if m := re.search(r'must have the label ("[^"]*")', prompt):
+            labels = [json.loads(m.group(1))]
         material = re.sub(r"\s+", " ", _tag(prompt, "material") or "")
         parts = [p.strip() for p in re.split(r"(?<=[.!?。])\s+", material) if len(p.strip()) > 10] or [material]
         # a few words of a material sentence: grounded, but not a verbatim copy

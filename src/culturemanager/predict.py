@@ -32,32 +32,45 @@ log = logging.getLogger(__name__)
 
 def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progress: bool = True
             ) -> tuple[list[Prediction], dict]:
-    task = prediction_task(cfg)
     rows = [r for f in (files if files is not None else cfg.predict.inputs) for r in read_rows(f)]
     if not rows:
         raise ValueError("nothing to predict: set predict.inputs in the config or pass --input")
+    tasks = [row_task(cfg, r) for r in rows]
     router = read_router(rd)
     model, tok = load_with_adapters(cfg, router)
-    preds: list[Prediction] = []
+    preds: list[Prediction | None] = [None] * len(rows)
     counts: Counter = Counter()
     bs = cfg.target.batch_size
     from rich.progress import track
 
-    batches = range(0, len(rows), bs)
-    for start in track(batches, description="predict", disable=not progress, transient=True):
-        batch = rows[start:start + bs]
-        preds += predict_batch(cfg, task, router, model, tok, batch, counts)
-    write_jsonl(rd.predictions, preds)
-    metrics = prediction_metrics(task, preds, rows, counts)
+    # batches never mix tasks (one label set per batch); inputs keep their order within a task
+    order = sorted(range(len(rows)), key=lambda i: [t.id for t in cfg.tasks].index(tasks[i].id))
+    batches = [order[s:s + bs] for s in range(0, len(order), bs)]
+    batches = [[i for i in b if tasks[i].id == t.id] for b in batches for t in cfg.tasks]
+    for batch in track([b for b in batches if b], description="predict", disable=not progress, transient=True):
+        answers = predict_batch(cfg, tasks[batch[0]], router, model, tok, [rows[i] for i in batch], counts)
+        for i, p in zip(batch, answers):
+            preds[i] = p
+    done = [p for p in preds if p is not None]
+    write_jsonl(rd.predictions, done)
+    metrics = {"inputs": len(done), "counts": dict(counts),
+               "tasks": {t.id: task_metrics(t, [p for p in done if p.task == t.id])
+                         for t in cfg.tasks if any(p.task == t.id for p in done)}}
+    known = [(r.culture, p.culture) for r, p in zip(rows, done) if r.culture]
+    if known:
+        metrics["router_accuracy"] = accuracy([a for a, _ in known], [b for _, b in known])
     write_json(rd.metrics, metrics)
-    return preds, metrics
+    return done, metrics
 
 
-def prediction_task(cfg: Config) -> Task:
+def row_task(cfg: Config, row: InputRow) -> Task:
+    if row.task:
+        return cfg.task(row.task)
     if cfg.predict.task:
         return cfg.task(cfg.predict.task)
     if len(cfg.tasks) != 1:
-        raise ValueError("this run has several tasks: set predict.task to the one the inputs belong to")
+        raise ValueError(f"{row.source}: this run has several tasks: set `task` on the input file or "
+                         f"predict.task")
     return cfg.tasks[0]
 
 
@@ -96,23 +109,23 @@ def predict_batch(cfg: Config, task: Task, router: Router, model, tok, batch: li
         probs = torch.softmax(scores, -1)
         for row, enc, c, rs, p in zip(batch, encoded, cultures, route_scores, probs):
             k = int(p.argmax())
-            out.append(Prediction(id=sha1_text(row.source)[:12], task=task.id, text=row.text, culture=c,
+            out.append(Prediction(id=sha1_text(task.id + row.source)[:12], task=task.id, text=row.text, culture=c,
                                   route_scores=rs, label=task.labels[k], score=round(float(p[k]), 4),
                                   label_scores={lab: round(float(v), 4) for lab, v in zip(task.labels, p)},
                                   gold=row.label, truncated=enc.truncated))
     else:
         for row, enc, c, rs, a in zip(batch, encoded, cultures, route_scores, adapters):
             answer = generate(model, tok, enc.ids, cfg.predict.max_new_tokens, a if use_names else None)
-            out.append(Prediction(id=sha1_text(row.source)[:12], task=task.id, text=row.text, culture=c,
+            out.append(Prediction(id=sha1_text(task.id + row.source)[:12], task=task.id, text=row.text, culture=c,
                                   route_scores=rs, label=answer, gold=row.label, truncated=enc.truncated))
     counts.update(f"routed[{c}]" for c in cultures)
     counts.update(f"adapter[{a if a != BASE else 'base'}]" for a in adapters)
     return out
 
 
-def prediction_metrics(task: Task, preds: list[Prediction], rows: list[InputRow], counts: Counter) -> dict:
-    m: dict = {"task": task.id, "inputs": len(preds), "counts": dict(counts),
-               "labels_predicted": dict(Counter(p.label for p in preds))}
+def task_metrics(task: Task, preds: list[Prediction]) -> dict:
+    m: dict = {"inputs": len(preds), "labels_predicted": dict(Counter(p.label for p in preds)),
+               "routed": dict(Counter(p.culture for p in preds))}
     gold = [(p.gold, p.label) for p in preds if p.gold is not None]
     if gold and task.labels:
         g, p = [x for x, _ in gold], [y for _, y in gold]
@@ -123,7 +136,4 @@ def prediction_metrics(task: Task, preds: list[Prediction], rows: list[InputRow]
         m["scores"] = {"n": len(g), "accuracy": accuracy(g, p), "macro_f1": macro_f1(g, p, task.labels)}
         if task.positive_label:
             m["scores"]["f1_positive"] = f1_for(g, p, task.positive_label)
-    known = [(r.culture, pr.culture) for r, pr in zip(rows, preds) if r.culture]
-    if known:
-        m["router_accuracy"] = accuracy([a for a, _ in known], [b for _, b in known])
     return m

@@ -109,16 +109,21 @@ def build_summary_messages(culture: Culture, task: Task, query: str, docs: list[
     return (("system", SUMMARY_SYSTEM), ("user", user))
 
 
+NOTHING_FOUND = re.compile(r"\bNONE\b|\b(?:do|does) not (?:contain|provide|mention|include)\b")
+
+
 def parse_summary(text: str) -> str | None:
+    """The summary, or None when the generator says the documents hold nothing relevant."""
     text = strip_fences(text).strip()
-    if not text or text.upper().startswith("NONE") or len(text) < 20:
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    if len(text) < 20 or text.upper().startswith("NONE") or NOTHING_FOUND.search(first):
         return None
     return text
 
 
 def build_synthesis_messages(culture: Culture, task: Task, material: str, demos: list[str],
                              order: list[str], cfg: SynthesisConfig) -> Messages:
-    """`order` is the label of each requested sample (round-robin over the label set when balancing)."""
+    """`order` is the label of each requested sample ("" where the generator chooses)."""
     n = len(order)
     labels = task.labels or []
     fmt = FORMAT_HINT[task.format].format(task=task.label, positive=json.dumps(task.positive_label))
@@ -132,11 +137,22 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
     ask = (f"Write {n} new, realistic inputs of this task as people of {culture.name} culture would "
            f"write them, in {language_name(culture)} where the material allows, grounded in the material but not "
            f"copied from it, each with its correct label, {cfg.min_chars}-{cfg.max_chars} characters long.")
-    if labels and any(order):
+    if labels and order and len(set(order)) == 1 and order[0]:
+        ask += (f" All {n} must have the label {json.dumps(order[0], ensure_ascii=False)}: "
+                f"{label_meaning(task, order[0])}.")
+    elif labels and any(order):
         ask += f" Use the labels in this order: {', '.join(order)}."
     lines.append(ask + ' Answer with one JSON object per line: {"text": "...", "label": "..."}')
     return (("system", SYNTH_SYSTEM), ("user", SYNTH_EXAMPLE_USER), ("assistant", SYNTH_EXAMPLE_ANSWER),
             ("user", "\n".join(lines)))
+
+
+def label_meaning(task: Task, label: str) -> str:
+    if task.format == "binary":
+        return f"the text {'has' if label == task.positive_label else 'does not have'} {task.label}"
+    if task.format == "true_false":
+        return f"the statement is {label}"
+    return f"the correct answer is {label}"
 
 
 @dataclass
@@ -145,11 +161,12 @@ class ParsedSamples:
     dropped: list[tuple[str, str, str]]  # (reason, text, label)
 
 
-def parse_samples(text: str, task: Task, cfg: SynthesisConfig) -> ParsedSamples:
-    """Every JSON object in the answer with a text and a label; invalid ones are kept apart with a reason."""
+def parse_samples(text: str, task: Task, cfg: SynthesisConfig, requested: str | None = None) -> ParsedSamples:
+    """Every JSON object in the answer with a text and a label (`requested` where it gives none); invalid ones
+    are kept apart with a reason."""
     out = ParsedSamples([], [])
     for obj in all_json_objects(text):
-        t, lab = obj.get("text"), obj.get("label", obj.get("answer"))
+        t, lab = obj.get("text"), obj.get("label", obj.get("answer", requested))
         t = t.strip() if isinstance(t, str) else ""
         lab = str(lab).strip() if isinstance(lab, (str, int, bool)) else ""
         reason = validate_sample(t, lab, task, cfg)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from .config import Config
+from .config import Config, Culture
 from .llm import CachedLLM, ChatRequest
-from .prompts import build_summary_messages, parse_summary
+from .prompts import build_summary_messages, language_name, parse_summary
 from .records import Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
 from .retrieve import Retriever, build_local_retriever
 from .rundir import RunDir
@@ -40,7 +40,10 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
     counts: Counter = Counter()
     found: list[tuple[Query, list[Document]]] = []
     for q in queries:
-        docs = retriever.search(q.text, cfg.search.top_k, cultures[q.culture])
+        culture = cultures[q.culture]
+        pool = retriever.search(q.text, cfg.search.top_k * cfg.search.candidates, culture)
+        docs = prefer_culture(pool, culture_terms(culture))[:cfg.search.top_k]
+        counts["documents_about_other_cultures"] += sum(not mentions(d, culture_terms(culture)) for d in docs)
         if not docs:
             counts["queries_without_documents"] += 1
             continue
@@ -59,6 +62,25 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
     counts.update({f"retriever.{k}": v for k, v in retriever.usage.items()})
     write_jsonl(rd.materials, materials)
     return materials, dict(counts)
+
+
+def culture_terms(culture: Culture) -> list[str]:
+    terms = [culture.name, language_name(culture)] + ([culture.description] if culture.description else [])
+    return sorted({t.casefold() for t in terms if t and len(t) > 2})
+
+
+def mentions(doc: Document, terms: list[str]) -> bool:
+    hay = f"{doc.source} {doc.title} {doc.text}".casefold()
+    return any(t in hay for t in terms)
+
+
+def prefer_culture(docs: list[Document], terms: list[str]) -> list[Document]:
+    """Documents that name the culture (in source, title or text) first, each group in retrieval order.
+
+    A lexical retriever ranks "hate speech in Turkish culture" by "hate speech" as much as by "Turkish";
+    material about another culture would then teach the wrong culture. Web backends get the culture as a
+    locale parameter instead."""
+    return sorted(docs, key=lambda d: not mentions(d, terms))
 
 
 def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Document]]], counts: Counter

@@ -51,9 +51,11 @@ def describe(stage: str, c: dict) -> str:
         counts = c.get("counts", {})
         routed = ", ".join(f"{k[7:-1]} {v}" for k, v in counts.items() if k.startswith("routed["))
         s = f"{c.get('inputs', 0)} predictions; routed: {routed}; truncated {counts.get('truncated', 0)}"
-        if "scores" in c:
-            sc = c["scores"]
-            s += f"; macro-F1 {sc['macro_f1']:.3f}, accuracy {sc['accuracy']:.3f}"
+        for task, m in c.get("tasks", {}).items():
+            if "scores" in m:
+                sc = m["scores"]
+                s += (f"; {task}: macro-F1 {sc['macro_f1']:.3f}, F1(pos) {sc.get('f1_positive', 0):.3f}, "
+                      f"accuracy {sc['accuracy']:.3f} (n={sc['n']})")
         if "router_accuracy" in c:
             s += f"; router accuracy {c['router_accuracy']:.3f}"
         return s

@@ -18,7 +18,7 @@ import logging
 import random
 from collections import Counter
 
-from .config import Config
+from .config import Config, Task
 from .inputs import read_texts
 from .llm import CachedLLM, ChatRequest
 from .prompts import build_synthesis_messages, parse_samples
@@ -37,20 +37,22 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     counts: Counter = Counter()
     kept: list[Sample] = []
     dropped: list[DroppedSample] = []
-    pending = list(enumerate(materials))
+    # one job per material, or per material x label; a material's jobs are adjacent, so a local engine
+    # reuses the shared prompt prefix (everything up to the material) between them
+    pending = [(i, m, lab) for i, m in enumerate(materials) for lab in job_labels(cfg, cfg.task(m.task))]
     for attempt in range(cfg.synthesis.max_attempts):
         if not pending:
             break
-        requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures)
-                    for i, m in pending]
+        requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures, lab)
+                    for i, m, lab in pending]
         answers = llm.complete(requests, stage="synthesize")
         retry = []
-        for (i, m), req, ans in zip(pending, requests, answers):
+        for (i, m, lab), req, ans in zip(pending, requests, answers):
             task = cfg.task(m.task)
-            parsed = parse_samples(ans.text, task, cfg.synthesis) if ans else None
+            parsed = parse_samples(ans.text, task, cfg.synthesis, lab) if ans else None
             if parsed is None or not parsed.items:
                 counts["failed_calls" if ans is None else "unparsable_answers"] += 1
-                retry.append((i, m))
+                retry.append((i, m, lab))
                 continue
             copies = copy_checks(m, demos[m.task].get(m.culture, []), cfg)
             items = []
@@ -65,8 +67,8 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
                                              text=text[:500], label=label[:100]))
             kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in items]
         pending = retry
-    counts["materials_skipped"] = len(pending)
-    for _, m in pending:
+    counts["jobs_skipped"] = len(pending)
+    for _, m, _ in pending:
         dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason="no_valid_answer"))
     kept, more = filter_samples(cfg, kept)
     dropped += more
@@ -81,19 +83,30 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     return by_culture, dict(counts)
 
 
-def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos: list[str], cultures
-                      ) -> ChatRequest:
+def job_labels(cfg: Config, task: Task) -> list[str | None]:
+    """per_label: one call per label, each asking for samples of that label only (weak generators label far
+    better when the label is given than when they must choose it); otherwise one call per material."""
+    if cfg.synthesis.label_mode == "per_label" and task.labels:
+        return list(task.labels)
+    return [None]
+
+
+def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos: list[str], cultures,
+                      label: str | None = None) -> ChatRequest:
     task = cfg.task(m.task)
-    seed = stable_seed(cfg.run.seed, "synth", m.id, attempt)
-    n = cfg.synthesis.samples_per_material
+    seed = stable_seed(cfg.run.seed, "synth", m.id, label, attempt)
     labels = task.labels or []
-    # round-robin from a per-material offset: across materials every label is asked for equally often
-    order = [labels[(index + j) % len(labels)] for j in range(n)] if labels else []
-    if not cfg.synthesis.balance and labels:
-        order = []
-    style = random.Random(seed).sample(demos, min(3, len(demos)))
-    messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order or [""] * n,
-                                        cfg.synthesis)
+    n = cfg.synthesis.samples_per_material
+    if label is not None:
+        n = max(1, -(-n // len(labels)))
+        order = [label] * n
+    elif labels and cfg.synthesis.label_mode == "round_robin":
+        # from a per-material offset: across materials every label is asked for equally often
+        order = [labels[(index + j) % len(labels)] for j in range(n)]
+    else:
+        order = [""] * n
+    style = random.Random(stable_seed(cfg.run.seed, "style", m.id)).sample(demos, min(2, len(demos)))
+    messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order, cfg.synthesis)
     return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
 
 

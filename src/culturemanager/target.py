@@ -69,21 +69,27 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
     seqs = [(i, k, p + o) for i, p in enumerate(prompts) for k, o in enumerate(options)]
     out = torch.zeros(len(prompts), len(options))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    keep = max(len(o) for o in options) + 1
     step = batch_size * len(options)
     for start in range(0, len(seqs), step):
         chunk = seqs[start:start + step]
+        # left padding puts every option at the end, so only the last `keep` positions need logits: with a
+        # 262k-token vocabulary (Gemma) the full logits tensor would dominate time and memory
         width = max(len(s) for _, _, s in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (_, _, s) in enumerate(chunk):
-            ids[row, :len(s)] = torch.tensor(s)
-            mask[row, :len(s)] = 1
+            ids[row, width - len(s):] = torch.tensor(s)
+            mask[row, width - len(s):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"adapter_names": [adapters[i] for i, _, _ in chunk]} if adapters is not None else {}
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, **kwargs).logits.float(), -1)
-        for row, (i, k, s) in enumerate(chunk):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
+                       **kwargs).logits
+        logp = torch.log_softmax(logits[:, -keep:].float(), -1)
+        for row, (i, k, _) in enumerate(chunk):
             n = len(options[k])
-            pos = torch.arange(len(s) - n, len(s))
-            lp = logp[row, pos - 1, torch.tensor(options[k])].sum()
+            # option token j sits at width-n+j and is predicted by the logits one position earlier
+            lp = logp[row, torch.arange(keep - n - 1, keep - 1), torch.tensor(options[k])].sum()
             out[i, k] = lp / n if normalize else lp
     return out
 
