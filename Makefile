@@ -46,6 +46,7 @@ real-data: $(VENV)/.demo
 	$(CM) run examples/culturellm.toml
 
 test: $(VENV)/.setup
+	$(PY) -m ruff check src tests
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.setup

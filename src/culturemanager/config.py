@@ -94,7 +94,7 @@ class Task(Section):
     """Evaluation inputs: synthetic samples that equal or share a long n-gram with one are dropped."""
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Task":
+    def _defaults(self) -> Task:
         if self.labels is None and self.format in DEFAULT_LABELS:
             self.labels = list(DEFAULT_LABELS[self.format])
         if self.format == "multiple_choice" and not self.labels:
@@ -251,7 +251,7 @@ class Config(Section):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         names = {c.name for c in self.cultures}
         ids = [t.id for t in self.tasks]
         if not ids or len(set(ids)) != len(ids):

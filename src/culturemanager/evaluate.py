@@ -8,9 +8,9 @@ from __future__ import annotations
 
 def f1_for(gold: list[str], pred: list[str], positive: str) -> float:
     """F1 of one class (the paper's F1 is the positive class's)."""
-    tp = sum(g == positive and p == positive for g, p in zip(gold, pred))
-    fp = sum(g != positive and p == positive for g, p in zip(gold, pred))
-    fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
+    tp = sum(g == positive and p == positive for g, p in zip(gold, pred, strict=True))
+    fp = sum(g != positive and p == positive for g, p in zip(gold, pred, strict=True))
+    fn = sum(g == positive and p != positive for g, p in zip(gold, pred, strict=True))
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
@@ -19,4 +19,4 @@ def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
 
 
 def accuracy(gold: list[str], pred: list[str]) -> float:
-    return sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
+    return sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold) if gold else 0.0

@@ -23,10 +23,11 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from rich.progress import MofNCompleteColumn, Progress
 
@@ -335,12 +336,12 @@ def fake_answer(r: ChatRequest) -> str:
 
 
 def _tag(text: str, name: str) -> str | None:
-    m = re.search(rf"<{name}>(.*?)</{name}>", text, re.S)
+    m = re.search(rf"<{name}>(.*?)</{name}>", text, re.DOTALL)
     return m.group(1).strip() if m else None
 
 
 def _field(text: str, name: str) -> str | None:
-    m = re.search(rf"^{name}: (.+)$", text, re.M)
+    m = re.search(rf"^{name}: (.+)$", text, re.MULTILINE)
     return m.group(1).strip() if m else None
 
 

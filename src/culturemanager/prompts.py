@@ -89,7 +89,7 @@ def parse_queries(text: str) -> list[str]:
         value = [x for v in value for x in (v if isinstance(v, list) else [v])]
     items = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
     if not items:  # e.g. "[2023]" inside a numbered list is JSON, but not the answer
-        items = [m.group(1) for m in re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", text, re.M)]
+        items = [m.group(1) for m in re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", text, re.MULTILINE)]
     return dedupe(clean_query(q) for q in items if 3 <= len(clean_query(q)) <= 200)
 
 
@@ -274,7 +274,7 @@ def _bullets(items: list[str]) -> str:
 def _defuse(text: str) -> str:
     """Data cannot close its own fence: a page containing '</documents>' must not end the data block."""
     return re.sub(r"</?\s*(documents|doc|material|demonstrations|query)\b", lambda m: m.group(0).replace("<", "‹"),
-                  text, flags=re.I)
+                  text, flags=re.IGNORECASE)
 
 
 def _attr(text: str) -> str:

@@ -31,12 +31,12 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
     found: dict[tuple[str, str, str], list[Query]] = {(c.name, t.id, m): [] for c, t, m in jobs}
     for attempt in range(cfg.queries.max_attempts):
         pending = [(c, t, m) for c, t, m in jobs if len(found[c.name, t.id, m]) < cfg.queries.per_mode]
-        if m_skip := [j for j in pending if j[2] == "task_specific" and not demos[j[1].id][j[0].name]]:
-            for c, t, m in m_skip:
-                if attempt == 0:
-                    log.warning("task %s has no demonstrations for %s: no task-specific queries", t.id, c.name)
-                    counts["no_demonstrations"] += 1
-            pending = [j for j in pending if j not in m_skip]
+        no_demos = [j for j in pending if j[2] == "task_specific" and not demos[j[1].id][j[0].name]]
+        if no_demos and attempt == 0:
+            for c, t, _ in no_demos:
+                log.warning("task %s has no demonstrations for %s: no task-specific queries", t.id, c.name)
+                counts["no_demonstrations"] += 1
+        pending = [j for j in pending if j not in no_demos]
         if not pending:
             break
         requests = [query_request(cfg, c, t, m, demos[t.id][c.name], attempt) for c, t, m in pending]

@@ -188,8 +188,8 @@ def _save_index(retriever: BM25Retriever, index_dir: Path, fingerprint: str) -> 
 # ---------------------------------------------------------------------------------------------- tokenize
 
 # Kept short on purpose: BM25's idf already discounts common words, and the corpus is multilingual.
-STOPWORDS = frozenset("a an and are as at be by for from in is it its of on or that the this to was were "
-                      "with".split())
+STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "is", "it", "its",
+                       "of", "on", "or", "that", "the", "this", "to", "was", "were", "with"])
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u30fc"  # U+30FC (ー) is script Common, not Katakana
 # Marks (\p{M}) belong to words: Bengali vowel signs and viramas are Mn/Mc, and Python's re \w excludes

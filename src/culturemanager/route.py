@@ -5,7 +5,7 @@ length-normalized log-likelihood (never free text), so it is always a valid opti
 that got no adapter) means the base model answers.
 
 Entry points: `write_router(cfg, rd)` writes `router.json`; `route(model, tok, router, texts)` decides.
-Run: `culturemanager route CONFIG.toml FILE.jsonl` prints a decision per line.
+Run: `culturemanager route CONFIG.toml` writes router.json; `culturemanager predict` routes every input.
 """
 
 from __future__ import annotations

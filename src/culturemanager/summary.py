@@ -27,7 +27,7 @@ def summary_rows(manifest: dict) -> list[tuple[str, str, str]]:
 
 
 def describe(stage: str, c: dict) -> str:
-    per = lambda prefix: ", ".join(f"{k[len(prefix) + 1:-1]} {v}" for k, v in c.items()  # noqa: E731
+    per = lambda prefix: ", ".join(f"{k[len(prefix) + 1:-1]} {v}" for k, v in c.items()
                                    if k.startswith(prefix + "["))
     if stage == "queries":
         return f"{c.get('queries', 0)} queries ({per('queries')}); unparsable {c.get('unparsable_answers', 0)}"

@@ -23,8 +23,17 @@ from .inputs import read_texts
 from .llm import CachedLLM, ChatRequest
 from .prompts import build_synthesis_messages, parse_samples
 from .queries import demonstrations_by_culture
-from .records import (DroppedSample, Material, Provenance, Sample, normalize_text, read_jsonl, sample_id,
-                      stable_seed, write_jsonl)
+from .records import (
+    DroppedSample,
+    Material,
+    Provenance,
+    Sample,
+    normalize_text,
+    read_jsonl,
+    sample_id,
+    stable_seed,
+    write_jsonl,
+)
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -110,7 +119,7 @@ def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos:
     return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
 
 
-def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[str, "LeakIndex"]]:
+def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[str, LeakIndex]]:
     """A sample that repeats a demonstration (it would get a made-up label) or copies a long stretch of the
     material verbatim (not an input of the task) is no training sample. Small generators do both."""
     return [("copies_demonstration", LeakIndex(demos, cfg.synthesis.leakage_ngram)),
