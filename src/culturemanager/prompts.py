@@ -155,6 +155,17 @@ def label_meaning(task: Task, label: str) -> str:
     return f"the correct answer is {label}"
 
 
+def parse_citations(summary: str, n_docs: int) -> list[tuple[int, str]]:
+    """(document number, sentence) for every sentence of a summary that cites [n] (1-based, in range)."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?。])\s+|\n+", summary):
+        for n in dict.fromkeys(int(x) for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", sentence)
+                               for x in re.split(r"\s*,\s*", group)):
+            if 1 <= n <= n_docs:
+                out.append((n, sentence.strip()))
+    return out
+
+
 @dataclass
 class ParsedSamples:
     items: list[tuple[str, str]]

@@ -48,6 +48,15 @@ class Document(Record):
     language: str | None = None
 
 
+class Citation(Record):
+    """One point of a summary and the document it cites: `n` is the [n] marker, `quote` the summary's sentence."""
+
+    n: int
+    source_id: str
+    url: str | None = None
+    quote: str
+
+
 class Material(Record):
     """What synthesis is grounded on: the documents found for one query, optionally summarized."""
 
@@ -61,6 +70,7 @@ class Material(Record):
     documents: list[Document]
     summarized: bool
     summary_prompt_hash: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
 
 
 class Provenance(Record):
@@ -71,6 +81,7 @@ class Provenance(Record):
     material_id: str
     source_ids: list[str]
     source_urls: list[str]
+    citations: list[Citation] = Field(default_factory=list)
     generator: str
     prompt_hash: str
 

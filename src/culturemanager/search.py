@@ -17,8 +17,8 @@ from collections import Counter
 
 from .config import Config, Culture
 from .llm import CachedLLM, ChatRequest
-from .prompts import build_summary_messages, language_name, parse_summary
-from .records import Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
+from .prompts import build_summary_messages, language_name, parse_citations, parse_summary
+from .records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
 from .retrieve import Retriever, build_local_retriever
 from .rundir import RunDir
 
@@ -102,9 +102,12 @@ def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Documen
         if text is None:
             counts["summary_irrelevant"] += 1
             continue
+        citations = [Citation(n=n, source_id=docs[n - 1].id, url=docs[n - 1].url, quote=quote)
+                     for n, quote in parse_citations(text, len(docs))]
+        counts["summaries_with_citations"] += bool(citations)
         out.append(Material(id=sha1_text("material|" + q.id)[:12], culture=q.culture, task=q.task, mode=q.mode,
                             query_id=q.id, query=q.text, text=text, documents=docs, summarized=True,
-                            summary_prompt_hash=req.prompt_hash()))
+                            summary_prompt_hash=req.prompt_hash(), citations=citations))
     return out
 
 

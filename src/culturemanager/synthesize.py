@@ -129,7 +129,8 @@ def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[str, L
 def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
     prov = Provenance(culture=m.culture, task=m.task, mode=m.mode, query=m.query, material_id=m.id,
                       source_ids=[d.id for d in m.documents],
-                      source_urls=[d.url for d in m.documents if d.url], generator=generator,
+                      source_urls=[d.url for d in m.documents if d.url], citations=m.citations,
+                      generator=generator,
                       prompt_hash=prompt_hash)
     return Sample(id=sample_id(m.task, text), culture=m.culture, task=m.task, text=text, label=label,
                   provenance=prov)
