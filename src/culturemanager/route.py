@@ -44,7 +44,7 @@ def write_router(cfg: Config, rd: RunDir) -> Router:
 
 
 def read_router(rd: RunDir) -> Router:
-    return Router(**json.loads(rd.router.read_text(encoding="utf-8")))
+    return Router(**json.loads(rd.need(rd.router, "route").read_text(encoding="utf-8")))
 
 
 def route(model, tok, router: Router, texts: list[str], batch_size: int = 8

@@ -48,6 +48,12 @@ class RunDir:
     predictions = property(lambda self: self.root / "predictions.jsonl")
     metrics = property(lambda self: self.root / "metrics.json")
 
+    def need(self, path: Path, stage: str) -> Path:
+        """A stage's input, or a clear error saying which stage makes it."""
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `culturemanager {stage} CONFIG` first")
+        return path
+
     def samples(self, culture: str) -> Path:
         return self.samples_dir / f"{safe_name(culture)}.jsonl"
 

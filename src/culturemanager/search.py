@@ -19,22 +19,71 @@ from .config import Config, Culture
 from .llm import CachedLLM, ChatRequest
 from .prompts import build_summary_messages, language_name, parse_citations, parse_summary
 from .records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
-from .retrieve import Retriever, build_local_retriever
+from .retrieve import Retriever
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
 def make_retriever(cfg: Config, rd: RunDir) -> Retriever:
-    if not cfg.search.corpus:
-        raise ValueError("search.corpus is empty: name at least one folder or file of the local corpus")
-    builders = {"local": lambda: build_local_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index)}
-    return builders[cfg.search.backend]()
+    """The configured backends; several are merged by `Sources` (one failing does not stop the others)."""
+    retrievers = [make_one(cfg, rd, name) for name in cfg.search_backends]
+    return retrievers[0] if len(retrievers) == 1 else Sources(retrievers)
+
+
+def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
+    if name == "local":
+        if not cfg.search.corpus:
+            raise ValueError("search.corpus is empty: name at least one folder or file of the local corpus")
+        from .dense import build_retriever
+
+        return build_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index, cfg.search.retrieval)
+    from .websearch import make_web_retriever
+
+    fetcher = None
+    if cfg.search.fetch.enabled:
+        from .fetch import SafeFetcher
+
+        fetcher = SafeFetcher(cfg.search.fetch, rd.root / "cache" / "pages")
+    return make_web_retriever(name, cfg.search.web, fetcher)
+
+
+class Sources:
+    """Several retrievers as one: each query goes to every backend, results are merged in turn (first of each,
+    then second of each, ...) and deduplicated by URL or id. A backend that raises is counted and skipped for
+    that query; when every backend fails on every query so far, the run stops with the errors."""
+
+    def __init__(self, retrievers: list[Retriever]):
+        self.retrievers = retrievers
+        self.name = "+".join(r.name for r in retrievers)
+        self.usage = {"requests": 0, "results": 0, "errors": 0, "empty": 0}
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        self.usage["requests"] += 1
+        lists, errors = [], []
+        for r in self.retrievers:
+            try:
+                lists.append(r.search(query, k, culture))
+            except Exception as e:  # noqa: BLE001 - a backend that is down must not stop the others
+                errors.append(f"{r.name}: {e}")
+                log.warning("search backend %s failed: %s", r.name, e)
+        self.usage["errors"] += len(errors)
+        if not lists:
+            raise RuntimeError("every search backend failed: " + "; ".join(errors))
+        seen, merged = set(), []
+        for rank in range(max((len(x) for x in lists), default=0)):
+            for docs in lists:
+                if rank < len(docs) and (key := docs[rank].url or docs[rank].id) not in seen:
+                    seen.add(key)
+                    merged.append(docs[rank])
+        self.usage["results"] += len(merged[:k])
+        self.usage["empty"] += not merged
+        return merged[:k]
 
 
 def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None = None
            ) -> tuple[list[Material], dict]:
-    queries = read_jsonl(rd.queries, Query)
+    queries = read_jsonl(rd.need(rd.queries, "queries"), Query)
     retriever = retriever or make_retriever(cfg, rd)
     cultures = {c.name: c for c in cfg.cultures}
     counts: Counter = Counter()
@@ -60,6 +109,8 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
     counts["materials"] = len(materials)
     counts["documents"] = sum(len(m.documents) for m in materials)
     counts.update({f"retriever.{k}": v for k, v in retriever.usage.items()})
+    for r in getattr(retriever, "retrievers", [retriever]):
+        counts.update({f"backend[{r.name}].{k}": v for k, v in r.usage.items()})
     write_jsonl(rd.materials, materials)
     return materials, dict(counts)
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[Sample]], dict]:
-    materials = read_jsonl(rd.materials, Material)
+    materials = read_jsonl(rd.need(rd.materials, "search"), Material)
     cultures = {c.name: c for c in cfg.cultures}
     demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
     counts: Counter = Counter()

@@ -1,0 +1,492 @@
+"""Web search backends behind the `Retriever` interface of retrieve.py.
+
+`make_web_retriever(name, cfg, fetcher)` returns one of the backends below, configured by `search.web`
+(`WebSearchConfig`). Each backend asks its API for `min(k, web.results)` results in the culture's locale,
+deduplicates them by URL and, when a `fetcher` (fetch.SafeFetcher) is given, replaces each snippet with the
+text of the fetched page. Failures never stop a run: HTTP 429 and 5xx (and timeouts) are retried up to
+`web.max_retries` times (honouring Retry-After, capped at 30 s, else exponential backoff), then counted in
+`usage["errors"]` and the query gets no documents; 401/403 and malformed answers are counted at once.
+
+Backends (`BACKENDS` below); `base_url` replaces the API root, the path shown is appended to it:
+- tavily:  key in TAVILY_API_KEY (`Authorization: Bearer`); POST https://api.tavily.com/search.
+           Locale: `country` as Tavily's lowercase country name (e.g. es -> "spain"; codes without a known
+           name are not sent). Domains: its own include_domains / exclude_domains.
+- brave:   key in BRAVE_API_KEY (`X-Subscription-Token`); GET https://api.search.brave.com/res/v1/web/search.
+           Locale: country=ES (only countries Brave supports), search_lang=es (Brave's codes: ja -> jp,
+           zh -> zh-hans/zh-hant, pt -> pt-pt/pt-br). Domains: site: / -site: operators in the query.
+- serper:  key in SERPER_API_KEY (`X-API-KEY`); POST https://google.serper.dev/search.
+           Locale: gl=es, hl=es (zh -> zh-cn/zh-tw). Domains: site: / -site: operators.
+- searxng: no key; base_url required (your instance, e.g. http://localhost:8888, with the json format
+           enabled in its settings.yml); GET {base_url}/search?format=json. Locale: language=es-ES (or es
+           without a country). Domains: site: / -site: operators.
+- ddgs:    no key; the `ddgs` package (DuckDuckGo and other engines; no base_url). Locale: region=es-es in
+           DuckDuckGo's region codes (gb -> uk-en, ja -> jp-jp, Arabic -> xa-ar; unknown -> wt-wt).
+           Domains: site: / -site: operators.
+`api_key_env` names another variable for the key. Keys are registered with llm._SECRETS and never logged.
+
+Run it:
+    python -m culturemanager.websearch BACKEND "query" [--country es --language es] [-k 5] [--base-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from .llm import _SECRETS, _redact
+from .records import Document
+from .retrieve import Retriever, new_usage
+
+if TYPE_CHECKING:
+    from .config import Culture, WebSearchConfig
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 30.0  # cap on one Retry-After / backoff wait, so a hostile header cannot stall the run
+BACKOFF_S = 1.0  # first exponential backoff wait (1, 2, 4... s); tests set it to ~0
+
+
+class WebSearchError(RuntimeError):
+    """A configuration problem (missing API key, searxng without base_url, unknown backend)."""
+
+
+class Page(Protocol):
+    """What fetch.Page offers here (final_url is the URL after redirects)."""
+
+    final_url: str
+    title: str
+    text: str
+    language: str | None
+
+
+class Fetcher(Protocol):
+    """fetch.SafeFetcher's interface: one result per URL, in order; a failed fetch is an error object
+    (anything without page text counts as failed, so FetchError need not be an Exception)."""
+
+    def fetch_many(self, urls: list[str]) -> list[Page | Exception]: ...
+
+
+def make_web_retriever(name: str, cfg: WebSearchConfig, fetcher: Fetcher | None = None) -> Retriever:
+    if name not in BACKENDS:
+        raise WebSearchError(f"unknown web search backend {name!r} (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name](cfg, fetcher)
+
+
+class Hit(NamedTuple):
+    url: str
+    title: str
+    snippet: str
+
+
+# ---------------------------------------------------------------------------------------------- backends
+
+class TavilySearch:
+    """Tavily Search API (docs.tavily.com, "Search" endpoint): POST JSON {query, max_results, search_depth,
+    topic, include_domains, exclude_domains, country}; answer {"results": [{url, title, content, score}]}.
+    Auth is the current `Authorization: Bearer` header (the older api_key body field is not sent)."""
+
+    name = "tavily"
+
+    def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
+        key_env = cfg.api_key_env or "TAVILY_API_KEY"
+        self.http = _Http(self.name, cfg, f"check {key_env}", {"Authorization": f"Bearer {_key(key_env)}"})
+        self.cfg, self.fetcher, self.usage = cfg, fetcher, self.http.usage
+        self.url = _endpoint(cfg.base_url or "https://api.tavily.com", "/search")
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        body: dict[str, Any] = {"query": query, "max_results": _count(k, self.cfg, 20),
+                                "search_depth": "basic", "topic": "general"}
+        if self.cfg.include_domains:
+            body["include_domains"] = list(self.cfg.include_domains)
+        if self.cfg.exclude_domains:
+            body["exclude_domains"] = list(self.cfg.exclude_domains)
+        if culture and culture.country and culture.country.upper() in TAVILY_COUNTRIES:
+            body["country"] = TAVILY_COUNTRIES[culture.country.upper()]  # only with topic "general"
+        data = self.http.call("POST", self.url, json=body)
+        hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
+        return _documents(self, hits, k)
+
+
+class BraveSearch:
+    """Brave Web Search API (api-dashboard.search.brave.com, "Web search"): GET ?q&count&country&search_lang
+    with `X-Subscription-Token`; answer {"web": {"results": [{url, title, description}]}} ("web" is absent
+    when nothing was found)."""
+
+    name = "brave"
+
+    def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
+        key_env = cfg.api_key_env or "BRAVE_API_KEY"
+        self.http = _Http(self.name, cfg, f"check {key_env}",
+                          {"X-Subscription-Token": _key(key_env), "Accept": "application/json"})
+        self.cfg, self.fetcher, self.usage = cfg, fetcher, self.http.usage
+        self.url = _endpoint(cfg.base_url or "https://api.search.brave.com", "/res/v1/web/search")
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        params = {"q": _with_sites(query, self.cfg), "count": _count(k, self.cfg, 20)}
+        country = (culture.country or "").upper() if culture else ""
+        if country in BRAVE_COUNTRIES:  # another value is a 422 error, not a hint
+            params["country"] = country
+        if culture and culture.language:
+            lang = {"ja": "jp", "no": "nb", "zh": "zh-hant" if country in ("TW", "HK") else "zh-hans",
+                    "pt": "pt-br" if country == "BR" else "pt-pt",
+                    "en": "en-gb" if country == "GB" else "en"}.get(culture.language.lower(), culture.language.lower())
+            if lang in BRAVE_LANGUAGES:
+                params["search_lang"] = lang
+        data = self.http.call("GET", self.url, params=params)
+        hits = self.http.parse(data, lambda d: _hits(d.get("web", {}).get("results", []), "url", "title",
+                                                      "description"))
+        return _documents(self, hits, k)
+
+
+class SerperSearch:
+    """Serper Google Search API (serper.dev playground / docs): POST JSON {q, num, gl, hl} with `X-API-KEY`;
+    answer {"organic": [{title, link, snippet, position}], ...}."""
+
+    name = "serper"
+
+    def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
+        key_env = cfg.api_key_env or "SERPER_API_KEY"
+        self.http = _Http(self.name, cfg, f"check {key_env}", {"X-API-KEY": _key(key_env)})
+        self.cfg, self.fetcher, self.usage = cfg, fetcher, self.http.usage
+        self.url = _endpoint(cfg.base_url or "https://google.serper.dev", "/search")
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        body: dict[str, Any] = {"q": _with_sites(query, self.cfg), "num": _count(k, self.cfg, 100)}
+        country = (culture.country or "").lower() if culture else ""
+        if country:
+            body["gl"] = country
+        if culture and culture.language:
+            lang = culture.language.lower()
+            body["hl"] = ("zh-tw" if country in ("tw", "hk") else "zh-cn") if lang == "zh" else lang
+        data = self.http.call("POST", self.url, json=body)
+        hits = self.http.parse(data, lambda d: _hits(d.get("organic", []), "link", "title", "snippet"))
+        return _documents(self, hits, k)
+
+
+class SearxngSearch:
+    """A SearXNG instance's Search API (docs.searxng.org/dev/search_api): GET /search?q&format=json&language
+    &pageno=1; answer {"results": [{url, title, content, engine, score}]}. 403 means the instance has the
+    json format disabled. The result count cannot be set: the first page is capped at k."""
+
+    name = "searxng"
+
+    def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
+        if not cfg.base_url:
+            raise WebSearchError("the searxng backend needs search.web.base_url (your instance, e.g. "
+                                 "http://localhost:8888)")
+        self.http = _Http(self.name, cfg, "enable the json format in the instance's settings.yml "
+                          "(search.formats) and check that it allows this client", {})
+        self.cfg, self.fetcher, self.usage = cfg, fetcher, self.http.usage
+        self.url = _endpoint(cfg.base_url, "/search")
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        params = {"q": _with_sites(query, self.cfg), "format": "json", "pageno": 1}
+        if culture and culture.language:
+            lang = culture.language.lower()
+            params["language"] = f"{lang}-{culture.country.upper()}" if culture.country else lang
+        data = self.http.call("GET", self.url, params=params)
+        hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
+        return _documents(self, hits, k)
+
+
+class DdgsSearch:
+    """The `ddgs` metasearch package: `DDGS(timeout).text(query, region, max_results)` returns
+    [{title, href, body}] and raises DDGSException("No results found.") when nothing matched (ddgs 9.x).
+    Rate limits and timeouts are retried with backoff like HTTP 429."""
+
+    name = "ddgs"
+
+    def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
+        try:
+            from ddgs import DDGS
+        except ImportError:
+            raise WebSearchError("the ddgs backend needs the ddgs package: pip install ddgs") from None
+        self.cfg, self.fetcher, self.usage = cfg, fetcher, _new_usage()
+        self.client = DDGS(timeout=max(1, round(cfg.timeout_s)))
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
+
+        self.usage["requests"] += 1
+        region = ddgs_region(culture)
+        attempts = max(1, self.cfg.max_retries + 1)
+        rows: Any = None
+        for attempt in range(attempts):
+            try:
+                rows = self.client.text(_with_sites(query, self.cfg), region=region,
+                                        max_results=_count(k, self.cfg, 100))
+                break
+            except (RatelimitException, TimeoutException) as e:
+                if attempt == attempts - 1:
+                    return _failed(self, f"gave up after {attempts} attempts: {e}")
+                time.sleep(_backoff(attempt))
+            except DDGSException as e:
+                if str(e) == "No results found.":  # how ddgs 9 reports an empty answer
+                    return _documents(self, [], k)
+                return _failed(self, str(e))
+        try:
+            hits = _hits(rows, "href", "title", "body")
+        except (KeyError, TypeError, AttributeError) as e:
+            return _failed(self, f"unexpected answer shape ({e!r})")
+        return _documents(self, hits, k)
+
+
+BACKENDS: dict[str, Callable[[WebSearchConfig, Fetcher | None], Retriever]] = {
+    "tavily": TavilySearch,
+    "brave": BraveSearch,
+    "serper": SerperSearch,
+    "searxng": SearxngSearch,
+    "ddgs": DdgsSearch,
+}
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+class _Http:
+    """One httpx client per backend, the retry policy, and the backend's usage counters."""
+
+    def __init__(self, name: str, cfg: WebSearchConfig, auth_hint: str, headers: dict[str, str]):
+        self.name, self.cfg, self.auth_hint = name, cfg, auth_hint
+        self.usage = _new_usage()
+        self.client = httpx.Client(headers=headers, timeout=cfg.timeout_s, follow_redirects=True)
+        self._warned_auth = False
+
+    def call(self, method: str, url: str, **kwargs: Any) -> Any | None:
+        """The decoded JSON answer, or None after a counted and logged failure."""
+        self.usage["requests"] += 1
+        attempts = max(1, self.cfg.max_retries + 1)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                r = self.client.request(method, url, **kwargs)
+            except httpx.TransportError as e:  # timeouts, refused connections: transient, retried
+                if last:
+                    return self.fail(f"gave up after {attempts} attempts: {e!r}")
+                time.sleep(_backoff(attempt))
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                if last:
+                    return self.fail(f"gave up after {attempts} attempts: HTTP {r.status_code}")
+                time.sleep(_retry_after(r.headers.get("Retry-After"), attempt))
+                continue
+            if r.status_code in (401, 403):
+                self.usage["errors"] += 1
+                if not self._warned_auth:  # every query would say the same: once is enough
+                    self._warned_auth = True
+                    log.warning("%s search refused the request (HTTP %d): %s", self.name, r.status_code,
+                                self.auth_hint)
+                return None
+            if r.status_code >= 400:
+                return self.fail(f"HTTP {r.status_code}: {r.text[:200]}")
+            try:
+                return r.json()
+            except ValueError:
+                return self.fail(f"answer is not JSON: {r.text[:100]!r}")
+        raise AssertionError("unreachable")  # the loop always returns on its last attempt
+
+    def parse(self, data: Any, extract: Callable[[Any], list[Hit]]) -> list[Hit] | None:
+        """Hits from a decoded answer; None (counted) when it lacks the documented shape."""
+        if data is None:
+            return None
+        try:
+            return extract(data)
+        except (KeyError, TypeError, AttributeError) as e:
+            return self.fail(f"unexpected answer shape ({e!r})")
+
+    def fail(self, why: str) -> None:
+        _failed(self, why)
+
+
+def _new_usage() -> dict[str, int]:
+    """retrieve.new_usage() plus pages fetched / failed (a failed fetch keeps the search snippet)."""
+    return {**new_usage(), "fetched": 0, "fetch_errors": 0}
+
+
+def _failed(backend: Any, why: str) -> list[Document]:
+    """Count and log a failed query; the run goes on without its documents."""
+    backend.usage["errors"] += 1
+    log.warning("%s search failed, query skipped: %s", backend.name, _redact(why))
+    return []
+
+
+def _retry_after(value: str | None, attempt: int) -> float:
+    """Retry-After in seconds or as an HTTP date; exponential backoff when absent or unreadable."""
+    if value:
+        try:
+            return min(MAX_WAIT_S, max(0.0, float(value)))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            return min(MAX_WAIT_S, max(0.0, when.timestamp() - time.time()))
+        except (TypeError, ValueError):
+            pass
+    return _backoff(attempt)
+
+
+def _backoff(attempt: int) -> float:
+    return min(MAX_WAIT_S, BACKOFF_S * 2 ** attempt)
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+def _documents(backend: Any, hits: list[Hit] | None, k: int) -> list[Document]:
+    """Deduplicated, fetched (when a fetcher is set), capped at k and counted. None means a counted failure."""
+    if hits is None:
+        return []
+    unique: dict[str, Hit] = {}
+    for h in hits:
+        unique.setdefault(url_key(h.url), h)
+    picked = list(unique.values())[:max(k, 0)]
+    rows = [(h.url, h.title, h.snippet or h.title, None) for h in picked]
+    if backend.fetcher is not None and picked:
+        pages = backend.fetcher.fetch_many([h.url for h in picked])
+        rows, seen = [], set()
+        for h, page in zip(picked, pages, strict=True):
+            if isinstance(page, BaseException) or not getattr(page, "text", ""):  # FetchError: keep the snippet
+                backend.usage["fetch_errors"] += 1
+                row = (h.url, h.title, h.snippet or h.title, None)
+            else:
+                backend.usage["fetched"] += 1
+                row = (page.final_url or h.url, h.title or page.title or "", page.text, page.language)
+            if url_key(row[0]) not in seen:  # two results may redirect to the same page
+                seen.add(url_key(row[0]))
+                rows.append(row)
+    docs = [Document(id="web:" + hashlib.sha1(url.encode("utf-8")).hexdigest()[:16], title=title, text=text,
+                     source=backend.name, url=url, score=1.0 / (rank + 1), language=language)
+            for rank, (url, title, text, language) in enumerate(rows)]
+    backend.usage["results"] += len(docs)
+    if not docs:
+        backend.usage["empty"] += 1
+    return docs
+
+
+def _hits(rows: Any, url_field: str, title_field: str, snippet_field: str) -> list[Hit]:
+    """Hits from a list of result objects; rows without a URL are dropped. Raises TypeError on another shape."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("results are not a list of objects")
+    return [Hit(str(r[url_field]), str(r.get(title_field) or ""), " ".join(str(r.get(snippet_field) or "").split()))
+            for r in rows if r.get(url_field)]
+
+
+def url_key(url: str) -> str:
+    """The deduplication key of a URL: scheme and host case-folded, fragment and trailing slash dropped."""
+    p = urlsplit(url.strip())
+    return urlunsplit((p.scheme.lower(), p.netloc.lower(), p.path.rstrip("/"), p.query, ""))
+
+
+def _count(k: int, cfg: WebSearchConfig, api_max: int) -> int:
+    """Results to ask for: no more than the caller keeps (k) or the config allows, within the API's range."""
+    return max(1, min(k, cfg.results, api_max))
+
+
+def _with_sites(query: str, cfg: WebSearchConfig) -> str:
+    """include/exclude domains as search operators, for APIs without a parameter for them."""
+    include = " OR ".join(f"site:{d}" for d in cfg.include_domains)
+    exclude = " ".join(f"-site:{d}" for d in cfg.exclude_domains)
+    return " ".join(part for part in (query, include, exclude) if part)
+
+
+def _key(env: str) -> str:
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise WebSearchError(f"no API key: set the environment variable {env} (or search.web.api_key_env "
+                             "to name another one)")
+    _SECRETS.add(key)
+    return key
+
+
+def _endpoint(base_url: str, path: str) -> str:
+    base = base_url.rstrip("/")
+    return base if base.endswith(path) else base + path
+
+
+# ---------------------------------------------------------------------------------------------- locales
+
+# Tavily's `country` takes lowercase English names; only these codes are mapped (others are not sent).
+TAVILY_COUNTRIES = {
+    "AR": "argentina", "AU": "australia", "AT": "austria", "BD": "bangladesh", "BE": "belgium", "BR": "brazil",
+    "CA": "canada", "CL": "chile", "CN": "china", "CO": "colombia", "CZ": "czech republic", "DK": "denmark",
+    "EG": "egypt", "FI": "finland", "FR": "france", "DE": "germany", "GR": "greece", "IN": "india",
+    "ID": "indonesia", "IR": "iran", "IQ": "iraq", "IE": "ireland", "IL": "israel", "IT": "italy", "JP": "japan",
+    "JO": "jordan", "KE": "kenya", "KR": "south korea", "MY": "malaysia", "MX": "mexico", "MA": "morocco",
+    "NL": "netherlands", "NZ": "new zealand", "NG": "nigeria", "NO": "norway", "PK": "pakistan", "PE": "peru",
+    "PH": "philippines", "PL": "poland", "PT": "portugal", "RO": "romania", "RU": "russia",
+    "SA": "saudi arabia", "ZA": "south africa", "ES": "spain", "SE": "sweden", "CH": "switzerland",
+    "TW": "taiwan", "TH": "thailand", "TR": "turkey", "UA": "ukraine", "AE": "united arab emirates",
+    "GB": "united kingdom", "US": "united states", "VN": "vietnam"}
+# Brave rejects (422) a country or search_lang outside its lists.
+BRAVE_COUNTRIES = frozenset(
+    "AR AU AT BE BR CA CL DK FI FR DE HK IN ID IT JP KR MY MX NL NZ NO CN PL PT PH RU SA ZA ES SE CH TW TR GB US"
+    .split())
+BRAVE_LANGUAGES = frozenset(
+    "ar eu bn bg ca zh-hans zh-hant hr cs da nl en en-gb et fi fr gl de gu he hi hu is it jp kn ko lv lt ms ml "
+    "mr nb pl pt-br pt-pt pa ro ru sr sk sl es sv ta te th tr uk vi".split())
+# DuckDuckGo's regions ("country-language"); the language part is sometimes its own code.
+DDGS_REGIONS = frozenset(
+    "xa-ar xa-en ar-es au-en at-de be-fr be-nl br-pt bg-bg ca-en ca-fr ct-ca cl-es cn-zh co-es hr-hr cz-cs "
+    "dk-da ee-et fi-fi fr-fr de-de gr-el hk-tzh hu-hu in-en id-id id-en ie-en il-he it-it jp-jp kr-kr lv-lv "
+    "lt-lt xl-es my-ms my-en mx-es nl-nl nz-en no-no pe-es ph-en ph-tl pl-pl pt-pt ro-ro ru-ru sg-en sk-sk "
+    "sl-sl za-en es-es se-sv ch-de ch-fr ch-it tw-tzh th-th tr-tr ua-uk uk-en us-en ue-es ve-es vn-vi".split())
+_ARAB_COUNTRIES = frozenset("ae bh dz eg iq jo kw lb ly ma om ps qa sa sd sy tn ye".split())
+
+
+def ddgs_region(culture: Culture | None) -> str:
+    """DuckDuckGo region for a culture, e.g. es/es -> "es-es", gb/en -> "uk-en"; "wt-wt" (no region) when
+    DuckDuckGo has none for it."""
+    if culture is None or not culture.country:
+        return "wt-wt"
+    country, lang = culture.country.lower(), (culture.language or "").lower()
+    if country in _ARAB_COUNTRIES:
+        return "xa-ar" if lang in ("ar", "") else "xa-en"
+    country = {"gb": "uk"}.get(country, country)
+    lang = {"ja": "jp", "ko": "kr", "zh": "tzh" if country in ("tw", "hk") else "zh"}.get(lang, lang)
+    if f"{country}-{lang}" in DDGS_REGIONS:
+        return f"{country}-{lang}"
+    # no language, or one DuckDuckGo does not pair with the country: the country's first listed region
+    return next((r for r in sorted(DDGS_REGIONS) if r.startswith(country + "-")), "wt-wt")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> None:
+    from .config import Culture, WebSearchConfig
+
+    p = argparse.ArgumentParser(prog="python -m culturemanager.websearch", description=__doc__.split("\n")[0])
+    p.add_argument("backend", choices=list(BACKENDS))
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--country", help="ISO 3166 alpha-2, e.g. es")
+    p.add_argument("--language", help="ISO 639-1, e.g. es")
+    p.add_argument("--base-url")
+    p.add_argument("--api-key-env")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = WebSearchConfig(base_url=args.base_url, api_key_env=args.api_key_env, results=args.k)
+    culture = (Culture(name="cli", country=args.country, language=args.language)
+               if args.country or args.language else None)
+    try:
+        retriever = make_web_retriever(args.backend, cfg)
+    except WebSearchError as e:
+        sys.exit(f"error: {e}")
+    for doc in retriever.search(args.query, args.k, culture):
+        print(json.dumps(doc.model_dump(), ensure_ascii=False))
+    print(json.dumps(retriever.usage), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
