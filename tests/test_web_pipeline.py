@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
 from conftest import write_task
+
 from culturemanager.cli import main
 from culturemanager.records import Material, Sample, read_jsonl
 
@@ -100,7 +100,8 @@ max_retries = 0
 timeout_s = 1
 """
     cfg = write_task(tmp_path, tiny_model, extra=extra)
-    cfg.write_text(cfg.read_text().replace('corpus = ["corpus"]', 'corpus = ["corpus"]\nbackend = ["searxng", "local"]'))
+    text = cfg.read_text().replace('corpus = ["corpus"]', 'corpus = ["corpus"]\nbackend = ["searxng", "local"]')
+    cfg.write_text(text)
     assert main(["search", str(cfg), "--no-progress"]) == 2  # queries first
     assert "run `culturemanager queries CONFIG` first" in capsys.readouterr().err
     assert main(["queries", str(cfg), "--no-progress"]) == 0
