@@ -222,3 +222,14 @@ def test_utf8_bom_is_ignored(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))
     assert [r.text for r in read_rows(DataFile(path=path))] == ["hola"]
+
+
+def test_only_the_selected_rows_are_checked(tmp_path):
+    from culturemanager.config import DataFile
+    from culturemanager.inputs import InputFileError, read_rows
+
+    p = tmp_path / "mixed.jsonl"
+    p.write_text('{"data": "uno"}\n{"data": "dos"}\n{"data": 12345}\n{"data": "cuatro"}\n', encoding="utf-8")
+    assert [r.text for r in read_rows(DataFile(path=p, text_field="data", limit=2))] == ["uno", "dos"]
+    with pytest.raises(InputFileError, match=r"mixed.jsonl:3: field 'data' is a int"):
+        read_rows(DataFile(path=p, text_field="data", start=1, limit=2))

@@ -83,3 +83,37 @@ def test_predict_without_router_uses_the_files_culture(task_config, tmp_path):
     counts = run.stage("predict")
     assert counts["counts"]["routed[Turkish]"] == 5 and counts["counts"]["adapter[Turkish]"] == 5
     assert counts["router_accuracy"] == 1.0
+
+
+def test_single_token_fast_path_equals_full_sequence_scoring(task_config):
+    """The one-forward path for single-token options gives the same log-likelihoods as scoring each
+    prompt+option sequence on its own, unpadded (the definition)."""
+    from culturemanager.target import score_next_token
+
+    cfg = load_config(task_config)
+    model, tok = load_target(cfg.target)
+    prompts = [encode(tok, "Sentence: ", t, " Response: ", 64).ids for t in ("hola amigo", "Defol git buradan lan")]
+    opts = option_ids(tok, ["0", "1"])
+    assert all(len(o) == 1 for o in opts)
+    fast = score_next_token(model, tok, prompts, [o[0] for o in opts], None, batch_size=2)
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            for k, o in enumerate(opts):
+                logits = model(input_ids=torch.tensor([p + o])).logits
+                ref = torch.log_softmax(logits[0, len(p) - 1], -1)[o[0]]
+                assert abs(float(ref) - float(fast[i, k])) < 1e-4
+
+
+def test_multi_token_options_match_unpadded_scoring(task_config):
+    cfg = load_config(task_config)
+    model, tok = load_target(cfg.target)
+    prompts = [encode(tok, "Text: ", t, " Culture:", 64).ids for t in ("hola", "merhaba arkadaşlar nasılsınız")]
+    opts = option_ids(tok, [" Spanish", " Turkish", " Others"])
+    assert any(len(o) > 1 for o in opts)
+    got = score_options(model, tok, prompts, opts, None, batch_size=2)
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            for k, o in enumerate(opts):
+                logp = torch.log_softmax(model(input_ids=torch.tensor([p + o])).logits[0], -1)
+                ref = sum(float(logp[len(p) - 1 + j, t]) for j, t in enumerate(o))
+                assert abs(ref - float(got[i, k])) < 1e-4

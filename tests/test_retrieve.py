@@ -287,3 +287,11 @@ def test_real_narratives_corpus(narratives, query, sources, top1):
     hits = narratives.search(query, k=5)
     assert sources & {d.source for d in hits}
     assert hits[0].source in sources or not top1
+
+
+def test_several_corpus_folders_keep_ids_unique(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "README.md").write_text(f"# {name}\n\nSome text about {name}.", encoding="utf-8")
+    docs = load_corpus([tmp_path / "a", tmp_path / "b"])
+    assert sorted(d.id for d in docs) == ["a/README.md#0", "b/README.md#0"]

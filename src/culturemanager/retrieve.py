@@ -181,6 +181,8 @@ def _save_index(retriever: BM25Retriever, index_dir: Path, fingerprint: str) -> 
                                    "passage_chars": [PASSAGE_MIN_CHARS, PASSAGE_MAX_CHARS]})
     if index_dir.exists():
         index_dir.rename(old)
+        if (old / "dense").is_dir():  # embeddings check their own fingerprint; keep them across a BM25 rebuild
+            (old / "dense").rename(tmp / "dense")
     tmp.rename(index_dir)
     shutil.rmtree(old, ignore_errors=True)
 
@@ -227,7 +229,9 @@ def load_corpus(paths: list[Path]) -> list[Document]:
         if root.is_dir():
             files = sorted(f for f in root.rglob("*")
                            if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
-            named = [(f, f.relative_to(root).as_posix()) for f in files]
+            # with several folders, the folder's name keeps ids unique (two README.md files)
+            prefix = f"{root.name}/" if len(paths) > 1 else ""
+            named = [(f, prefix + f.relative_to(root).as_posix()) for f in files]
         elif root.is_file():
             named = [(root, root.name)]
         else:

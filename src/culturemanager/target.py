@@ -66,6 +66,8 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
     """Log-likelihood of each option after each prompt: a [len(prompts), len(options)] tensor.
 
     normalize=True divides by the option's token count (for options of different lengths, e.g. names)."""
+    if all(len(o) == 1 for o in options):
+        return score_next_token(model, tok, prompts, [o[0] for o in options], adapters, batch_size)
     seqs = [(i, k, p + o) for i, p in enumerate(prompts) for k, o in enumerate(options)]
     out = torch.zeros(len(prompts), len(options))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -75,12 +77,7 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
         chunk = seqs[start:start + step]
         # left padding puts every option at the end, so only the last `keep` positions need logits: with a
         # 262k-token vocabulary (Gemma) the full logits tensor would dominate time and memory
-        width = max(len(s) for _, _, s in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (_, _, s) in enumerate(chunk):
-            ids[row, width - len(s):] = torch.tensor(s)
-            mask[row, width - len(s):] = 1
+        ids, mask = left_pad([s for _, _, s in chunk], pad)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"adapter_names": [adapters[i] for i, _, _ in chunk]} if adapters is not None else {}
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
@@ -92,6 +89,31 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
             lp = logp[row, torch.arange(keep - n - 1, keep - 1), torch.tensor(options[k])].sum()
             out[i, k] = lp / n if normalize else lp
     return out
+
+
+def score_next_token(model, tok, prompts: list[list[int]], token_ids: list[int], adapters: list[str] | None,
+                     batch_size: int) -> torch.Tensor:
+    """Single-token options ("0"/"1", most culture names): one forward per prompt scores all of them, instead of
+    one per prompt x option. On a CPU the model's forward pass is the whole cost of prediction."""
+    out = torch.zeros(len(prompts), len(token_ids))
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        ids, mask = left_pad(chunk, tok.pad_token_id if tok.pad_token_id is not None else 0)
+        kwargs = {"adapter_names": adapters[start:start + batch_size]} if adapters is not None else {}
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       logits_to_keep=1, **kwargs).logits
+        out[start:start + len(chunk)] = torch.log_softmax(logits[:, -1].float(), -1)[:, token_ids]
+    return out
+
+
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s):] = torch.tensor(s)
+        mask[row, width - len(s):] = 1
+    return ids, mask
 
 
 @torch.no_grad()
