@@ -3,7 +3,8 @@
     <run>/
       config.json          resolved config           versions.json   library versions
       manifest.json        stage status and counts   calls.jsonl     every LLM call (cached or not)
-      cache/llm.jsonl      LLM answers by request    index/          BM25 index of the local corpus
+      cache/llm.jsonl      LLM answers by request    index/          BM25 (+ dense/) index of the local corpus
+      cache/pages/         fetched web pages by URL
       queries.jsonl        search queries            materials.jsonl retrieved documents (+ summaries)
       samples/<culture>.jsonl  kept synthetic samples  samples/dropped.jsonl  dropped ones, with a reason
       adapters/<culture>/  PEFT LoRA folder + culturemanager.json
