@@ -21,3 +21,25 @@ def test_degenerate_cases():
     assert accuracy([], []) == 0.0
     with pytest.raises(ValueError):
         accuracy(["1"], ["1", "0"])
+
+
+def test_confusion_matrix_by_hand():
+    from culturemanager.evaluate import confusion
+
+    gold = ["Spanish", "Spanish", "Turkish", "Turkish", "Turkish"]
+    pred = ["Spanish", "Others", "Spanish", "Turkish", "Turkish"]
+    assert confusion(gold, pred, ["Spanish", "Turkish", "Others"]) == [[1, 0, 1], [1, 2, 0], [0, 0, 0]]
+
+
+def test_c_spec_by_hand():
+    from culturemanager.evaluate import c_spec
+
+    # columns: max 0.8, 0.6, 0.5 -> diagonal 0.8/0.8, 0.3/0.6, 0.5/0.5 -> mean (1 + 0.5 + 1) / 3
+    m = [[0.8, 0.6, 0.1],
+         [0.4, 0.3, 0.2],
+         [0.2, 0.1, 0.5]]
+    assert c_spec(m) == pytest.approx(2.5 / 3)
+    assert c_spec([[1.0, 0.0], [0.0, 1.0]]) == 1.0
+    assert c_spec([[0.0]]) == 0.0
+    with pytest.raises(ValueError):
+        c_spec([[1.0, 2.0]])

@@ -20,3 +20,23 @@ def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
 
 def accuracy(gold: list[str], pred: list[str]) -> float:
     return sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold) if gold else 0.0
+
+
+def confusion(gold: list[str], pred: list[str], labels: list[str]) -> list[list[int]]:
+    """Counts, rows = gold label, columns = predicted label, both in `labels` order (e.g. router cultures)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    m = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, pred, strict=True):
+        m[index[g]][index[p]] += 1
+    return m
+
+
+def c_spec(matrix: list[list[float]]) -> float:
+    """The culture-specificity score: matrix[i][j] = F1 of culture i's adapter on culture j's tasks. Each column
+    is divided by its maximum, then the diagonal is averaged: 1.0 means every culture is served best by its own
+    adapter. A column whose maximum is 0 contributes 0."""
+    n = len(matrix)
+    if n == 0 or any(len(row) != n for row in matrix):
+        raise ValueError("c_spec needs a non-empty square matrix")
+    col_max = [max(matrix[i][j] for i in range(n)) for j in range(n)]
+    return sum(matrix[j][j] / col_max[j] if col_max[j] > 0 else 0.0 for j in range(n)) / n
