@@ -414,6 +414,24 @@ def test_cache_makes_no_second_request(serve, tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
+def test_cached_page_goes_through_the_ssrf_guard_again(serve, tmp_path):
+    other = serve({"/": page_route("<p>Una página local guardada en la caché por una ejecución permisiva.</p>", "L")})
+    srv = serve({"/r": redirect(other.url("/"))})
+    loose = FetchConfig(allow_private=True, connect_timeout_s=2, read_timeout_s=2)
+    with SafeFetcher(loose, tmp_path) as f:  # caches loopback pages, one of them behind a redirect to `other`
+        assert f.fetch(other.url("/")).title == f.fetch(srv.url("/r")).title == "L"
+    hits = len(srv.hits) + len(other.hits)
+    for cfg, url, at in ((FetchConfig(), other.url("/"), ""), (FetchConfig(), srv.url("/r"), ""),
+                         (cfg_for(srv), srv.url("/r"), other.url("/"))):  # srv allowed, its final URL is not
+        with SafeFetcher(cfg, tmp_path) as g, pytest.raises(FetchError) as e:
+            g.fetch(url)
+        assert e.value.reason == "blocked_address" and e.value.url == url and at in e.value.detail
+        assert g.usage == {"requests": 0, "cached": 0, "ok": 0, "errors": 1, "blocked": 1, "truncated": 0}
+    with SafeFetcher(cfg_for(srv, other), tmp_path) as h:  # both allowed by host:port: served from the cache
+        assert h.fetch(srv.url("/r")).final_url == other.url("/") and h.usage["cached"] == 1
+    assert len(srv.hits) + len(other.hits) == hits  # no request reached a server
+
+
 def test_fetch_many_keeps_order_and_per_host_limit(serve, tmp_path):
     def slow_page(i: int) -> Route:
         data = html(f"<p>Página número {i} de una serie de páginas lentas del servidor de prueba.</p>", f"P{i}")

@@ -16,10 +16,10 @@ with a short machine-readable `reason`. What it guards against:
   connect + 4 x read timeout so that a server dripping bytes is cut off too. Only gzip/deflate are accepted.
 - Content: nothing from a page is executed or followed; the module only returns text. Cookies are never kept.
 
-Text: the charset comes from a BOM, the header, a `<meta>` charset in the first bytes, UTF-8, then detection
-(charset_normalizer); the main text from trafilatura (falling back to all visible text); the language from
-py3langid (ISO 639-1, None when unsure). Pages are cached on disk by URL (sha256 → JSON); a cached URL makes
-no request. `fetch_many` runs fetches in threads, at most `per_host` in flight per host, order preserved.
+Text: decoding, the main text (trafilatura) and the language (py3langid) are in pagetext.py. Pages are cached
+on disk by URL (sha256 → JSON); a cached URL makes no request, but the cached page's URL and final URL go
+through `check_url` again with this run's config (a page cached under `allow_private` is blocked without it).
+`fetch_many` runs fetches in threads, at most `per_host` in flight per host, order preserved.
 
 `usage` counts: requests (HTTP requests sent, every redirect hop), cached, ok (pages fetched), errors
 (FetchErrors raised), blocked (of those, blocked addresses), truncated. `cfg.enabled` is for the caller.
@@ -30,13 +30,11 @@ Run: `python -m culturemanager.fetch URL [--allow-private]` prints the title, la
 from __future__ import annotations
 
 import argparse
-import codecs
 import hashlib
 import ipaddress
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -44,8 +42,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from html import unescape
-from html.parser import HTMLParser
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
@@ -53,6 +49,13 @@ from typing import Any
 import httpx
 
 from .config import FetchConfig
+from .pagetext import (  # used by _read, and still importable from here
+    decode_body,
+    detect_language,
+    extract_text,
+    html_title,
+    parse_content_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +107,12 @@ class SafeFetcher:
                      "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"})
 
     def fetch(self, url: str) -> Page:
-        page = self._cache_get(url)
-        if page is not None:
-            self._count("cached")
-            return page
         try:
+            page = self._cache_get(url)
+            if page is not None:
+                self._recheck(url, page)
+                self._count("cached")
+                return page
             with self._slot(url):
                 page = self._fetch(url)
         except FetchError as e:
@@ -164,7 +168,7 @@ class SafeFetcher:
         except FetchError as e:  # errors name the URL asked for; the hop that failed goes in the detail
             if e.url == url:
                 raise
-            raise FetchError(e.reason, url, f"at {e.url}" + (f": {e.detail}" if e.detail else "")) from e
+            raise _at_hop(e, url) from e
         except httpx.TimeoutException as e:
             raise FetchError("timeout", url, type(e).__name__) from e
         except httpx.InvalidURL as e:
@@ -215,6 +219,17 @@ class SafeFetcher:
                     title=title, text=text, language=detect_language(text), truncated=truncated)
 
     # --------------------------------------------------------------------- cache, slots and counters
+
+    def _recheck(self, url: str, page: Page) -> None:
+        """The SSRF guard, with this run's config, on a cached page: it may have been cached by a run that
+        allowed private addresses or other hosts. (Redirect hops in between are not cached, only the ends.)"""
+        for u in dict.fromkeys((url, page.final_url)):
+            try:
+                check_url(u, self.cfg)
+            except FetchError as e:
+                if e.url == url:
+                    raise
+                raise _at_hop(e, url) from e
 
     def _cache_path(self, url: str) -> Path:
         return self.cache_dir / f"{hashlib.sha256(url.encode('utf-8')).hexdigest()}.json"
@@ -332,133 +347,16 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def _at_hop(e: FetchError, url: str) -> FetchError:
+    """`e` (raised for a later hop) as an error for the URL asked for, the hop named in the detail."""
+    return FetchError(e.reason, url, f"at {e.url}" + (f": {e.detail}" if e.detail else ""))
+
+
 def _host_key(url: str) -> str:
     try:
         return _norm_host(httpx.URL(url).host)
     except httpx.InvalidURL:
         return ""
-
-
-# ---------------------------------------------------------------------------------- bytes to text
-
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-# What browsers actually decode these labels as (WHATWG Encoding Standard).
-_BROWSER_CODECS = {"iso8859-1": "cp1252", "ascii": "cp1252", "iso8859-9": "cp1254", "gb2312": "gb18030",
-                   "gbk": "gb18030", "shift_jis": "cp932", "euc_kr": "cp949"}
-
-
-def parse_content_type(header: str) -> tuple[str, str | None]:
-    """("text/html", "utf-8") from 'text/html; charset="UTF-8"'."""
-    mime, *params = header.split(";")
-    charset = None
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            charset = value.strip().strip("\"'") or None
-    return mime.strip().lower(), charset
-
-
-def decode_body(body: bytes, header_charset: str | None, *, html: bool, truncated: bool = False) -> str:
-    """BOM, then the header's charset, then a <meta> charset (HTML), then UTF-8, then detection."""
-    for bom, encoding in _BOMS:
-        if body.startswith(bom):
-            return body.decode(encoding, errors="replace")
-    encoding = _codec(header_charset)
-    if encoding is None and html:
-        match = _META_CHARSET.search(body[:4096])
-        encoding = _codec(match.group(1).decode("ascii"), from_meta=True) if match else None
-    if encoding is not None:
-        return body.decode(encoding, errors="replace")
-    try:  # incremental: a multi-byte character cut by truncation is not an error
-        return codecs.getincrementaldecoder("utf-8")().decode(body, final=not truncated)
-    except UnicodeDecodeError:
-        pass
-    import charset_normalizer
-
-    best = charset_normalizer.from_bytes(body).best()
-    return body.decode(best.encoding if best is not None else "utf-8", errors="replace")
-
-
-def _codec(label: str | None, from_meta: bool = False) -> str | None:
-    if not label:
-        return None
-    try:
-        name = codecs.lookup(label.strip()).name
-        b"".decode(name)  # refuses non-text codecs such as zlib or base64
-    except (LookupError, ValueError):
-        return None
-    if from_meta and name.startswith(("utf-16", "utf-32")):
-        return "utf-8"  # a document that could be scanned for <meta> as ASCII is not UTF-16
-    return _BROWSER_CODECS.get(name, name)
-
-
-def html_title(html: str) -> str:
-    match = re.search(r"<title[^>]*>(.*?)</title\s*>", html[:200_000], re.IGNORECASE | re.DOTALL)
-    return " ".join(unescape(match.group(1)).split()) if match else ""
-
-
-def extract_text(html: str, url: str | None = None) -> str:
-    """The page's main text (trafilatura); all visible text when trafilatura finds none."""
-    import trafilatura
-
-    text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, deduplicate=False)
-    if text and text.strip():
-        return text.strip()
-    parser = _VisibleText()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
-
-
-class _VisibleText(HTMLParser):
-    SKIP = frozenset({"script", "style", "noscript", "template", "title", "svg", "iframe", "object", "textarea"})
-    BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-                       "header", "footer", "blockquote", "pre", "table", "ul", "ol", "dd", "dt"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
-
-
-# ------------------------------------------------------------------------------------------ language
-
-# py3langid labels without an ISO 639-1 code, mapped to their macrolanguage where there is one.
-_TO_ISO639_1 = {"arz": "ar", "ary": "ar", "yue": "zh", "wuu": "zh", "gug": "gn", "uzs": "uz", "sdh": "ku",
-                "kik": "ki", "fuv": "ff"}
-_identifier: Any = None
-_identifier_lock = threading.Lock()
-
-
-def detect_language(text: str, min_confidence: float = 0.5) -> str | None:
-    """ISO 639-1 code of `text` (its first 2,000 characters), or None when py3langid is unsure."""
-    global _identifier
-    with _identifier_lock:
-        if _identifier is None:
-            from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-            _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    lang, confidence = _identifier.classify(text[:2000])
-    lang = _TO_ISO639_1.get(lang, lang)
-    return lang if confidence >= min_confidence and len(lang) == 2 else None
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -9,19 +9,17 @@ text of the fetched page. Failures never stop a run: HTTP 429 and 5xx (and timeo
 
 Backends (`BACKENDS` below); `base_url` replaces the API root, the path shown is appended to it:
 - tavily:  key in TAVILY_API_KEY (`Authorization: Bearer`); POST https://api.tavily.com/search.
-           Locale: `country` as Tavily's lowercase country name (e.g. es -> "spain"; codes without a known
-           name are not sent). Domains: its own include_domains / exclude_domains.
+           Locale: country="spain". Domains: its own include_domains / exclude_domains.
 - brave:   key in BRAVE_API_KEY (`X-Subscription-Token`); GET https://api.search.brave.com/res/v1/web/search.
-           Locale: country=ES (only countries Brave supports), search_lang=es (Brave's codes: ja -> jp,
-           zh -> zh-hans/zh-hant, pt -> pt-pt/pt-br). Domains: site: / -site: operators in the query.
+           Locale: country=ES, search_lang=es. Domains: site: / -site: operators in the query.
 - serper:  key in SERPER_API_KEY (`X-API-KEY`); POST https://google.serper.dev/search.
-           Locale: gl=es, hl=es (zh -> zh-cn/zh-tw). Domains: site: / -site: operators.
+           Locale: gl=es, hl=es. Domains: site: / -site: operators.
 - searxng: no key; base_url required (your instance, e.g. http://localhost:8888, with the json format
-           enabled in its settings.yml); GET {base_url}/search?format=json. Locale: language=es-ES (or es
-           without a country). Domains: site: / -site: operators.
-- ddgs:    no key; the `ddgs` package (DuckDuckGo and other engines; no base_url). Locale: region=es-es in
-           DuckDuckGo's region codes (gb -> uk-en, ja -> jp-jp, Arabic -> xa-ar; unknown -> wt-wt).
+           enabled in its settings.yml); GET {base_url}/search?format=json. Locale: language=es-ES.
            Domains: site: / -site: operators.
+- ddgs:    no key; the `ddgs` package (DuckDuckGo and other engines; no base_url). Locale: region=es-es.
+           Domains: site: / -site: operators.
+locales.py maps a culture to each API's codes (only values the API knows; ja -> jp, gb -> uk-en, ...).
 `api_key_env` names another variable for the key. Keys are registered with llm._SECRETS and never logged.
 
 Run it:
@@ -46,6 +44,17 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .llm import _SECRETS, _redact
+from .locales import (  # the tables stay importable from here
+    BRAVE_COUNTRIES,  # noqa: F401
+    BRAVE_LANGUAGES,  # noqa: F401
+    DDGS_REGIONS,  # noqa: F401
+    TAVILY_COUNTRIES,  # noqa: F401
+    brave_locale,
+    ddgs_region,
+    searxng_locale,
+    serper_locale,
+    tavily_locale,
+)
 from .records import Document
 from .retrieve import Retriever, new_usage
 
@@ -112,8 +121,7 @@ class TavilySearch:
             body["include_domains"] = list(self.cfg.include_domains)
         if self.cfg.exclude_domains:
             body["exclude_domains"] = list(self.cfg.exclude_domains)
-        if culture and culture.country and culture.country.upper() in TAVILY_COUNTRIES:
-            body["country"] = TAVILY_COUNTRIES[culture.country.upper()]  # only with topic "general"
+        body.update(tavily_locale(culture))  # only with topic "general"
         data = self.http.call("POST", self.url, json=body)
         hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
         return _documents(self, hits, k)
@@ -134,16 +142,7 @@ class BraveSearch:
         self.url = _endpoint(cfg.base_url or "https://api.search.brave.com", "/res/v1/web/search")
 
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
-        params = {"q": _with_sites(query, self.cfg), "count": _count(k, self.cfg, 20)}
-        country = (culture.country or "").upper() if culture else ""
-        if country in BRAVE_COUNTRIES:  # another value is a 422 error, not a hint
-            params["country"] = country
-        if culture and culture.language:
-            lang = {"ja": "jp", "no": "nb", "zh": "zh-hant" if country in ("TW", "HK") else "zh-hans",
-                    "pt": "pt-br" if country == "BR" else "pt-pt",
-                    "en": "en-gb" if country == "GB" else "en"}.get(culture.language.lower(), culture.language.lower())
-            if lang in BRAVE_LANGUAGES:
-                params["search_lang"] = lang
+        params = {"q": _with_sites(query, self.cfg), "count": _count(k, self.cfg, 20), **brave_locale(culture)}
         data = self.http.call("GET", self.url, params=params)
         hits = self.http.parse(data, lambda d: _hits(d.get("web", {}).get("results", []), "url", "title",
                                                       "description"))
@@ -163,13 +162,8 @@ class SerperSearch:
         self.url = _endpoint(cfg.base_url or "https://google.serper.dev", "/search")
 
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
-        body: dict[str, Any] = {"q": _with_sites(query, self.cfg), "num": _count(k, self.cfg, 100)}
-        country = (culture.country or "").lower() if culture else ""
-        if country:
-            body["gl"] = country
-        if culture and culture.language:
-            lang = culture.language.lower()
-            body["hl"] = ("zh-tw" if country in ("tw", "hk") else "zh-cn") if lang == "zh" else lang
+        body: dict[str, Any] = {"q": _with_sites(query, self.cfg), "num": _count(k, self.cfg, 100),
+                                **serper_locale(culture)}
         data = self.http.call("POST", self.url, json=body)
         hits = self.http.parse(data, lambda d: _hits(d.get("organic", []), "link", "title", "snippet"))
         return _documents(self, hits, k)
@@ -192,10 +186,7 @@ class SearxngSearch:
         self.url = _endpoint(cfg.base_url, "/search")
 
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
-        params = {"q": _with_sites(query, self.cfg), "format": "json", "pageno": 1}
-        if culture and culture.language:
-            lang = culture.language.lower()
-            params["language"] = f"{lang}-{culture.country.upper()}" if culture.country else lang
+        params = {"q": _with_sites(query, self.cfg), "format": "json", "pageno": 1, **searxng_locale(culture)}
         data = self.http.call("GET", self.url, params=params)
         hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
         return _documents(self, hits, k)
@@ -413,52 +404,6 @@ def _key(env: str) -> str:
 def _endpoint(base_url: str, path: str) -> str:
     base = base_url.rstrip("/")
     return base if base.endswith(path) else base + path
-
-
-# ---------------------------------------------------------------------------------------------- locales
-
-# Tavily's `country` takes lowercase English names; only these codes are mapped (others are not sent).
-TAVILY_COUNTRIES = {
-    "AR": "argentina", "AU": "australia", "AT": "austria", "BD": "bangladesh", "BE": "belgium", "BR": "brazil",
-    "CA": "canada", "CL": "chile", "CN": "china", "CO": "colombia", "CZ": "czech republic", "DK": "denmark",
-    "EG": "egypt", "FI": "finland", "FR": "france", "DE": "germany", "GR": "greece", "IN": "india",
-    "ID": "indonesia", "IR": "iran", "IQ": "iraq", "IE": "ireland", "IL": "israel", "IT": "italy", "JP": "japan",
-    "JO": "jordan", "KE": "kenya", "KR": "south korea", "MY": "malaysia", "MX": "mexico", "MA": "morocco",
-    "NL": "netherlands", "NZ": "new zealand", "NG": "nigeria", "NO": "norway", "PK": "pakistan", "PE": "peru",
-    "PH": "philippines", "PL": "poland", "PT": "portugal", "RO": "romania", "RU": "russia",
-    "SA": "saudi arabia", "ZA": "south africa", "ES": "spain", "SE": "sweden", "CH": "switzerland",
-    "TW": "taiwan", "TH": "thailand", "TR": "turkey", "UA": "ukraine", "AE": "united arab emirates",
-    "GB": "united kingdom", "US": "united states", "VN": "vietnam"}
-# Brave rejects (422) a country or search_lang outside its lists.
-BRAVE_COUNTRIES = frozenset(
-    "AR AU AT BE BR CA CL DK FI FR DE HK IN ID IT JP KR MY MX NL NZ NO CN PL PT PH RU SA ZA ES SE CH TW TR GB US"
-    .split())
-BRAVE_LANGUAGES = frozenset(
-    "ar eu bn bg ca zh-hans zh-hant hr cs da nl en en-gb et fi fr gl de gu he hi hu is it jp kn ko lv lt ms ml "
-    "mr nb pl pt-br pt-pt pa ro ru sr sk sl es sv ta te th tr uk vi".split())
-# DuckDuckGo's regions ("country-language"); the language part is sometimes its own code.
-DDGS_REGIONS = frozenset(
-    "xa-ar xa-en ar-es au-en at-de be-fr be-nl br-pt bg-bg ca-en ca-fr ct-ca cl-es cn-zh co-es hr-hr cz-cs "
-    "dk-da ee-et fi-fi fr-fr de-de gr-el hk-tzh hu-hu in-en id-id id-en ie-en il-he it-it jp-jp kr-kr lv-lv "
-    "lt-lt xl-es my-ms my-en mx-es nl-nl nz-en no-no pe-es ph-en ph-tl pl-pl pt-pt ro-ro ru-ru sg-en sk-sk "
-    "sl-sl za-en es-es se-sv ch-de ch-fr ch-it tw-tzh th-th tr-tr ua-uk uk-en us-en ue-es ve-es vn-vi".split())
-_ARAB_COUNTRIES = frozenset("ae bh dz eg iq jo kw lb ly ma om ps qa sa sd sy tn ye".split())
-
-
-def ddgs_region(culture: Culture | None) -> str:
-    """DuckDuckGo region for a culture, e.g. es/es -> "es-es", gb/en -> "uk-en"; "wt-wt" (no region) when
-    DuckDuckGo has none for it."""
-    if culture is None or not culture.country:
-        return "wt-wt"
-    country, lang = culture.country.lower(), (culture.language or "").lower()
-    if country in _ARAB_COUNTRIES:
-        return "xa-ar" if lang in ("ar", "") else "xa-en"
-    country = {"gb": "uk"}.get(country, country)
-    lang = {"ja": "jp", "ko": "kr", "zh": "tzh" if country in ("tw", "hk") else "zh"}.get(lang, lang)
-    if f"{country}-{lang}" in DDGS_REGIONS:
-        return f"{country}-{lang}"
-    # no language, or one DuckDuckGo does not pair with the country: the country's first listed region
-    return next((r for r in sorted(DDGS_REGIONS) if r.startswith(country + "-")), "wt-wt")
 
 
 # ---------------------------------------------------------------------------------------------- CLI
