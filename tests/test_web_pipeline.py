@@ -87,8 +87,16 @@ allowed_hosts = ["127.0.0.1:{port}"]
     assert all(c.url for s in samples for c in s.provenance.citations)
     manifest = json.loads((run / "manifest.json").read_text())
     counts = manifest["stages"]["search"]["counts"]
-    assert counts["retriever.requests"] == 8 and counts["retriever.errors"] == 0
+    # 8 queries; a query repeated in both modes is asked of the API once
+    assert counts["retriever.requests"] + counts["retriever.cached"] == 8 and counts["retriever.errors"] == 0
     assert (run / "predictions.jsonl").exists()
+
+    # a second run asks the search API and the pages nothing: answers come from <run>/cache
+    Handler.hits.clear()
+    assert main(["search", str(cfg), "--no-progress"]) == 0
+    assert Handler.hits == []
+    counts = json.loads((run / "manifest.json").read_text())["stages"]["search"]["counts"]
+    assert counts["retriever.cached"] == 8
 
 
 def test_a_down_backend_is_counted_and_the_local_corpus_carries_on(tmp_path, tiny_model, capsys):

@@ -12,8 +12,10 @@ Run: `culturemanager search CONFIG.toml`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 from .config import Config, Culture
 from .llm import CachedLLM, ChatRequest
@@ -45,7 +47,39 @@ def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
         from .fetch import SafeFetcher
 
         fetcher = SafeFetcher(cfg.search.fetch, rd.root / "cache" / "pages")
-    return make_web_retriever(name, cfg.search.web, fetcher)
+    return CachedSearch(make_web_retriever(name, cfg.search.web, fetcher), rd.root / "cache" / "search.jsonl")
+
+
+class CachedSearch:
+    """A web backend whose answers are kept on disk by (backend, query, k, culture): a re-run or a resumed run
+    asks the search API nothing it already asked. Failed or empty answers are not kept (they may work later)."""
+
+    def __init__(self, inner: Retriever, path: Path):
+        self.inner, self.path, self.name = inner, path, inner.name
+        self.usage = inner.usage
+        self.usage.setdefault("cached", 0)
+        self._answers: dict[str, list[Document]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._answers[entry["key"]] = [Document.model_validate(d) for d in entry["documents"]]
+                except (json.JSONDecodeError, KeyError, ValueError):
+                    continue  # half a line from a killed run: that search is simply redone
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        key = json.dumps([self.name, query, k, culture.name if culture else None], ensure_ascii=False)
+        if key in self._answers:
+            self.usage["cached"] += 1
+            return [d.model_copy() for d in self._answers[key]]
+        docs = self.inner.search(query, k, culture)
+        if docs:
+            self._answers[key] = docs
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "documents": [d.model_dump() for d in docs]},
+                                   ensure_ascii=False) + "\n")
+        return docs
 
 
 class Sources:
