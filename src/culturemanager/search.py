@@ -125,8 +125,9 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
     for q in queries:
         culture = cultures[q.culture]
         pool = retriever.search(q.text, cfg.search.top_k * cfg.search.candidates, culture)
-        docs = prefer_culture(pool, culture_terms(culture))[:cfg.search.top_k]
-        counts["documents_about_other_cultures"] += sum(not mentions(d, culture_terms(culture)) for d in docs)
+        terms = culture_terms(culture)
+        docs = prefer_culture(pool, terms)[:cfg.search.top_k]
+        counts["documents_about_other_cultures"] += sum(not mentions(d, terms) for d in docs)
         if not docs:
             counts["queries_without_documents"] += 1
             continue

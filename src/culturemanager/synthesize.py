@@ -46,6 +46,8 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     counts: Counter = Counter()
     kept: list[Sample] = []
     dropped: list[DroppedSample] = []
+    # the copy checks, built once per material (a material has one job per label)
+    copies = {m.id: copy_checks(m, demos[m.task].get(m.culture, []), cfg) for m in materials}
     # one job per material, or per material x label; a material's jobs are adjacent, so a local engine
     # reuses the shared prompt prefix (everything up to the material) between them
     pending = [(i, m, lab) for i, m in enumerate(materials) for lab in job_labels(cfg, cfg.task(m.task))]
@@ -63,10 +65,9 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
                 counts["failed_calls" if ans is None else "unparsable_answers"] += 1
                 retry.append((i, m, lab))
                 continue
-            copies = copy_checks(m, demos[m.task].get(m.culture, []), cfg)
             items = []
             for text, label in parsed.items:
-                reason = next((why for why, index in copies if index.leaks(text)), None)
+                reason = next((why for why, index in copies[m.id] if index.leaks(text)), None)
                 if reason:
                     parsed.dropped.append((reason, text, label))
                 else:
