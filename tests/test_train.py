@@ -107,3 +107,33 @@ def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted(task_
     resumed = load_file(run.rd.adapter("Spanish") / "adapter_model.safetensors")
     assert all(torch.allclose(clean[k], resumed[k], atol=1e-6) for k in clean)
     assert not ckpt.parent.exists()
+
+
+def test_train_step_loss_on_the_answer_span_equals_the_full_logits_loss(tiny_model):
+    """The step computes logits only for the answer tokens of left-padded rows; its loss must be the loss a
+    plain right-padded forward with -100 on prompt and padding gives."""
+    from transformers import AutoModelForCausalLM
+
+    batch = [([1, 5, 9, 12, 30, 31], [-100, -100, -100, -100, 30, 31]),
+             ([1, 7, 8, 40], [-100, -100, -100, 40]),
+             ([1, 3, 4, 5, 6, 7, 8, 50, 51, 52], [-100] * 7 + [50, 51, 52])]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    width = max(len(x) for x, _ in batch)
+    ids = torch.full((3, width), 2)
+    labels = torch.full((3, width), -100)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for r, (x, y) in enumerate(batch):
+        ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+
+    class NoStep:
+        def step(self):
+            pass
+
+        def zero_grad(self, set_to_none=True):
+            pass
+
+    got = train_mod.train_step(model, NoStep(), batch, pad_id=2)
+    assert got == pytest.approx(expected, rel=1e-4)

@@ -4,6 +4,7 @@
     culturemanager queries|search|synthesize|train|route CONFIG.toml
     culturemanager predict CONFIG.toml [--input FILE --text-field F --label-field F]
     culturemanager models [NAME ...]                           list / prepare the packaged models
+    culturemanager bench CONFIG.toml [--quick] [--set ...]     the paper's benchmark: every method, one report
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .benchtasks import TasksFileError
 from .config import ConfigError, DataFile, load_config
 from .inputs import InputFileError
 from .records import RecordFileError
@@ -35,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--input", type=Path, help="predict this file instead of predict.inputs")
             p.add_argument("--text-field", default="text")
             p.add_argument("--label-field")
+    b = sub.add_parser("bench", help="the benchmark: every baseline and CultureManager on a tasks file")
+    b.add_argument("config", type=Path)
+    b.add_argument("--quick", action="store_true", help="apply the config's [bench.quick] overrides")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("models", help="list the packaged models, or prepare the named ones")
     m.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
@@ -42,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries(args.verbose)
     try:
-        return COMMANDS[args.command if args.command in ("run", "models", "predict") else "stage"](args)
-    except (ConfigError, InputFileError, RecordFileError, ValueError, FileNotFoundError) as e:
+        return COMMANDS[args.command if args.command in COMMANDS else "stage"](args)
+    except (ConfigError, TasksFileError, InputFileError, RecordFileError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -113,7 +120,22 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models}
+def cmd_bench(args) -> int:
+    from .bench import bench
+    from .benchconfig import load_bench_config
+
+    cfg = load_bench_config(args.config, args.set, quick=args.quick)
+    command = " ".join(["culturemanager bench", str(args.config)] + (["--quick"] if args.quick else [])
+                       + [f"--set {x}" for x in args.set])
+    results = bench(cfg, progress=not args.no_progress, command=command, quick=args.quick)
+    for m in results["methods"]:
+        f1 = m["overall"].get("f1_positive", {}).get("mean")
+        print(f"{m['name']:36s} avg F1 {f1 * 100:5.1f}" if f1 is not None else f"{m['name']:36s} –")
+    print(f"results: {cfg.bench.dir / 'results.json'}\nreport:  {cfg.bench.dir / 'report.md'}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

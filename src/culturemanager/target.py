@@ -26,13 +26,21 @@ BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_target(cfg: TargetConfig):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(cfg: TargetConfig):
+    from transformers import AutoTokenizer
 
     path, local = resolve_hf(cfg.model)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_target(cfg: TargetConfig):
+    from transformers import AutoModelForCausalLM
+
+    path, local = resolve_hf(cfg.model)
+    tok = load_tokenizer(cfg)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], local_files_only=local)
     return model.eval(), tok
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
+from .config import Config, TargetConfig, TrainConfig
 from .prompts import split_task_template
 from .records import Sample, read_jsonl, write_json
 from .rundir import RunDir, library_versions
-from .target import encode, load_target, option_ids
+from .target import encode, load_target, load_tokenizer, option_ids
 
 log = logging.getLogger(__name__)
 
@@ -83,71 +83,97 @@ def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[tuple[
     return examples, truncated
 
 
-def lora_config(cfg: Config):
+def lora_config(t: TrainConfig):
     """The one translation from our settings to peft's."""
     from peft import LoraConfig
 
-    t = cfg.train
     return LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, target_modules=list(t.target_modules),
                       task_type="CAUSAL_LM")
 
 
+Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
+
+
 def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, digest: str,
                   progress: bool) -> int:
+    tok = load_tokenizer(cfg.target)
+    examples, truncated = build_examples(cfg, tok, samples)
+    meta = {"culture": culture, "samples": len(samples), "tasks": sorted({s.task for s in samples}),
+            "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks}}
+    fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture)
+    return truncated
+
+
+def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
+                digest: str, meta: dict, progress: bool = True, label: str = "adapter") -> None:
+    """Train one LoRA adapter on token examples and save it as a PEFT folder with `culturemanager.json`
+    (`meta` + data hash, settings, versions, loss curve). Resumes from `.<out>.checkpoint` when its hash matches.
+    Used by the pipeline (culture samples) and by the benchmark (task and survey baselines)."""
     from peft import get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
     from rich.progress import Progress
 
-    torch.manual_seed(cfg.run.seed)
-    base, tok = load_target(cfg.target)
-    model = get_peft_model(base, lora_config(cfg))
+    if not examples:
+        raise ValueError(f"no training examples for adapter {label!r}")
+    torch.manual_seed(seed)
+    base, tok = load_target(target)
+    model = get_peft_model(base, lora_config(settings))
     model.train()
-    examples, truncated = build_examples(cfg, tok, samples)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-    bs = cfg.train.batch_size
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    bs = settings.batch_size
     per_epoch = math.ceil(len(examples) / bs)
-    total = per_epoch * cfg.train.epochs
-    if cfg.train.max_steps is not None:
-        total = min(total, cfg.train.max_steps)
+    total = per_epoch * settings.epochs
+    if settings.max_steps is not None:
+        total = min(total, settings.max_steps)
     ckpt = out.parent / f".{out.name}.checkpoint"
     step, losses = load_checkpoint(ckpt, digest, model, opt, set_peft_model_state_dict)
     with Progress(disable=not progress, transient=True) as bar:
-        job = bar.add_task(f"train {culture}", total=total, completed=step)
+        job = bar.add_task(f"train {label}", total=total, completed=step)
         while step < total:
             epoch, offset = divmod(step, per_epoch)
             order = list(range(len(examples)))
-            random.Random(cfg.run.seed * 1000 + epoch).shuffle(order)
+            random.Random(seed * 1000 + epoch).shuffle(order)
             batch = [examples[i] for i in order[offset * bs:(offset + 1) * bs]]
             loss = train_step(model, opt, batch, tok.pad_token_id)
             losses.append(round(loss, 5))
             step += 1
-            bar.update(job, advance=1, description=f"train {culture} loss {loss:.3f}")
-            if step % cfg.train.checkpoint_every == 0 and step < total:
+            bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
+            if step % settings.checkpoint_every == 0 and step < total:
                 save_checkpoint(ckpt, digest, step, losses, get_peft_model_state_dict(model), opt)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    write_json(tmp / META, {
-        "culture": culture, "data_hash": digest, "samples": len(samples), "steps": total,
-        "tasks": sorted({s.task for s in samples}), "truncated_inputs": truncated, "loss_curve": losses,
-        "target": cfg.target.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
-        "templates": {t.id: t.template for t in cfg.tasks}, "versions": library_versions()})
+    write_json(tmp / META, {**meta, "data_hash": digest, "examples": len(examples), "steps": total, "seed": seed,
+                            "loss_curve": losses, "target": target.model_dump(mode="json"),
+                            "train": settings.model_dump(mode="json"), "versions": library_versions()})
     shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("adapter %s: %d samples, %d steps, final loss %.3f", culture, len(samples), total,
+    log.info("adapter %s: %d examples, %d steps, final loss %.3f", label, len(examples), total,
              losses[-1] if losses else float("nan"))
-    return truncated
 
 
-def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int) -> float:
+def train_step(model, opt, batch: list[Example], pad_id: int) -> float:
+    """One optimizer step. Sequences are left-padded so every answer ends at the last position; the model then
+    computes logits only for the answer span (`logits_to_keep`): with Gemma's 262k-token vocabulary the output
+    layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
+    batch's answer tokens, as with full logits."""
     width = max(len(ids) for ids, _ in batch)
+    span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
+    keep = span + 1
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, (x, y) in enumerate(batch):
-        ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ids[row, width - len(x):], labels[row, width - len(y):] = torch.tensor(x), torch.tensor(y)
+        mask[row, width - len(x):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens
+    pred = logits[:, :-1].float()
+    target = labels[:, width - keep + 1:]
+    loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=-100)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)

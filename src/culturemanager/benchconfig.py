@@ -1,0 +1,158 @@
+"""The benchmark's config: one TOML file with a `[bench]` table (tasks file, protocol, methods, survey files) and
+the pipeline's own sections (generator, target, queries, search, synthesis, train, router), validated like a run
+config: an unknown or mistyped key is an error naming the key and the file.
+
+`[bench.quick]` holds `--set`-style overrides (`"bench.test_cap" = 16`) that `--quick` applies before the
+command line's own `--set`s, so the quick setting lives in the same file as the default.
+
+Run: imported by `culturemanager bench CONFIG.toml [--quick] [--set KEY=VALUE]`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from .config import (
+    ConfigError,
+    LLMConfig,
+    QueriesConfig,
+    RouterConfig,
+    SearchConfig,
+    Section,
+    SynthesisConfig,
+    TargetConfig,
+    TrainConfig,
+    _resolve_paths,
+    apply_override,
+    format_validation_error,
+)
+
+MethodName = Literal[
+    "Original", "Prompt", "TaskSFT", "CultureSFT", "CultureSFT-all", "CultureLLM", "CultureLLM-all",
+    "CultureManager", "CultureManager (known culture)", "CultureManager-all",
+    "CultureManager task-specific only", "CultureManager task-agnostic only"]
+ALL_METHODS: list[str] = list(MethodName.__args__)  # type: ignore[attr-defined]
+
+ANTHROPOLOGICAL = (
+    "You are a person who was born and raised in {culture} culture and lives there today. Before you answer, "
+    "reflect as an anthropologist would: how would people of {culture} culture read this sentence, given their "
+    "norms, values, religion, history, humour and the way they speak to each other? Answer as such a person.\n")
+
+
+class SurveyFiles(Section):
+    """The survey baselines' training data (CultureLLM's chat-format files), relative to `dir`."""
+
+    dir: Path = Path("culturellm")
+    """Folder of the survey files, relative to the data folder unless absolute."""
+    folders: dict[str, str] = Field(default_factory=dict)
+    """Culture name -> its folder name where they differ (e.g. Chinese = "China"); default: the name itself."""
+    survey: str = "{folder}/Finetune/WVQ_{folder}_50.jsonl"
+    """Per culture: the 50 World Values Survey questions with the culture's answers (CultureSFT)."""
+    augmented: str = "{folder}/Finetune/WVQ_{folder}_1000.jsonl"
+    """Per culture: CultureLLM's semantically augmented set (CultureLLM)."""
+    augmented_all: str = "Finetune/WVQ_all.jsonl"
+    """All cultures' augmented sets together (CultureLLM-all). CultureSFT-all joins the per-culture survey files."""
+
+
+class BenchCulture(Section):
+    name: str
+    country: str | None = None
+    description: str = ""
+
+
+class BenchSection(Section):
+    tasks: Path
+    """A tasks file in the shape of ../shared/data/tasks.json."""
+    data_dir: Path | None = None
+    """Folder the tasks' `file` paths are relative to (default: the tasks file's folder)."""
+    dir: Path = Path("runs/bench")
+    """Output folder: results.json, report.md, plots, and every intermediate (adapters, predictions)."""
+    demo_share: float = 0.1
+    """Share of each task's inputs handed, without labels, to the pipeline as demonstrations (the paper: 10%)."""
+    test_cap: int | None = None
+    """Cap on each task's test set (stratified); None: all the rest."""
+    split_seed: int = 0
+    seeds: list[int] = [0]
+    """Training seeds of the trained methods (mean ± std over them)."""
+    methods: list[MethodName] = Field(default_factory=lambda: list(ALL_METHODS))
+    task_ids: list[str] | None = None
+    """Run only these tasks of the tasks file (default: all)."""
+    prompt_preamble: str = ANTHROPOLOGICAL
+    """The Prompt baseline's preamble, put before the task template; {culture} is the task's culture."""
+    survey: SurveyFiles = Field(default_factory=SurveyFiles)
+    cultures: list[BenchCulture] = Field(default_factory=list)
+    """Optional search hints per culture (country code, description)."""
+    quick: dict[str, Any] = Field(default_factory=dict)
+    """Overrides applied by `--quick`, as `"section.key" = value`."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers: {v}")
+        return v
+
+
+class BenchConfig(Section):
+    bench: BenchSection
+    generator: LLMConfig = Field(default_factory=LLMConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.bench.data_dir or self.bench.tasks.parent
+
+
+def load_bench_config(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> BenchConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if quick:
+        table = raw.get("bench", {}).get("quick", {}) if isinstance(raw.get("bench"), dict) else {}
+        if not table:
+            raise ConfigError(f"{path}: --quick needs a [bench.quick] table of overrides")
+        for key, value in table.items():
+            apply_override(raw, f"{key}={_toml_value(value)}")
+    for item in overrides or []:
+        apply_override(raw, item)
+    base = path.parent.resolve()
+    _resolve_paths(raw, base)
+    bench = raw.get("bench")
+    if isinstance(bench, dict):
+        for key in ("tasks", "data_dir", "dir"):
+            if isinstance(bench.get(key), str):
+                bench[key] = _resolve_one(bench[key], base)
+    try:
+        return BenchConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path)) from None
+
+
+def _resolve_one(p: str, base: Path) -> str:
+    holder = {"run": {"dir": p}}
+    _resolve_paths(holder, base)
+    return holder["run"]["dir"]
+
+
+def _toml_value(value: Any) -> str:
+    """A value back to the text form `apply_override` parses (TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,121 @@
+"""The benchmark's data side: each task's protocol split written to disk, the pipeline's config built from the
+tasks, and training examples from labelled demonstrations or from CultureLLM's chat-format survey files.
+
+Run: imported by `culturemanager bench`; no entry point of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .benchconfig import BenchConfig
+from .benchtasks import BenchTask, read_task_rows
+from .config import Config, Task
+from .prompts import split_task_template
+from .rundir import safe_name
+from .split import stratified_split
+from .target import encode, option_ids
+from .train import Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskData:
+    spec: BenchTask
+    task: Task  # the pipeline's view: label, template, labels ["0", "1"]
+    demos: list[tuple[str, str]] = field(default_factory=list)  # (text, label): TaskSFT only sees the labels
+    test: list[tuple[str, str]] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.info.get("status") == "ok"
+
+
+def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path) -> TaskData:
+    b = cfg.bench
+    rows = read_task_rows(spec, cfg.data_dir)
+    task = Task(id=spec.id, label=spec.task, format="binary", template=template, cultures=[spec.culture])
+    td = TaskData(spec, task)
+    info = {"id": spec.id, "culture": spec.culture, "task": spec.task, "language": spec.language,
+            "file": spec.file, "sha256": file_sha256(cfg.data_dir / spec.file), "rows_used": len(rows.texts),
+            "skipped": dict(rows.skipped), "status": "ok", "skip_reason": None}
+    demo_idx, test_idx = stratified_split(rows.labels, b.demo_share, b.split_seed, b.test_cap)
+    td.demos = [(rows.texts[i], rows.labels[i]) for i in demo_idx]
+    td.test = [(rows.texts[i], rows.labels[i]) for i in test_idx]
+    info.update(demos=len(td.demos), test=len(td.test), test_positive=sum(y == "1" for _, y in td.test))
+    if info["test_positive"] == 0:
+        info.update(status="skipped", skip_reason="no positive example in the test split: F1 is undefined")
+    elif info["test_positive"] == len(td.test):
+        info.update(status="skipped", skip_reason="no negative example in the test split")
+    elif not td.demos:
+        info.update(status="skipped", skip_reason="too few rows for a demonstration split")
+    if info["status"] != "ok":
+        log.warning("task %s skipped: %s", spec.id, info["skip_reason"])
+    folder = root / "data" / safe_name(spec.id)
+    write_lines(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
+    write_lines(folder / "test.jsonl", [{"text": x, "label": y} for x, y in td.test])
+    td.info = info
+    return td
+
+
+def pipeline_config(cfg: BenchConfig, tasks: list[TaskData], run_dir: Path) -> Config:
+    hints = {c.name: c for c in cfg.bench.cultures}
+    cultures = []
+    for name in dict.fromkeys(t.spec.culture for t in tasks):
+        lang = next((t.spec.language for t in tasks if t.spec.culture == name and t.spec.language), None)
+        h = hints.get(name)
+        cultures.append({"name": name, "language": lang, "country": h.country if h else None,
+                         "description": h.description if h else ""})
+    folder = lambda t: run_dir.parent / "data" / safe_name(t.spec.id)  # noqa: E731
+    raw = {"run": {"dir": str(run_dir), "seed": cfg.bench.split_seed}, "cultures": cultures,
+           "tasks": [{**t.task.model_dump(), "demonstrations": [{"path": str(folder(t) / "demos.jsonl")}],
+                      "evaluation": [{"path": str(folder(t) / "test.jsonl")}]} for t in tasks]}
+    for sect in ("generator", "target", "queries", "search", "synthesis", "train", "router"):
+        raw[sect] = getattr(cfg, sect).model_dump()
+    return Config.model_validate(raw)
+
+
+def task_example(tok, task: Task, text: str, label: str, max_length: int) -> Example:
+    """prefix + input + suffix, then the label; the loss is on the label only (the layout used at inference)."""
+    answer = option_ids(tok, [label])[0]
+    prefix, suffix = split_task_template(task)
+    enc = encode(tok, prefix, text, suffix, max_length - len(answer))
+    return enc.ids + answer, [-100] * len(enc.ids) + answer
+
+
+def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
+    """CultureLLM's chat files ({"messages": [system, user, assistant]}) as plain prompt -> answer examples."""
+    if not path.is_file():
+        raise FileNotFoundError(f"survey training file not found: {path} (see bench.survey in the config)")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                msgs = {m["role"]: m["content"] for m in json.loads(line)["messages"]}
+                prompt = "\n".join(x for x in (msgs.get("system"), msgs["user"]) if x) + "\nAnswer: "
+                answer = option_ids(tok, [str(msgs["assistant"]).strip()])[0]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}:{lineno}: not a chat example with user and assistant messages ({e})"
+                                 ) from None
+            enc = encode(tok, prompt, "", "", max_length - len(answer))
+            out.append((enc.ids + answer, [-100] * len(enc.ids) + answer))
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,93 @@
+"""The benchmark's numbers from its predictions: small pure functions, tested against hand-worked examples.
+
+Per task: positive-class F1 (the paper's F1), macro-F1 and accuracy; per culture the mean over its tasks; overall
+the mean over all tasks. Each is computed per training seed, then summarised as mean, sample std and the values.
+Router accuracy per task is the share of a task's test inputs routed to the task's culture; the C-SPEC score is
+`evaluate.c_spec` of the matrix F1(culture i's adapter, culture j's tasks).
+
+Run: imported by `culturemanager bench`; no entry point of its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from .evaluate import accuracy, c_spec, confusion, f1_for, macro_f1
+
+METRICS = ("f1_positive", "macro_f1", "accuracy")
+
+
+def task_scores(gold: list[str], pred: list[str], positive: str = "1", labels: tuple[str, ...] = ("0", "1")
+                ) -> dict[str, float]:
+    return {"f1_positive": f1_for(gold, pred, positive), "macro_f1": macro_f1(gold, pred, list(labels)),
+            "accuracy": accuracy(gold, pred), "n": len(gold)}
+
+
+def spread(values: list[float]) -> dict:
+    """mean, sample standard deviation (0 for one value) and the values themselves."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def aggregate(per_seed: dict[int, dict[str, dict[str, float]]], culture_of: dict[str, str]) -> dict:
+    """per_seed[seed][task] = task_scores(...) -> tasks / cultures / overall, each metric as `spread`.
+
+    Culture and overall averages are taken within a seed first, then spread over seeds."""
+    seeds = sorted(per_seed)
+    tasks = [t for t in culture_of if all(t in per_seed[s] for s in seeds)]
+    out: dict = {"seeds": seeds, "tasks": {}, "cultures": {}, "overall": {}}
+    if not seeds or not tasks:
+        return out
+    for t in tasks:
+        out["tasks"][t] = {m: spread([per_seed[s][t][m] for s in seeds]) for m in METRICS}
+        out["tasks"][t]["n"] = per_seed[seeds[0]][t]["n"]
+    cultures = list(dict.fromkeys(culture_of[t] for t in tasks))
+    for c in cultures:
+        mine = [t for t in tasks if culture_of[t] == c]
+        out["cultures"][c] = {m: spread([statistics.fmean(per_seed[s][t][m] for t in mine) for s in seeds])
+                              for m in METRICS}
+    out["overall"] = {m: spread([statistics.fmean(per_seed[s][t][m] for t in tasks) for s in seeds])
+                      for m in METRICS}
+    return out
+
+
+def routed_labels(p_positive_by_culture: dict[str, list[float]], base: list[float], routed: list[str]
+                  ) -> list[float]:
+    """CultureManager with its router: each input takes the answer of the adapter of the culture it was routed
+    to; "Others", or a culture without an adapter, takes the base model's answer."""
+    return [p_positive_by_culture[c][i] if c in p_positive_by_culture else base[i] for i, c in enumerate(routed)]
+
+
+def router_summary(routed: dict[str, list[str]], culture_of: dict[str, str], options: list[str]) -> dict:
+    """routed[task] = the router's choice per test input -> overall and per-task accuracy, confusion matrix."""
+    rows = list(dict.fromkeys(culture_of[t] for t in routed))
+    gold = [culture_of[t] for t in routed for _ in routed[t]]
+    pred = [c for t in routed for c in routed[t]]
+    full = confusion(gold, pred, options)
+    return {"options": options, "accuracy": accuracy(gold, pred),
+            "per_task": {t: accuracy([culture_of[t]] * len(r), r) for t, r in routed.items()},
+            "confusion": {"rows": rows, "cols": options, "counts": [full[options.index(c)] for c in rows]}}
+
+
+def culture_matrix(f1: dict[tuple[str, str], float], cultures: list[str], culture_of: dict[str, str]
+                   ) -> list[list[float]]:
+    """f1[(adapter culture, task)] -> M[i][j] = mean F1 of culture i's adapter over culture j's tasks."""
+    m = []
+    for a in cultures:
+        row = []
+        for c in cultures:
+            vals = [f1[(a, t)] for t, tc in culture_of.items() if tc == c and (a, t) in f1]
+            row.append(statistics.fmean(vals) if vals else 0.0)
+        m.append(row)
+    return m
+
+
+def c_spec_summary(matrices: dict[int, list[list[float]]], cultures: list[str]) -> dict | None:
+    """Per-seed matrices -> the mean matrix and the C-SPEC score's spread over seeds."""
+    if not matrices or len(cultures) < 2:
+        return None
+    seeds = sorted(matrices)
+    n = len(cultures)
+    mean = [[statistics.fmean(matrices[s][i][j] for s in seeds) for j in range(n)] for i in range(n)]
+    return {"cultures": cultures, "matrix": mean, "score": spread([c_spec(matrices[s]) for s in seeds]),
+            "seeds": seeds}

@@ -1,0 +1,232 @@
+"""The benchmark end to end on a tiny tasks file (tiny model, fake generator), its resume, and its bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS
+
+from culturemanager.bench import METHODS
+from culturemanager.benchconfig import load_bench_config
+from culturemanager.benchdata import chat_examples
+from culturemanager.cli import main
+from culturemanager.config import ConfigError
+
+ES_POS = ["Los andaluces son vagos y no trabajan", "Los catalanes son tacaños siempre", "Vete a tu país, moro",
+          "Las mujeres no saben conducir", "Los gitanos roban a todos", "Los gallegos son cerrados y raros"]
+ES_NEG = ["Me encanta la paella de mi abuela", "Qué buen partido del Barça ayer", "Mañana vamos a la playa",
+          "La siesta es sagrada en verano", "El flamenco me emociona mucho", "Hoy hace sol en Madrid",
+          "Los toros son tradición para algunos", "Feliz Navidad a todos", "El tren llega tarde otra vez",
+          "Mi gato duerme en el sofá", "Compré pan en la panadería", "La feria de abril es preciosa"]
+TR_POS = ["Defol git buradan pislik", "Senin ananı", "Aptal herif sus artık", "Salak mısın sen",
+          "Gerizekalı hakem yine", "Lanet olsun size"]
+TR_NEG = ["Çay ister misin?", "Bu maç harikaydı", "Bayramınız kutlu olsun", "Yarın İstanbul'a gidiyorum",
+          "Annem börek yaptı", "Hava çok güzel bugün", "Kahve içelim mi", "Kitap okumayı severim",
+          "Tatil planı yaptık", "Otobüs geç kaldı", "Köyde düğün var", "Yeni ayakkabı aldım"]
+
+
+def write_bench(root: Path, model: Path, extra: str = "") -> Path:
+    data = root / "data"
+    (data / "es").mkdir(parents=True)
+    (data / "tr").mkdir()
+    rows = [{"text": t, "lab": "STEREO"} for t in ES_POS] + [{"text": t, "lab": "NONE"} for t in ES_NEG]
+    rows += [{"text": 12345, "lab": "NONE"}, {"text": ES_NEG[0], "lab": "NONE"}]  # a non-text row, a duplicate
+    (data / "es" / "stereo.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                              encoding="utf-8")
+    rows = [{"tweet": t, "label": "OFF"} for t in TR_POS] + [{"tweet": t, "label": "NOT"} for t in TR_NEG]
+    (data / "tr" / "abusive.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                               encoding="utf-8")
+    rows = [{"tweet": t, "label": "NOT"} for t in TR_NEG]  # no positive at all: F1 is undefined
+    (data / "tr" / "spam.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                            encoding="utf-8")
+    template = "If the following sentence has {task}, respond with '1'. If not, respond with '0'. " \
+               "Sentence: {input} Response: "
+    tasks = {"prompt_template": template, "tasks": [
+        {"id": "es-stereo", "culture": "Spanish", "language": "es", "task": "stereotype",
+         "file": "es/stereo.jsonl", "text_field": "text", "label_field": "lab", "positive_labels": ["STEREO"],
+         "negative_labels": ["NONE"]},
+        {"id": "tr-abusive", "culture": "Turkish", "language": "tr", "task": "abusive language",
+         "file": "tr/abusive.jsonl", "text_field": "tweet", "label_field": "label", "positive_labels": ["OFF"],
+         "negative_labels": ["NOT"]},
+        {"id": "tr-spam", "culture": "Turkish", "language": "tr", "task": "spam", "file": "tr/spam.jsonl",
+         "text_field": "tweet", "label_field": "label", "positive_labels": ["Spam"], "negative_labels": ["NOT"]},
+    ]}
+    (data / "tasks.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    for culture, folder in (("Spanish", "Spanish"), ("Turkish", "Turkey")):
+        lines = [{"messages": [{"role": "system", "content": f"You are a {culture} chatbot."},
+                               {"role": "user", "content": f"Give me the answer from 1 to 4: question {k}?"},
+                               {"role": "assistant", "content": str(1 + k % 4)}]} for k in range(6)]
+        for size in ("50", "1000"):
+            path = data / "culturellm" / folder / "Finetune" / f"WVQ_{folder}_{size}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    (data / "culturellm" / "Finetune").mkdir()
+    (data / "culturellm" / "Finetune" / "WVQ_all.jsonl").write_text(
+        (data / "culturellm" / "Spanish" / "Finetune" / "WVQ_Spanish_1000.jsonl").read_text() * 2, encoding="utf-8")
+    (root / "corpus").mkdir()
+    for name, text in CORPUS.items():
+        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    cfg = root / "bench.toml"
+    cfg.write_text(f"""
+[bench]
+tasks = "data/tasks.json"
+dir = "out"
+demo_share = 0.25
+test_cap = 12
+seeds = [0, 1]
+survey.folders = {{Turkish = "Turkey"}}
+quick = {{"bench.seeds" = [0], "bench.test_cap" = 6}}
+
+[generator]
+backend = "fake"
+
+[target]
+model = "{model}"
+max_length = 80
+batch_size = 4
+
+[queries]
+per_mode = 1
+
+[search]
+corpus = ["corpus"]
+top_k = 2
+
+[synthesis]
+samples_per_material = 4
+
+[train]
+rank = 4
+alpha = 8
+epochs = 1
+max_steps = 2
+batch_size = 4
+min_samples = 2
+{extra}
+""", encoding="utf-8")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("bench")
+    cfg = write_bench(root, tiny_model)
+    assert main(["bench", str(cfg), "--no-progress"]) == 0
+    return root, cfg
+
+
+def test_bench_end_to_end_writes_every_method_the_router_c_spec_and_the_report(bench_run):
+    root, _ = bench_run
+    out = root / "out"
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [m["name"] for m in results["methods"]] == list(METHODS)
+    ok = [t["id"] for t in results["tasks"] if t["status"] == "ok"]
+    assert ok == ["es-stereo", "tr-abusive"]
+    for m in results["methods"]:
+        assert set(m["tasks"]) == set(ok), m["name"]
+        assert set(m["cultures"]) == {"Spanish", "Turkish"}
+        f1 = m["overall"]["f1_positive"]
+        assert 0.0 <= f1["mean"] <= 1.0
+        assert len(f1["values"]) == (2 if m["trained"] else 1) and m["seeds"] == ([0, 1] if m["trained"] else [])
+    # a trained adapter answers differently from the base model it sits on
+    base = json.loads((out / "preds" / "base" / "es-stereo.json").read_text())["p_positive"]
+    tuned = json.loads((out / "preds" / "tasksft_es-stereo_s0" / "es-stereo.json").read_text())["p_positive"]
+    assert len(base) == len(tuned) and base != tuned
+    # the task without positives is a reported skip, not a silent zero
+    spam = next(t for t in results["tasks"] if t["id"] == "tr-spam")
+    assert spam["status"] == "skipped" and "positive" in spam["skip_reason"]
+    es = next(t for t in results["tasks"] if t["id"] == "es-stereo")
+    assert es["skipped"] == {"not_text": 1, "duplicate_text": 1} and es["rows_used"] == 18
+    assert es["demos"] + len(json.loads((out / "preds" / "base" / "es-stereo.json").read_text())["p_positive"]) \
+        <= 18 and es["test"] <= 12
+    # the split: demonstrations carry no label and never appear in the test set
+    demos = [json.loads(x) for x in (out / "data" / "es-stereo" / "demos.jsonl").read_text().splitlines()]
+    test = [json.loads(x)["text"] for x in (out / "data" / "es-stereo" / "test.jsonl").read_text().splitlines()]
+    assert all(set(d) == {"text"} for d in demos) and not {d["text"] for d in demos} & set(test)
+    r = results["router"]
+    assert r["options"] == ["Spanish", "Turkish", "Others"] and set(r["per_task"]) == set(ok)
+    assert sum(map(sum, r["confusion"]["counts"])) == sum(t["test"] for t in results["tasks"] if t["status"] == "ok")
+    c = results["c_spec"]
+    assert c["cultures"] == ["Spanish", "Turkish"] and len(c["score"]["values"]) == 2
+    assert 0.0 <= c["score"]["mean"] <= 1.0
+    assert results["contamination"]["kept_samples_matching_test"] == 0
+    assert results["protocol"]["test_cap"] == 12 and results["protocol"]["seeds"] == [0, 1]
+    for key in ("split", "pipeline", "train", "evaluate", "total"):
+        assert results["timings"][key] >= 0
+    # every adapter is a PEFT folder; the survey baselines trained on the chat files
+    adapters = results["adapters"]
+    assert adapters["culturesft_Turkish_s1"]["trained"] and adapters["culturellm-all_all_s0"]["examples"] == 12
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for name in METHODS:
+        assert name in report
+    for png in ("c_spec.png", "router_confusion.png", "f1_by_task.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rerun_resumes_without_training_or_scoring_again(bench_run, monkeypatch):
+    from culturemanager import bench as bench_mod
+
+    root, cfg = bench_run
+    before = json.loads((root / "out" / "results.json").read_text())
+
+    def fail(*a, **k):
+        raise AssertionError("finished work was redone")
+
+    monkeypatch.setattr(bench_mod, "fit_adapter", fail)
+    monkeypatch.setattr(bench_mod, "p_positive", fail)
+    assert main(["bench", str(cfg), "--no-progress"]) == 0
+    after = json.loads((root / "out" / "results.json").read_text())
+    assert [m["overall"] for m in after["methods"]] == [m["overall"] for m in before["methods"]]
+    assert after["pipeline"]["synthesize"]["llm"].get("calls", 0) == 0
+
+
+def test_quick_applies_the_configs_quick_overrides(tmp_path, tiny_model):
+    cfg = load_bench_config(write_bench(tmp_path, tiny_model), quick=True)
+    assert cfg.bench.seeds == [0] and cfg.bench.test_cap == 6
+    plain = load_bench_config(tmp_path / "bench.toml", ["bench.test_cap=3"])
+    assert plain.bench.seeds == [0, 1] and plain.bench.test_cap == 3
+
+
+def test_bench_config_errors_name_the_key_and_the_file(tmp_path, tiny_model, capsys):
+    cfg = write_bench(tmp_path, tiny_model, extra="[bench.surveyy]\ndir = 'x'\n")
+    with pytest.raises(ConfigError, match="bench.surveyy"):
+        load_bench_config(cfg)
+    cfg = write_bench(tmp_path / "b", tiny_model)
+    assert main(["bench", str(cfg), "--set", "bench.methods=['Original', 'Nope']", "--no-progress"]) == 2
+    assert "bench.methods" in capsys.readouterr().err
+
+
+def test_a_tasks_file_with_a_missing_field_or_unknown_label_stops_the_bench(tmp_path, tiny_model, capsys):
+    cfg = write_bench(tmp_path, tiny_model)
+    tasks = json.loads((tmp_path / "data" / "tasks.json").read_text())
+    del tasks["tasks"][1]["text_field"]
+    (tmp_path / "data" / "tasks.json").write_text(json.dumps(tasks))
+    assert main(["bench", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "tr-abusive" in err and "text_field" in err and "tasks.json" in err
+    tasks["tasks"][1]["text_field"] = "tweet"
+    tasks["tasks"][1]["negative_labels"] = ["NOPE"]
+    (tmp_path / "data" / "tasks.json").write_text(json.dumps(tasks))
+    assert main(["bench", str(cfg), "--no-progress"]) == 2
+    assert "abusive.jsonl:7" in capsys.readouterr().err
+
+
+def test_chat_examples_put_the_loss_on_the_answer_and_name_a_bad_line(tmp_path, tiny_model):
+    from culturemanager.config import TargetConfig
+    from culturemanager.target import load_tokenizer
+
+    tok = load_tokenizer(TargetConfig(model=str(tiny_model)))
+    path = tmp_path / "wvq.jsonl"
+    good = {"messages": [{"role": "system", "content": "You are a Turkish chatbot."},
+                         {"role": "user", "content": "Give me the answer from 1 to 4"},
+                         {"role": "assistant", "content": "3"}]}
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    with pytest.raises(ValueError, match="wvq.jsonl:3"):
+        chat_examples(tok, path, 64)
+    path.write_text(json.dumps(good) + "\n")
+    [(ids, labels)] = chat_examples(tok, path, 64)
+    answer = tok("3", add_special_tokens=False)["input_ids"]
+    assert ids[-len(answer):] == answer and labels[-len(answer):] == answer
+    assert all(x == -100 for x in labels[:-len(answer)])

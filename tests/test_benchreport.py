@@ -1,0 +1,192 @@
+"""The benchmark report rendered from a small hand-made results dict: tables, formatting, plots and gaps."""
+
+import copy
+import json
+import sys
+
+import pytest
+
+from culturemanager.benchreport import duration, render_markdown, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def stat(*values):
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "values": list(values)}
+
+
+def method(name, seeds, f1, macro, trained=False):
+    """f1/macro: {task: tuple of per-seed values}; culture and overall averages taken from them."""
+    tasks = {t: {"f1_positive": stat(*f1[t]), "macro_f1": stat(*macro[t]), "n": 50} for t in f1}
+    cultures = {c: {m: stat(*[sum(src[t][i] for t in ts) / len(ts) for i in range(len(seeds))])
+                    for m, src in (("f1_positive", f1), ("macro_f1", macro))}
+                for c, ts in (("Arabic", ["ar-hate"]), ("Bengali", ["bn-offensive"])) if all(t in f1 for t in ts)}
+    overall = {m: stat(*[sum(src[t][i] for t in src) / len(src) for i in range(len(seeds))])
+               for m, src in (("f1_positive", f1), ("macro_f1", macro))}
+    return {"name": name, "group": "g", "description": "d", "trained": trained, "seeds": seeds if trained else [],
+            "tasks": tasks, "cultures": cultures, "overall": overall, "seconds": 75.0}
+
+
+@pytest.fixture
+def results():
+    return {
+        "schema": 1, "created": "2026-11-23T22:00:00", "command": "culturemanager bench examples/bench.toml",
+        "quick": False, "models": {"target": "gemma3-270m", "generator": "qwen2.5-coder-1.5b-instruct"},
+        "protocol": {"demo_share": 0.1, "test_cap": 50, "split_seed": 0, "seeds": [0, 1], "train_steps": 20,
+                     "batch_size": 4, "max_length": 128},
+        "tasks": [
+            {"id": "ar-hate", "culture": "Arabic", "rows_used": 675, "skipped": {"duplicate_text": 3}, "demos": 68,
+             "test": 50, "test_positive": 13, "status": "ok", "skip_reason": None},
+            {"id": "bn-offensive", "culture": "Bengali", "rows_used": 400, "skipped": {}, "demos": 40, "test": 50,
+             "test_positive": 20, "status": "ok", "skip_reason": None},
+            {"id": "bn-spam", "culture": "Bengali", "rows_used": 30, "skipped": {}, "demos": 3, "test": 27,
+             "test_positive": 0, "status": "skipped", "skip_reason": "no positive example in the test split"},
+        ],
+        "cultures": ["Arabic", "Bengali"],
+        "methods": [
+            method("Original", [0], {"ar-hate": (0.300,), "bn-offensive": (0.500,)},
+                   {"ar-hate": (0.45,), "bn-offensive": (0.55,)}),
+            method("CultureLLM", [0], {"ar-hate": (0.350,)}, {"ar-hate": (0.60,)}),  # bn-offensive missing
+            method("CultureManager", [0, 1], {"ar-hate": (0.40, 0.44), "bn-offensive": (0.60, 0.66)},
+                   {"ar-hate": (0.50, 0.52), "bn-offensive": (0.50, 0.54)}, trained=True),
+        ],
+        "router": {"options": ["Arabic", "Bengali", "Others"], "accuracy": 0.85,
+                   "per_task": {"ar-hate": 0.8, "bn-offensive": 0.9},
+                   "confusion": {"rows": ["Arabic", "Bengali"], "cols": ["Arabic", "Bengali", "Others"],
+                                 "counts": [[40, 5, 5], [3, 45, 2]]}},
+        "c_spec": {"cultures": ["Arabic", "Bengali"], "matrix": [[0.4, 0.2], [0.3, 0.5]],
+                   "score": {"mean": 0.9, "std": 0.05, "values": [0.85, 0.95]}},
+        "contamination": {"kept_samples_matching_test": 0, "dropped_as_leakage": 2,
+                          "synthetic_samples": {"Arabic": {"task_specific": 20, "task_agnostic": 15},
+                                                "Bengali": {"task_specific": 18, "task_agnostic": 12}}},
+        "paper": {"source": "https://example.org/paper", "paper": "CultureManager", "model": "GPT-3.5",
+                  "metric": "F1 (%)", "tasks": ["Arabic", "Bengali"],
+                  "rows": {"Original": {"Arabic": 55.2, "Bengali": 48.0}, "CultureManager": {"Arabic": 61.7}}},
+        "timings": {"split": 1.2, "pipeline": 843.0, "train": 2000.0, "evaluate": 1500.0, "total": 4320.0},
+        "versions": {"torch": "2.13.0"},
+    }
+
+
+def section(md: str, title: str) -> str:
+    """The text of the section whose heading starts with `title`, up to the next `## ` heading."""
+    start = md.index("## " + title)
+    end = md.find("\n## ", start + 1)
+    return md[start:end if end != -1 else None]
+
+
+def row_of(text: str, first_cell: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table1_rows_columns_and_skipped_task(results):
+    t1 = section(render_markdown(results), "Table 1")
+    head = row_of(t1, "Method")
+    assert head == ["Method", "ar-hate", "bn-offensive", "Arabic avg", "Bengali avg", "Avg"]
+    assert "bn-spam" not in t1  # skipped task: no score column
+    for name in ("Original", "CultureLLM", "CultureManager"):
+        assert row_of(t1, name)
+
+
+def test_cells_bold_best_and_seed_formatting(results):
+    t1 = section(render_markdown(results), "Table 1")
+    # one seed: plain value, no ±
+    assert row_of(t1, "Original")[1] == "30.0"
+    assert row_of(t1, "CultureLLM")[1] == "35.0"
+    # two seeds: mean ± sample std, and the best in its column
+    assert row_of(t1, "CultureManager")[1] == "**42.0 ± 2.8**"
+    assert row_of(t1, "CultureManager")[2] == "**63.0 ± 4.2**"
+    # missing value renders as a dash
+    assert row_of(t1, "CultureLLM")[2] == "–"
+    assert row_of(t1, "CultureLLM")[4] == "–"
+    macro = section(render_markdown(results), "Macro-F1")
+    assert row_of(macro, "CultureLLM")[1] == "**60.0**"  # a one-seed method can be the best too
+    assert row_of(macro, "Original")[2] == "**55.0**"
+    assert "Seeds per method: Original 1, CultureLLM 1, CultureManager 2" in macro
+
+
+def test_paper_table_and_its_absence(results):
+    md = render_markdown(results)
+    paper = section(md, "The paper's numbers")
+    assert "Reported in the paper for a different, much larger model (GPT-3.5); not comparable" in paper
+    assert "https://example.org/paper" in paper
+    assert row_of(paper, "Original") == ["Original", "55.2", "48.0"]
+    assert row_of(paper, "CultureManager") == ["CultureManager", "61.7", "–"]
+    results["paper"] = None
+    assert "The paper's numbers were not available offline." in render_markdown(results)
+
+
+def test_other_sections(results):
+    md = render_markdown(results)
+    assert "`culturemanager bench examples/bench.toml`" in md
+    assert "demo share 10%" in md and "Total wall time: 1 h 12 min" in md
+    tasks = section(md, "Tasks")
+    assert row_of(tasks, "bn-spam")[-1] == "skipped: no positive example in the test split"
+    assert row_of(tasks, "ar-hate")[3] == "duplicate_text 3"
+    router = section(md, "Router")
+    assert "Overall accuracy (%): 85.0" in router
+    assert row_of(router, "Arabic") == ["Arabic", "40", "5", "5"]
+    assert "router_confusion.png" in router
+    cspec = section(md, "Culture specificity")
+    assert row_of(cspec, "Bengali") == ["Bengali", "30.0", "50.0"]
+    assert "0.90 ± 0.05" in cspec and "1.0 = every culture is served best by its own adapter" in cspec
+    assert row_of(section(md, "Contamination"), "Arabic") == ["Arabic", "20", "15"]
+    assert row_of(section(md, "Timings"), "pipeline") == ["pipeline", "14 min 3 s"]
+
+
+def test_partial_results_render_dashes_instead_of_failing():
+    md = render_markdown({"methods": [{"name": "Original"}], "tasks": [{"id": "x", "status": "ok"}],
+                          "router": None, "c_spec": None, "paper": None, "timings": {"total": None}})
+    assert row_of(section(md, "Table 1"), "Original") == ["Original", "–", "–"]
+    assert "Total wall time: –" in md
+    assert render_markdown({})  # nothing at all still renders
+
+
+def test_duration():
+    assert duration(4320) == "1 h 12 min"
+    assert duration(843) == "14 min 3 s"
+    assert duration(7170) == "2 h 0 min"
+    assert duration(3599.6) == "1 h 0 min"
+    assert duration(4.25) == "4.2 s"
+    assert duration(None) == "–"
+
+
+def test_write_report_writes_the_report_and_valid_pngs(results, tmp_path):
+    paths = write_report(results, tmp_path)
+    assert {p.name for p in paths} == {"report.md", "c_spec.png", "router_confusion.png", "f1_by_task.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in paths}
+    for p in paths:
+        assert p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == render_markdown(results)
+
+
+def test_write_report_skips_a_plot_without_data(results, tmp_path):
+    partial = copy.deepcopy(results)
+    partial["c_spec"] = None
+    write_report(results, tmp_path)  # an earlier full rendering in the same folder
+    paths = write_report(partial, tmp_path)
+    assert not (tmp_path / "c_spec.png").exists()
+    assert {p.name for p in paths} == {"report.md", "router_confusion.png", "f1_by_task.png"}
+    cspec = section((tmp_path / "report.md").read_text(encoding="utf-8"), "Culture specificity")
+    assert "c_spec.png was not written" in cspec and "No C-SPEC results" in cspec
+
+
+def test_main_re_renders_from_results_json(results, tmp_path, monkeypatch, capsys):
+    from culturemanager.benchreport import main
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["benchreport", str(path)])
+    main()
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == render_markdown(results)
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_missing_matplotlib_is_a_clear_error(results, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(RuntimeError, match=r"culturemanager\[bench\]"):
+        write_report(results, tmp_path)
