@@ -86,6 +86,8 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
+        """Split and pipeline once; then per training seed: train, evaluate, and write results.json + report.md
+        with the seeds finished so far (an interrupted run keeps a complete report of its finished seeds)."""
         t0 = time.time()
         self.root.mkdir(parents=True, exist_ok=True)
         self._timed("split", self.split)
@@ -94,20 +96,27 @@ class Bench:
                 f"{t.spec.id}: {t.info.get('skip_reason')}" for t in self.tasks))
         if CM_METHODS & set(self.cfg.bench.methods):
             self._timed("pipeline", self.pipeline)
-        self._timed("train", self.train)
-        evaluation = self._timed("evaluate", self.evaluate)
-        self.timings["total"] = round(time.time() - t0, 1)
-        results = self.results(*evaluation)
-        write_json(self.root / "results.json", results)
-        from .benchreport import write_report
-        write_report(results, self.root)
+        routed: dict = {}
+        answers: dict = {}
+        seeds = self.cfg.bench.seeds
+        for k, seed in enumerate(seeds):
+            log.info("bench: seed %d (%d of %d)", seed, k + 1, len(seeds))
+            self._timed("train", self.train, [seed])
+            r, a = self._timed("evaluate", self.evaluate, [seed])
+            routed.update(r)
+            answers.update(a)
+            self.timings["total"] = round(time.time() - t0, 1)
+            results = self.results(routed, answers, seeds[:k + 1])
+            write_json(self.root / "results.json", results)
+            from .benchreport import write_report
+            write_report(results, self.root)
         return results
 
-    def _timed(self, name: str, fn):
+    def _timed(self, name: str, fn, *args):
         t0 = time.time()
         log.info("bench: %s", name)
-        out = fn()
-        self.timings[name] = round(time.time() - t0, 1)
+        out = fn(*args)
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.time() - t0, 1)
         return out
 
     @property
@@ -141,8 +150,8 @@ class Bench:
             path = run.rd.samples(c)
             self.samples[c] = read_jsonl(path, Sample) if path.exists() else []
 
-    def train(self) -> None:
-        jobs = self.jobs()
+    def train(self, seeds: list[int]) -> None:
+        jobs = self.jobs(seeds)
         tok = load_tokenizer(self.cfg.target)
         for k, job in enumerate(jobs, 1):
             examples = self.examples(job, tok)
@@ -159,9 +168,9 @@ class Bench:
                             {"job": job.__dict__}, self.progress, label=f"{job.slug} ({k}/{len(jobs)})")
             self.adapters[job] = out
 
-    def jobs(self) -> list[Job]:
+    def jobs(self, seeds: list[int]) -> list[Job]:
         methods, out = set(self.cfg.bench.methods), []
-        for seed in self.cfg.bench.seeds:
+        for seed in seeds:
             if "TaskSFT" in methods:
                 out += [Job("tasksft", t.spec.id, seed) for t in self.ok_tasks]
             for method, kind in [("CultureSFT", "culturesft"), ("CultureLLM", "culturellm"), ("CultureManager", "cm"),
@@ -200,17 +209,17 @@ class Bench:
                 if x.task in tasks and (mode is None or x.provenance.mode == mode)]
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def variants(self) -> dict[str, set[str]]:
+    def variants(self, seeds: list[int]) -> dict[str, set[str]]:
         """model variant ("base", "prompt" or an adapter job slug) -> the task ids it must answer."""
         methods, need = set(self.cfg.bench.methods), {}
         ids = [t.spec.id for t in self.ok_tasks]
         for task in self.ok_tasks:
             for method in methods:
-                for seed in self.cfg.bench.seeds:
+                for seed in seeds:
                     for v in self.method_variants(method, task, seed):
                         need.setdefault(v, set()).add(task.spec.id)
         if CM_METHODS & methods:  # the C-SPEC matrix: every culture adapter on every task
-            for seed in self.cfg.bench.seeds:
+            for seed in seeds:
                 for c in self.cultures:
                     need.setdefault(self.variant(Job("cm", c, seed)), set()).update(ids)
         return need
@@ -233,12 +242,12 @@ class Bench:
                "CultureManager task-agnostic only": Job("cm-ta", c, seed)}[method]
         return [self.variant(job)]
 
-    def evaluate(self) -> tuple[dict, dict]:
+    def evaluate(self, seeds: list[int]) -> tuple[dict, dict]:
         """(routed[task] -> router choice per test input, answers[(variant, task)] -> P(positive) per input)."""
         from rich.progress import Progress
 
         model, tok = load_target(self.cfg.target)
-        need = self.variants()
+        need = self.variants(seeds)
         routed = self.route_all(model, tok) if "CultureManager" in self.cfg.bench.methods else {}
         answers: dict[tuple[str, str], list[float]] = {}
         slugs = {job.slug: path for job, path in self.adapters.items() if path}
@@ -308,20 +317,20 @@ class Bench:
                       if self.adapters.get(Job("cm", c, seed))}
         return routed_labels(by_culture, answers[("base", task.spec.id)], routed[task.spec.id])
 
-    def results(self, routed: dict, answers: dict) -> dict:
+    def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
         methods = []
         for name in [m for m in METHODS if m in self.cfg.bench.methods]:
-            seeds = self.cfg.bench.seeds if name in TRAINED else self.cfg.bench.seeds[:1]
+            seeds = seeds_done if name in TRAINED else seeds_done[:1]
             per_seed = {s: {t.spec.id: task_scores([y for _, y in t.test], labels_of(
                 self.method_answers(name, t, s, routed, answers))) for t in self.ok_tasks} for s in seeds}
             agg = aggregate(per_seed, culture_of)
-            seeds_done = agg.pop("seeds")
+            finished = agg.pop("seeds")
             methods.append({"name": name, "group": METHODS[name][0], "description": METHODS[name][1],
-                            "trained": name in TRAINED, "seeds": seeds_done if name in TRAINED else [], **agg})
+                            "trained": name in TRAINED, "seeds": finished if name in TRAINED else [], **agg})
         matrices = {}
         if CM_METHODS & set(self.cfg.bench.methods):
-            for s in self.cfg.bench.seeds:
+            for s in seeds_done:
                 f1 = {(a, t.spec.id): task_scores([y for _, y in t.test], labels_of(
                     answers[(self.variant(Job("cm", a, s)), t.spec.id)]))["f1_positive"]
                     for a in self.cultures for t in self.ok_tasks}
@@ -332,7 +341,8 @@ class Bench:
             "models": {"target": self.cfg.target.model, "generator": self.cfg.generator.model
                        if CM_METHODS & set(b.methods) else None},
             "protocol": {"demo_share": b.demo_share, "test_cap": b.test_cap, "split_seed": b.split_seed,
-                         "seeds": b.seeds, "train_steps": self.cfg.train.max_steps, "epochs": self.cfg.train.epochs,
+                         "seeds": seeds_done, "seeds_planned": b.seeds, "train_steps": self.cfg.train.max_steps,
+                         "epochs": self.cfg.train.epochs,
                          "batch_size": self.cfg.train.batch_size, "lr": self.cfg.train.lr,
                          "max_length": self.cfg.target.max_length, "prompt_template": self.tf.prompt_template,
                          "prompt_preamble": b.prompt_preamble, "tasks_file": str(b.tasks)},
