@@ -253,3 +253,17 @@ def test_router_prompt_round_trip():
     text = "Çay ister misin? {options}"
     assert prefix + text + suffix == format_router_prompt(template, options, text)
     assert "Options: Spanish, Turkish, Others." in prefix
+
+
+def test_long_demonstrations_are_clipped_in_query_and_synthesis_prompts():
+    """A 32k-character spam e-mail as a demonstration overflowed the generator's 4k context in a real run."""
+    from culturemanager.prompts import DEMO_CHARS
+
+    long_demo = "Sayın müşterimiz, kampanya " * 2000
+    short = "Bu maç harikaydı"
+    for messages in (build_query_messages(SPANISH, HATE, "task_specific", [long_demo, short], 3),
+                     build_synthesis_messages(SPANISH, HATE, "material", [long_demo, short], ["1"], SYN)):
+        u = user_turn(messages)
+        assert f"- {short}\n" in u + "\n"
+        assert long_demo[:DEMO_CHARS].rstrip() + " …" in u
+        assert len(u) < 3 * DEMO_CHARS + 1500

@@ -66,13 +66,22 @@ FORMAT_HINT: dict[str, str] = {
 Messages = tuple[tuple[str, str], ...]
 
 
+DEMO_CHARS = 400
+"""A demonstration is shown to the generator cut to this many characters: the texts show style and topic, and
+long inputs (Turkish spam e-mails run to 32k characters) would overflow a small model's context."""
+
+
+def clip_demos(demos: list[str]) -> list[str]:
+    return [d if len(d) <= DEMO_CHARS else d[:DEMO_CHARS].rstrip() + " …" for d in demos]
+
+
 def language_name(culture: Culture) -> str:
     code = culture.language or ""
     return LANGUAGE_NAMES.get(code, code) or "the culture's main language"
 
 
 def build_query_messages(culture: Culture, task: Task, mode: Mode, demos: list[str], n: int) -> Messages:
-    hint = QUERY_MODE_HINT[mode].format(demos=_bullets(demos), culture=culture.name, task=task.label)
+    hint = QUERY_MODE_HINT[mode].format(demos=_bullets(clip_demos(demos)), culture=culture.name, task=task.label)
     user = (f"Culture: {culture.name}{' (' + culture.description + ')' if culture.description else ''}\n"
             f"Task: {task.label}\n{hint}\n"
             f"Write {n} distinct, specific web search queries. Answer with a JSON list of {n} strings.")
@@ -132,7 +141,7 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
         lines.append(f"Labels: {json.dumps(labels, ensure_ascii=False)}")
     if demos:
         lines.append(f"Example inputs of the task, for style and length only:\n<demonstrations>\n"
-                     f"{_bullets(demos)}\n</demonstrations>")
+                     f"{_bullets(clip_demos(demos))}\n</demonstrations>")
     lines.append(f"Material about {culture.name} culture:\n<material>\n{_defuse(material)}\n</material>")
     ask = (f"Write {n} new, realistic inputs of this task as people of {culture.name} culture would "
            f"write them, in {language_name(culture)} where the material allows, grounded in the material but not "
