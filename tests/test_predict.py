@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from culturemanager import load_config
@@ -117,3 +118,30 @@ def test_multi_token_options_match_unpadded_scoring(task_config):
                 logp = torch.log_softmax(model(input_ids=torch.tensor([p + o])).logits[0], -1)
                 ref = sum(float(logp[len(p) - 1 + j, t]) for j, t in enumerate(o))
                 assert abs(ref - float(got[i, k])) < 1e-4
+
+
+def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prior(task_config):
+    """Contextual calibration: each option's mean score on content-free texts is subtracted, so a text that says
+    nothing no longer picks the option the model leans to; the choice is the argmax of the calibrated scores."""
+    from dataclasses import replace
+
+    from culturemanager.prompts import split_router_template
+    from culturemanager.route import CONTENT_FREE, prior
+
+    cfg = load_config(task_config, ["router.calibrate=true"])
+    run = Run(cfg, progress=False)
+    router = write_router(cfg, run.rd)
+    assert router.calibrate
+    model, tok = load_target(cfg.target)
+    texts = ["hola amigos", "merhaba arkadaşlar", "N/A"]
+    raw_choice, raw, _ = route(model, tok, replace(router, calibrate=False), texts)
+    cal_choice, cal, _ = route(model, tok, router, texts)
+    prefix, suffix = split_router_template(router.template, router.options)
+    opts = option_ids(tok, [" " + o for o in router.options])
+    p = prior(model, tok, router, prefix, suffix, opts)[0]
+    assert p.shape == (len(router.options),) and len(CONTENT_FREE) == 3
+    for r, c in zip(raw, cal):
+        for k, o in enumerate(router.options):
+            assert c[o] == pytest.approx(r[o] - float(p[k]), abs=2e-4)
+    assert all(ch == max(s, key=s.get) for ch, s in zip(cal_choice, cal))
+    assert all(ch == max(s, key=s.get) for ch, s in zip(raw_choice, raw))

@@ -290,11 +290,13 @@ class Bench:
         from .route import OTHERS, Router, route
 
         options = self.router_options = self.cultures + ([OTHERS] if self.cfg.router.others else [])
-        router = Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length)
+        router = Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length,
+                        self.cfg.router.calibrate)
         out = {}
         for t in self.ok_tasks:
             texts = [x for x, _ in t.test]
-            key = stable_hash([options, router.template, texts, self.cfg.target.model, router.max_length])
+            key = stable_hash([options, router.template, texts, self.cfg.target.model, router.max_length]
+                              + (["calibrated"] if router.calibrate else []))
             path = self.root / "router" / f"{safe_name(t.spec.id)}.json"
             if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("key") == key:
                 out[t.spec.id] = json.loads(path.read_text(encoding="utf-8"))["routed"]

@@ -253,6 +253,9 @@ class RouterConfig(Section):
     """Off: every input uses the culture given by its input file (or the base model)."""
     others: bool = True
     """Offer "Others" (no adapter) as a choice."""
+    calibrate: bool = False
+    """Contextual calibration: subtract each option's score on content-free texts ("", "N/A", "...") before
+    choosing, which removes a small model's lean towards the first-listed or most frequent culture name."""
     template: str = (
         "Which culture does the following text come from? Options: {options}.\n"
         "Text: {input}\nCulture:"
