@@ -22,7 +22,7 @@ def test_task_scores_by_hand():
     # positive: tp 1, fp 1, fn 1 -> 2/4; negative: tp 2, fp 1, fn 1 -> 4/6
     assert s["f1_positive"] == pytest.approx(0.5)
     assert s["macro_f1"] == pytest.approx((0.5 + 4 / 6) / 2)
-    assert s["accuracy"] == pytest.approx(0.6) and s["n"] == 5
+    assert s["accuracy"] == pytest.approx(0.6) and s["n"] == 5 and s["positive_rate"] == pytest.approx(0.4)
 
 
 def test_spread_is_mean_and_sample_std():
@@ -33,7 +33,7 @@ def test_spread_is_mean_and_sample_std():
 
 def test_aggregate_averages_cultures_within_a_seed_then_spreads_over_seeds():
     def s(f1):
-        return {"f1_positive": f1, "macro_f1": f1 / 2, "accuracy": 1 - f1, "n": 10}
+        return {"f1_positive": f1, "macro_f1": f1 / 2, "accuracy": 1 - f1, "positive_rate": 0.5, "n": 10}
 
     per_seed = {0: {"a1": s(0.2), "a2": s(0.4), "b1": s(0.9)}, 1: {"a1": s(0.4), "a2": s(0.6), "b1": s(0.7)}}
     out = aggregate(per_seed, {"a1": "A", "a2": "A", "b1": "B"})

@@ -63,16 +63,21 @@ def scores(r: dict) -> str:
     return "\n\n".join([
         "## Table 1: positive-class F1 (%)", score_table(r, "f1_positive"),
         "## Macro-F1 (%)", score_table(r, "macro_f1"),
+        "## Share of test inputs answered positive (%)",
+        "A method that answers \"1\" to everything scores a positive-class F1 of 2p/(1+p) (p: the positive share) "
+        "with no skill at all; this table shows which rows above are that (100) or its opposite (0).",
+        score_table(r, "positive_rate", bold=False),
         f"Seeds per method: {counts}. Trained methods are mean ± std over training seeds; a method with one "
         "seed shows its single value. Best mean per column in bold.",
         f"![F1 by task]({PLOTS['f1']})" if plot_data(r)["f1"] else "No F1-by-task plot: no task has a score."])
 
 
-def score_table(r: dict, metric: str) -> str:
+def score_table(r: dict, metric: str, bold: bool = True) -> str:
     cols = [(t, ("tasks", t)) for t in ok_tasks(r)] + [(f"{c} avg", ("cultures", c)) for c in r.get("cultures") or []]
     cols.append(("Avg", ("overall",)))
     stats = [[get(m, *path, metric) for _, path in cols] for m in r.get("methods") or []]
-    best = [max((pct(s["mean"]) for s in col if has_mean(s)), default=None) for col in zip(*stats)]
+    best = [max((pct(s["mean"]) for s in col if has_mean(s)), default=None) if bold else None
+            for col in zip(*stats)]
     rows = [[m.get("name", DASH)] + [cell(s, b) for s, b in zip(row, best)]
             for m, row in zip(r.get("methods") or [], stats)]
     return table(["Method"] + [name for name, _ in cols], rows)

@@ -14,13 +14,16 @@ import statistics
 
 from .evaluate import accuracy, c_spec, confusion, f1_for, macro_f1
 
-METRICS = ("f1_positive", "macro_f1", "accuracy")
+METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate")
 
 
 def task_scores(gold: list[str], pred: list[str], positive: str = "1", labels: tuple[str, ...] = ("0", "1")
                 ) -> dict[str, float]:
     return {"f1_positive": f1_for(gold, pred, positive), "macro_f1": macro_f1(gold, pred, list(labels)),
-            "accuracy": accuracy(gold, pred), "n": len(gold)}
+            "accuracy": accuracy(gold, pred), "n": len(gold),
+            # the share answered positive: a model answering "1" to everything has a non-zero F1 of the positive
+            # class (2p / (1 + p) for a positive share p) and a rate of 1.0, which this makes visible
+            "positive_rate": sum(p == positive for p in pred) / len(pred) if pred else 0.0}
 
 
 def spread(values: list[float]) -> dict:
