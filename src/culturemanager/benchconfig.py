@@ -10,7 +10,6 @@ Run: imported by `culturemanager bench CONFIG.toml [--quick] [--set KEY=VALUE]`.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from .config import (
     _resolve_paths,
     apply_override,
     format_validation_error,
+    read_toml,
 )
 
 MethodName = Literal[
@@ -114,12 +114,7 @@ class BenchConfig(Section):
 
 def load_bench_config(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> BenchConfig:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    raw = read_toml(path)
     if quick:
         table = raw.get("bench", {}).get("quick", {}) if isinstance(raw.get("bench"), dict) else {}
         if not table:

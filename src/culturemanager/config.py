@@ -330,14 +330,18 @@ class Config(Section):
 
 # ------------------------------------------------------------------------------------------- loading
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    raw = read_toml(path)
     for item in overrides or []:
         apply_override(raw, item)
     _resolve_paths(raw, path.parent.resolve())
