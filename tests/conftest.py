@@ -62,11 +62,15 @@ CORPUS = {
 }
 
 
+def write_corpus(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in CORPUS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
 def write_task(root: Path, model: Path, backend: str = "fake", extra: str = "") -> Path:
     """A two-culture hate-speech run on disk; returns the config path."""
-    (root / "corpus").mkdir(parents=True, exist_ok=True)
-    for name, text in CORPUS.items():
-        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    write_corpus(root / "corpus")
     (root / "demos_es.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in [
         "Los andaluces no trabajan nunca", "Qué buen partido del Barça ayer", "Vete a tu país"]) + "\n",
         encoding="utf-8")

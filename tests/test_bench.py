@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS
+from conftest import write_corpus
 
 from culturemanager.bench import METHODS
 from culturemanager.benchconfig import load_bench_config
@@ -65,9 +65,7 @@ def write_bench(root: Path, model: Path, extra: str = "") -> Path:
     (data / "culturellm" / "Finetune").mkdir()
     (data / "culturellm" / "Finetune" / "WVQ_all.jsonl").write_text(
         (data / "culturellm" / "Spanish" / "Finetune" / "WVQ_Spanish_1000.jsonl").read_text() * 2, encoding="utf-8")
-    (root / "corpus").mkdir()
-    for name, text in CORPUS.items():
-        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    write_corpus(root / "corpus")
     cfg = root / "bench.toml"
     cfg.write_text(f"""
 [bench]
