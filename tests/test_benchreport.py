@@ -190,3 +190,21 @@ def test_missing_matplotlib_is_a_clear_error(results, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     with pytest.raises(RuntimeError, match=r"culturemanager\[bench\]"):
         write_report(results, tmp_path)
+
+
+def test_main_adds_the_papers_numbers_from_a_file(results, tmp_path, monkeypatch):
+    from culturemanager.benchreport import main
+
+    paper = results.pop("paper")
+    results["paper"] = None
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    (tmp_path / "table1.json").write_text(json.dumps(paper), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["benchreport", str(tmp_path / "results.json"), "--paper",
+                                      str(tmp_path / "table1.json")])
+    main()
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert row_of(section(md, "The paper's numbers"), "Original") == ["Original", "55.2", "48.0"]
+
+    (tmp_path / "table1.json").write_text(json.dumps({"Original": 55.2}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"table1\.json: the paper's numbers need an object with 'rows'"):
+        main()

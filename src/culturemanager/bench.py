@@ -27,6 +27,7 @@ import torch
 
 from .benchconfig import BenchConfig
 from .benchdata import TaskData, chat_examples, pipeline_config, split_task, task_example
+from .benchreport import paper_numbers, write_report
 from .benchscore import aggregate, c_spec_summary, culture_matrix, routed_labels, router_summary, task_scores
 from .benchtasks import TasksFile, load_tasks
 from .config import Task
@@ -108,7 +109,6 @@ class Bench:
             self.timings["total"] = round(time.time() - t0, 1)
             results = self.results(routed, answers, seeds[:k + 1])
             write_json(self.root / "results.json", results)
-            from .benchreport import write_report
             write_report(results, self.root)
         return results
 
@@ -421,12 +421,6 @@ def adapter_meta(folder: Path) -> dict:
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
     return {"examples": meta.get("examples"), "steps": meta.get("steps"),
             "final_loss": (meta.get("loss_curve") or [None])[-1]}
-
-
-def paper_numbers() -> dict | None:
-    """The paper's Table 1, shipped with the package (reference only: a different, larger model)."""
-    path = Path(__file__).with_name("paper_table1.json")
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def bench(cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False) -> dict:

@@ -86,7 +86,9 @@ def score_table(r: dict, metric: str, bold: bool = True) -> str:
 def paper(r: dict) -> str:
     p = r.get("paper")
     if not p:
-        return "## The paper's numbers\n\nThe paper's numbers were not available offline."
+        return ("## The paper's numbers\n\nThe paper's numbers were not available offline. To show them here, write "
+                "them as JSON ({source, paper, model, metric, tasks, rows: {method: {task: number}}, notes}) and "
+                "re-render: `python -m culturemanager.benchreport results.json --paper table1.json`.")
     cols = p.get("tasks") or []
     rows = [[name] + [show(vals.get(c)) for c in cols] for name, vals in (p.get("rows") or {}).items()]
     lines = ["## The paper's numbers (reference only)", "",
@@ -316,12 +318,27 @@ def plot_f1_by_task(r: dict, path: Path) -> Path:
     return path
 
 
+def paper_numbers(path: Path | None = None) -> dict | None:
+    """The paper's Table 1 (reference only: a different, larger model): `path`, or the copy shipped with the
+    package as paper_table1.json if there is one."""
+    path = path or Path(__file__).with_name("paper_table1.json")
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
+        raise ValueError(f"{path}: the paper's numbers need an object with 'rows': {{method: {{task: number}}}}")
+    return data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Render report.md and plots from a benchmark's results.json.")
     ap.add_argument("results", type=Path)
     ap.add_argument("out_dir", type=Path, nargs="?")
+    ap.add_argument("--paper", type=Path, help="the paper's numbers as JSON, shown beside ours (reference only)")
     args = ap.parse_args()
     results = json.loads(args.results.read_text(encoding="utf-8"))
+    if args.paper:
+        results["paper"] = paper_numbers(args.paper)
     for p in write_report(results, args.out_dir or args.results.parent):
         print(p)
 
