@@ -8,7 +8,7 @@ import torch
 from culturemanager import load_config
 from culturemanager.pipeline import Run
 from culturemanager.predict import load_with_adapters
-from culturemanager.route import route, write_router
+from culturemanager.route import read_router, route, write_router
 from culturemanager.target import BASE, encode, load_target, option_ids, score_options
 
 
@@ -128,10 +128,11 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
     from culturemanager.prompts import split_router_template
     from culturemanager.route import CONTENT_FREE, prior
 
-    cfg = load_config(task_config, ["router.calibrate=true"])
+    assert not load_config(task_config, ["router.calibrate=false"]).router.calibrate
+    cfg = load_config(task_config)  # calibration is the default
     run = Run(cfg, progress=False)
     router = write_router(cfg, run.rd)
-    assert router.calibrate
+    assert router.calibrate and read_router(run.rd).calibrate
     model, tok = load_target(cfg.target)
     texts = ["hola amigos", "merhaba arkadaşlar", "N/A"]
     raw_choice, raw, _ = route(model, tok, replace(router, calibrate=False), texts)

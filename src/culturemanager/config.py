@@ -253,9 +253,10 @@ class RouterConfig(Section):
     """Off: every input uses the culture given by its input file (or the base model)."""
     others: bool = True
     """Offer "Others" (no adapter) as a choice."""
-    calibrate: bool = False
+    calibrate: bool = True
     """Contextual calibration: subtract each option's score on content-free texts ("", "N/A", "...") before
-    choosing, which removes a small model's lean towards the first-listed or most frequent culture name."""
+    choosing, which removes a small model's lean towards the first-listed or most frequent culture name
+    (measured in docs/benchmarks.md: router accuracy 0.77 -> 0.93 on the real-data run, 0.35 -> 0.70 in the bench)."""
     template: str = (
         "Which culture does the following text come from? Options: {options}.\n"
         "Text: {input}\nCulture:"
