@@ -208,3 +208,9 @@ def test_main_adds_the_papers_numbers_from_a_file(results, tmp_path, monkeypatch
     (tmp_path / "table1.json").write_text(json.dumps({"Original": 55.2}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"table1\.json: the paper's numbers need an object with 'rows'"):
         main()
+    (tmp_path / "table1.json").write_text('{\n"rows": {,}}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"table1\.json:2: not valid JSON"):
+        main()
+    (tmp_path / "table1.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"table1\.json: no such file"):
+        main()

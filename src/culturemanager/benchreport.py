@@ -321,10 +321,16 @@ def plot_f1_by_task(r: dict, path: Path) -> Path:
 def paper_numbers(path: Path | None = None) -> dict | None:
     """The paper's Table 1 (reference only: a different, larger model): `path`, or the copy shipped with the
     package as paper_table1.json if there is one."""
-    path = path or Path(__file__).with_name("paper_table1.json")
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    if path is None:
+        path = Path(__file__).with_name("paper_table1.json")
+        if not path.exists():
+            return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the paper's numbers)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
         raise ValueError(f"{path}: the paper's numbers need an object with 'rows': {{method: {{task: number}}}}")
     return data
