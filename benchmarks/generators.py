@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from culturemanager.backends.llm import ChatRequest, LocalBackend
 from culturemanager.config import Culture, DataFile, LLMConfig, SynthesisConfig, Task
-from culturemanager.inputs import read_texts
-from culturemanager.llm import ChatRequest, LocalBackend
+from culturemanager.datafiles import read_texts
 from culturemanager.prompts import build_query_messages, build_synthesis_messages, parse_queries, parse_samples
-from culturemanager.synthesize import LeakIndex
+from culturemanager.stages.synthesize import LeakIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]

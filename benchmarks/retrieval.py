@@ -34,10 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from culturemanager.corpora import load_offline_corpora
-from culturemanager.dense import build_retriever
+from culturemanager.backends.retrieval.bm25 import Retriever
+from culturemanager.backends.retrieval.corpora import load_offline_corpora
+from culturemanager.backends.retrieval.dense import build_retriever
 from culturemanager.records import Query, read_jsonl, write_json, write_jsonl
-from culturemanager.retrieve import Retriever
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 5
@@ -167,10 +167,10 @@ def render_table(results: dict) -> str:
 
 def generate(args: argparse.Namespace) -> list[Query]:
     """The pipeline's queries stage over the ten tasks of tasks.json, in a (temporary) run directory."""
+    from culturemanager.backends.llm import CachedLLM, make_backend
     from culturemanager.config import Config, Culture, DataFile, LLMConfig, QueriesConfig, RunConfig, Task
-    from culturemanager.llm import CachedLLM, make_backend
-    from culturemanager.queries import generate_queries
     from culturemanager.rundir import RunDir
+    from culturemanager.stages.queries import generate_queries
 
     spec = json.loads((args.data / "tasks.json").read_text(encoding="utf-8"))
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from culturemanager.benchdata import task_example
-from culturemanager.benchtasks import load_tasks, read_task_rows
+from culturemanager.backends.target import load_target
+from culturemanager.bench.data import task_example
+from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import TargetConfig, Task, TrainConfig
-from culturemanager.target import load_target
-from culturemanager.train import lora_config, train_step
+from culturemanager.stages.train import lora_config, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import write_corpus
 
-from culturemanager.bench import METHODS
-from culturemanager.benchconfig import load_bench_config
-from culturemanager.benchdata import chat_examples
+from culturemanager.bench.config import load_bench_config
+from culturemanager.bench.data import chat_examples
+from culturemanager.bench.run import METHODS
 from culturemanager.cli import main
 from culturemanager.config import ConfigError
 
@@ -164,7 +164,7 @@ def test_bench_end_to_end_writes_every_method_the_router_c_spec_and_the_report(b
 
 
 def test_bench_rerun_resumes_without_training_or_scoring_again(bench_run, monkeypatch):
-    from culturemanager import bench as bench_mod
+    from culturemanager.bench import run as bench_mod
 
     root, cfg = bench_run
     before = json.loads((root / "out" / "results.json").read_text())
@@ -212,8 +212,8 @@ def test_a_tasks_file_with_a_missing_field_or_unknown_label_stops_the_bench(tmp_
 
 
 def test_chat_examples_put_the_loss_on_the_answer_and_name_a_bad_line(tmp_path, tiny_model):
+    from culturemanager.backends.target import load_tokenizer
     from culturemanager.config import TargetConfig
-    from culturemanager.target import load_tokenizer
 
     tok = load_tokenizer(TargetConfig(model=str(tiny_model)))
     path = tmp_path / "wvq.jsonl"

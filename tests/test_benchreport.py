@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from culturemanager.benchreport import duration, render_markdown, write_report
+from culturemanager.bench.report import duration, render_markdown, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -176,7 +176,7 @@ def test_write_report_skips_a_plot_without_data(results, tmp_path):
 
 
 def test_main_re_renders_from_results_json(results, tmp_path, monkeypatch, capsys):
-    from culturemanager.benchreport import main
+    from culturemanager.bench.report import main
 
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results), encoding="utf-8")
@@ -193,7 +193,7 @@ def test_missing_matplotlib_is_a_clear_error(results, tmp_path, monkeypatch):
 
 
 def test_main_adds_the_papers_numbers_from_a_file(results, tmp_path, monkeypatch):
-    from culturemanager.benchreport import main
+    from culturemanager.bench.report import main
 
     paper = results.pop("paper")
     results["paper"] = None

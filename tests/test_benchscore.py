@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from culturemanager.benchscore import (
+from culturemanager.bench.score import (
     aggregate,
     c_spec_summary,
     culture_matrix,

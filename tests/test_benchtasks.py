@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import DATA
 
-from culturemanager.benchtasks import TasksFileError, load_tasks, read_task_rows
+from culturemanager.bench.tasks import TasksFileError, load_tasks, read_task_rows
 
 TASK = {"id": "xx-hate", "culture": "X", "task": "hate speech", "file": "x.jsonl", "text_field": "t",
         "label_field": "l", "positive_labels": ["HS"], "negative_labels": ["NOT"]}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import CORPUS
 
-from culturemanager.dense import (
+from culturemanager.backends.retrieval.bm25 import BM25Retriever
+from culturemanager.backends.retrieval.dense import (
     DenseRetriever,
     HybridRetriever,
     UseMultilingual,
@@ -21,7 +22,6 @@ from culturemanager.dense import (
     rrf_fuse,
 )
 from culturemanager.records import Document
-from culturemanager.retrieve import BM25Retriever
 
 # Words that mean the same thing share an axis: a stand-in for a multilingual embedder.
 AXES = {"spain": 0, "españa": 0, "spanish": 0, "paella": 0, "turkey": 1, "turkish": 1, "türkiye": 1,

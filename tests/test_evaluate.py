@@ -2,7 +2,7 @@
 
 import pytest
 
-from culturemanager.evaluate import accuracy, f1_for, macro_f1
+from culturemanager.metrics import accuracy, f1_for, macro_f1
 
 
 def test_f1_of_the_positive_class_by_hand():
@@ -24,7 +24,7 @@ def test_degenerate_cases():
 
 
 def test_confusion_matrix_by_hand():
-    from culturemanager.evaluate import confusion
+    from culturemanager.metrics import confusion
 
     gold = ["Spanish", "Spanish", "Turkish", "Turkish", "Turkish"]
     pred = ["Spanish", "Others", "Spanish", "Turkish", "Turkish"]
@@ -32,7 +32,7 @@ def test_confusion_matrix_by_hand():
 
 
 def test_c_spec_by_hand():
-    from culturemanager.evaluate import c_spec
+    from culturemanager.metrics import c_spec
 
     # columns: max 0.8, 0.6, 0.5 -> diagonal 0.8/0.8, 0.3/0.6, 0.5/0.5 -> mean (1 + 0.5 + 1) / 3
     m = [[0.8, 0.6, 0.1],

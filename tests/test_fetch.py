@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from culturemanager.backends.retrieval.fetch import FetchError, Page, SafeFetcher, check_url, is_public_address, main
 from culturemanager.config import FetchConfig
-from culturemanager.fetch import FetchError, Page, SafeFetcher, check_url, is_public_address, main
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from culturemanager.config import DataFile
-from culturemanager.inputs import InputFileError, InputRow, read_rows, read_texts
+from culturemanager.datafiles import InputFileError, InputRow, read_rows, read_texts
 
 
 def jsonl(path: Path, rows: list) -> Path:
@@ -226,7 +226,7 @@ def test_utf8_bom_is_ignored(tmp_path, name, content):
 
 def test_only_the_selected_rows_are_checked(tmp_path):
     from culturemanager.config import DataFile
-    from culturemanager.inputs import InputFileError, read_rows
+    from culturemanager.datafiles import InputFileError, read_rows
 
     p = tmp_path / "mixed.jsonl"
     p.write_text('{"data": "uno"}\n{"data": "dos"}\n{"data": 12345}\n{"data": "cuatro"}\n', encoding="utf-8")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from culturemanager.config import Culture, LLMConfig, Task
-from culturemanager.llm import (
+from culturemanager.backends.llm import (
     BACKENDS,
     BackendError,
     CachedLLM,
@@ -26,6 +25,7 @@ from culturemanager.llm import (
     load_cache,
     make_backend,
 )
+from culturemanager.config import Culture, LLMConfig, Task
 from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import CallRecord
 

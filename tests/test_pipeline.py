@@ -8,8 +8,8 @@ import json
 import pytest
 
 from culturemanager import load_config
+from culturemanager.backends.llm import FakeBackend
 from culturemanager.cli import main
-from culturemanager.llm import FakeBackend
 from culturemanager.pipeline import Run
 from culturemanager.records import Sample, read_jsonl
 

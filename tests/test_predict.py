@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from culturemanager import load_config
+from culturemanager.backends.target import BASE, encode, load_target, option_ids, score_options
 from culturemanager.pipeline import Run
-from culturemanager.predict import load_with_adapters
-from culturemanager.route import read_router, route, write_router
-from culturemanager.target import BASE, encode, load_target, option_ids, score_options
+from culturemanager.stages.predict import load_with_adapters
+from culturemanager.stages.route import read_router, route, write_router
 
 
 def random_adapters(cfg, rd):
@@ -89,7 +89,7 @@ def test_predict_without_router_uses_the_files_culture(task_config, tmp_path):
 def test_single_token_fast_path_equals_full_sequence_scoring(task_config):
     """The one-forward path for single-token options gives the same log-likelihoods as scoring each
     prompt+option sequence on its own, unpadded (the definition)."""
-    from culturemanager.target import score_next_token
+    from culturemanager.backends.target import score_next_token
 
     cfg = load_config(task_config)
     model, tok = load_target(cfg.target)
@@ -126,7 +126,7 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
     from dataclasses import replace
 
     from culturemanager.prompts import split_router_template
-    from culturemanager.route import CONTENT_FREE, prior
+    from culturemanager.stages.route import CONTENT_FREE, prior
 
     assert not load_config(task_config, ["router.calibrate=false"]).router.calibrate
     cfg = load_config(task_config)  # calibration is the default

@@ -12,8 +12,8 @@ import torch
 from conftest import write_task
 
 from culturemanager import load_config, run
+from culturemanager.backends.llm import CachedLLM, ChatRequest, LocalBackend
 from culturemanager.config import Culture, LLMConfig, Task
-from culturemanager.llm import CachedLLM, ChatRequest, LocalBackend
 from culturemanager.prompts import build_query_messages
 from culturemanager.records import Prediction, read_jsonl
 
@@ -53,10 +53,10 @@ def test_pipeline_with_smollm2_as_target(tmp_path):
     assert all(p.culture in ("Spanish", "Turkish", "Others") for p in preds)
 
     # the trained adapter moves the real model's label scores
-    from culturemanager.predict import load_with_adapters
-    from culturemanager.route import read_router
+    from culturemanager.backends.target import BASE, encode, option_ids, score_options
     from culturemanager.rundir import RunDir
-    from culturemanager.target import BASE, encode, option_ids, score_options
+    from culturemanager.stages.predict import load_with_adapters
+    from culturemanager.stages.route import read_router
 
     model, tok = load_with_adapters(cfg, read_router(RunDir(cfg.run.dir)))
     prompt = [encode(tok, "Sentence: ", "Vete a tu país", " Response: ", 64).ids]

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from culturemanager.records import Document
-from culturemanager.retrieve import (
+from culturemanager.backends.retrieval.bm25 import (
     PASSAGE_MAX_CHARS,
     BM25Retriever,
     Retriever,
@@ -24,6 +23,7 @@ from culturemanager.retrieve import (
     split_passages,
     tokenize,
 )
+from culturemanager.records import Document
 
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -114,7 +114,7 @@ def test_split_passages_hard_splits_unpunctuated_text():
 def test_load_corpus_txt_md_titles_ids_and_recursion(tmp_path, caplog):
     write_corpus(tmp_path, {**CORPUS, "sub/deep.txt": "Nested file.", "notes.csv": "a,b",
                             ".hidden.txt": "ignored", "empty.txt": "\n\n"})
-    with caplog.at_level(logging.WARNING, logger="culturemanager.retrieve"):
+    with caplog.at_level(logging.WARNING, logger="culturemanager.backends.retrieval.bm25"):
         docs = load_corpus([tmp_path])
     assert [d.id for d in docs] == ["arab.md#0", "bengal.txt#0", "china.txt#0", "spain.txt#0",
                                     "sub/deep.txt#0"]
@@ -258,7 +258,7 @@ def test_build_local_retriever_rebuilds_a_broken_index(tmp_path, caplog):
     corpus, index = write_corpus(tmp_path / "corpus"), tmp_path / "index"
     build_local_retriever([corpus], index)
     (index / "documents.jsonl").write_text("{}\n")
-    with caplog.at_level(logging.WARNING, logger="culturemanager.retrieve"):
+    with caplog.at_level(logging.WARNING, logger="culturemanager.backends.retrieval.bm25"):
         again = build_local_retriever([corpus], index)
     assert not again.loaded_from_cache and "rebuilding" in caplog.text
     assert build_local_retriever([corpus], index).loaded_from_cache

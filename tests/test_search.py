@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from culturemanager import load_config
-from culturemanager.llm import Completion, FakeBackend
+from culturemanager.backends.llm import Completion, FakeBackend
 from culturemanager.pipeline import Run
 from culturemanager.records import Material, read_jsonl
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from culturemanager.split import stratified_split
+from culturemanager.bench.split import stratified_split
 
 
 def test_split_is_stratified_deterministic_and_disjoint():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from culturemanager import load_config
-from culturemanager.llm import Completion, FakeBackend
+from culturemanager.backends.llm import Completion, FakeBackend
 from culturemanager.pipeline import Run
 from culturemanager.records import DroppedSample, Sample, read_jsonl
-from culturemanager.synthesize import LeakIndex, leak_tokens
+from culturemanager.stages.synthesize import LeakIndex, leak_tokens
 
 
 class Scripted(FakeBackend):

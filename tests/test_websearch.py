@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from culturemanager import websearch
+from culturemanager.backends.retrieval import web as websearch
+from culturemanager.backends.retrieval.web import WebSearchError, make_web_retriever
 from culturemanager.config import Culture, WebSearchConfig
 from culturemanager.records import sha1_text
-from culturemanager.websearch import WebSearchError, make_web_retriever
 
 KEY = "test-key-7f3a9c2e81"
 SPAIN = Culture(name="Spanish", language="es", country="es")
@@ -314,7 +314,7 @@ def test_missing_key_names_the_variable(name, env, monkeypatch):
 
 
 def test_custom_key_variable_is_used_and_redacted(api, monkeypatch):
-    from culturemanager.llm import _redact
+    from culturemanager.backends.llm import _redact
 
     monkeypatch.setenv("OTHER_SERPER", "abcdefgh-secret-9")
     api.script((200, serper_body(RESULTS)))

@@ -7,8 +7,8 @@ Python API (mirrors the CLI):
     run(cfg)                      # all stages; or run(cfg, ["queries", "search"])
 """
 
-from .config import Config, ConfigError, load_config
-from .pipeline import Run, run
+from culturemanager.config import Config, ConfigError, load_config
+from culturemanager.pipeline import Run, run
 
 __all__ = ["Config", "ConfigError", "Run", "load_config", "run"]
 __version__ = "0.1.0"

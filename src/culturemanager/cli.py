@@ -15,11 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
-from .benchtasks import TasksFileError
-from .config import ConfigError, DataFile, load_config
-from .inputs import InputFileError
-from .records import RecordFileError
-from .rundir import STAGES
+from culturemanager.bench.tasks import TasksFileError
+from culturemanager.config import ConfigError, DataFile, load_config
+from culturemanager.datafiles import InputFileError
+from culturemanager.records import RecordFileError
+from culturemanager.rundir import STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +74,8 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run
-    from .summary import print_summary
+    from culturemanager.pipeline import run
+    from culturemanager.summary import print_summary
 
     cfg = load_config(args.config, args.set)
     run(cfg, progress=not args.no_progress)
@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from .pipeline import Run
+    from culturemanager.pipeline import Run
 
     counts = Run(load_config(args.config, args.set), not args.no_progress).stage(args.command)
     print(json.dumps(counts, indent=2, ensure_ascii=False))
@@ -92,8 +92,8 @@ def cmd_stage(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .pipeline import Run
-    from .predict import predict
+    from culturemanager.pipeline import Run
+    from culturemanager.stages.predict import predict
 
     cfg = load_config(args.config, args.set)
     files = [DataFile(path=args.input, text_field=args.text_field, label_field=args.label_field)] \
@@ -106,7 +106,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import PACKAGED, ModelNotAvailable, resolve_hf
+    from culturemanager.backends.models import PACKAGED, ModelNotAvailable, resolve_hf
 
     for name in args.names or PACKAGED:
         if not args.names:
@@ -121,8 +121,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
-    from .benchconfig import load_bench_config
+    from culturemanager.bench.config import load_bench_config
+    from culturemanager.bench.run import bench
 
     cfg = load_bench_config(args.config, args.set, quick=args.quick)
     command = " ".join(["culturemanager bench", str(args.config)] + (["--quick"] if args.quick else [])

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config, dump_config
-from .llm import CachedLLM, make_backend
-from .records import write_json
-from .rundir import STAGES, RunDir, library_versions
+from culturemanager.backends.llm import CachedLLM, make_backend
+from culturemanager.config import Config, dump_config
+from culturemanager.records import write_json
+from culturemanager.rundir import STAGES, RunDir, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +53,27 @@ class Run:
 
 
 def _queries(r: Run) -> dict:
-    from .queries import generate_queries
+    from culturemanager.stages.queries import generate_queries
     return generate_queries(r.cfg, r.rd, r.llm)[1]
 
 
 def _search(r: Run) -> dict:
-    from .search import search
+    from culturemanager.stages.search import search
     return search(r.cfg, r.rd, r.llm)[1]
 
 
 def _synthesize(r: Run) -> dict:
-    from .synthesize import synthesize
+    from culturemanager.stages.synthesize import synthesize
     return synthesize(r.cfg, r.rd, r.llm)[1]
 
 
 def _train(r: Run) -> dict:
-    from .train import train
+    from culturemanager.stages.train import train
     return train(r.cfg, r.rd, r.progress)
 
 
 def _route(r: Run) -> dict:
-    from .route import write_router
+    from culturemanager.stages.route import write_router
     router = write_router(r.cfg, r.rd)
     return {"options": router.options, "adapters": {c: bool(p) for c, p in router.adapters.items()},
             "enabled": router.enabled}
@@ -83,7 +83,7 @@ def _predict(r: Run) -> dict:
     if not r.cfg.predict.inputs:
         log.info("no predict.inputs in the config: prediction skipped")
         return {"skipped": "no predict.inputs"}
-    from .predict import predict
+    from culturemanager.stages.predict import predict
     return predict(r.cfg, r.rd, progress=r.progress)[1]
 
 

@@ -13,8 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from .config import Culture, SynthesisConfig, Task
-from .records import Mode
+from culturemanager.config import Culture, SynthesisConfig, Task
+from culturemanager.records import Mode
 
 LANGUAGE_NAMES = {"ar": "Arabic", "bn": "Bengali", "zh": "Chinese", "es": "Spanish", "tr": "Turkish",
                   "en": "English", "de": "German", "el": "Greek", "ko": "Korean", "pt": "Portuguese",

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .records import write_json
+from culturemanager.records import write_json
 
 STAGES = ("queries", "search", "synthesize", "train", "route", "predict")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .rundir import RunDir
+from culturemanager.rundir import RunDir
 
 
 def summary_rows(manifest: dict) -> list[tuple[str, str, str]]:

@@ -9,8 +9,10 @@ no value for the culture: an unknown value is an error or a silent no-op there, 
 - `searxng_locale`: {"language": "es-ES"} (or "es" without a country).
 - `ddgs_region`:    "es-es" in DuckDuckGo's region codes (gb -> uk-en, ja -> jp-jp, Arabic -> xa-ar; else wt-wt).
 
-Use: `from culturemanager.locales import brave_locale; params.update(brave_locale(culture))`; or try one:
-`python -c "from culturemanager.config import Culture; from culturemanager.locales import ddgs_region;
+Use: `from culturemanager.backends.retrieval.locales import brave_locale;
+params.update(brave_locale(culture))`; or try one:
+`python -c "from culturemanager.config import Culture;
+from culturemanager.backends.retrieval.locales import ddgs_region;
 print(ddgs_region(Culture(name='x', country='gb', language='en')))"` prints uk-en.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Culture
+    from culturemanager.config import Culture
 
 
 def tavily_locale(culture: Culture | None) -> dict[str, str]:

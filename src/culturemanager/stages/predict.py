@@ -18,14 +18,14 @@ from collections import Counter
 
 import torch
 
-from .config import Config, DataFile, Task
-from .evaluate import accuracy, f1_for, macro_f1
-from .inputs import InputRow, read_rows
-from .prompts import split_task_template
-from .records import Prediction, sha1_text, write_json, write_jsonl
-from .route import Router, read_router, route
-from .rundir import RunDir
-from .target import BASE, encode, generate, load_target, option_ids, score_options
+from culturemanager.backends.target import BASE, encode, generate, load_target, option_ids, score_options
+from culturemanager.config import Config, DataFile, Task
+from culturemanager.datafiles import InputRow, read_rows
+from culturemanager.metrics import accuracy, f1_for, macro_f1
+from culturemanager.prompts import split_task_template
+from culturemanager.records import Prediction, sha1_text, write_json, write_jsonl
+from culturemanager.rundir import RunDir
+from culturemanager.stages.route import Router, read_router, route
 
 log = logging.getLogger(__name__)
 

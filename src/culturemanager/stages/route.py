@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import Config
-from .prompts import split_router_template
-from .records import write_json
-from .rundir import RunDir
-from .target import BASE, encode, option_ids, score_options
+from culturemanager.backends.target import BASE, encode, option_ids, score_options
+from culturemanager.config import Config
+from culturemanager.prompts import split_router_template
+from culturemanager.records import write_json
+from culturemanager.rundir import RunDir
 
 OTHERS = "Others"
 

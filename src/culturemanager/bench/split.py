@@ -1,7 +1,7 @@
 """The paper's protocol split: per task, a seeded stratified share of the inputs (without labels) becomes the
 task's demonstrations, the rest the test set, optionally capped (stratified) to bound CPU time.
 
-Run: imported by the benchmark; `python -m culturemanager.split` prints an example split.
+Run: imported by the benchmark; `python -m culturemanager.bench.split` prints an example split.
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, TargetConfig, TrainConfig
-from .prompts import split_task_template
-from .records import Sample, read_jsonl, write_json
-from .rundir import RunDir, library_versions
-from .target import encode, load_target, load_tokenizer, option_ids
+from culturemanager.backends.target import encode, load_target, load_tokenizer, option_ids
+from culturemanager.config import Config, TargetConfig, TrainConfig
+from culturemanager.prompts import split_task_template
+from culturemanager.records import Sample, read_jsonl, write_json
+from culturemanager.rundir import RunDir, library_versions
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from .config import (
+from culturemanager.config import (
     ConfigError,
     LLMConfig,
     QueriesConfig,

@@ -8,7 +8,8 @@ Tokenization is script-aware without any segmenter: words for alphabetic scripts
 Bengali...), character unigrams + bigrams for Chinese, Japanese and Korean.
 
 Run it:
-    python -m culturemanager.retrieve CORPUS_DIR [MORE_PATHS...] "kimchi side dish" -k 5 [--index-dir DIR]
+    python -m culturemanager.backends.retrieval.bm25 CORPUS_DIR [MORE_PATHS...] "kimchi side dish" -k 5 \
+        [--index-dir DIR]
 e.g. CORPUS_DIR = ../shared/data/narratives (English Wikipedia "Culture of X" texts).
 """
 
@@ -375,7 +376,7 @@ def _hard_split(sentence: str, max_chars: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m culturemanager.retrieve",
+    ap = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.bm25",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", type=Path, nargs="+", help="corpus files or folders")
     ap.add_argument("query")

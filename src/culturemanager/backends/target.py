@@ -9,7 +9,7 @@ Scoring picks among fixed options by their log-likelihood after the prompt (neve
 always valid. All `prompts x options` sequences go through the model in batches; with a PEFT model holding
 several adapters, each sequence can use its own adapter (peft's `adapter_names`, "__base__" for none).
 
-Run: `python -m culturemanager.target MODEL "prompt text" opt1 opt2` prints the option scores.
+Run: `python -m culturemanager.backends.target MODEL "prompt text" opt1 opt2` prints the option scores.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TargetConfig
-from .models import resolve_hf
+from culturemanager.backends.models import resolve_hf
+from culturemanager.config import TargetConfig
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

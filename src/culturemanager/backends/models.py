@@ -10,7 +10,7 @@ A model setting is one of:
 
 The cache is `$CULTUREMANAGER_CACHE` or `~/.cache/culturemanager`.
 
-Run: `python -m culturemanager.models gemma3-270m` prints the resolved folder (and builds it if needed).
+Run: `python -m culturemanager.backends.models gemma3-270m` prints the resolved folder (and builds it if needed).
 """
 
 from __future__ import annotations

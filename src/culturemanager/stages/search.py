@@ -17,12 +17,12 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from .config import Config, Culture
-from .llm import CachedLLM, ChatRequest
-from .prompts import build_summary_messages, language_name, parse_citations, parse_summary
-from .records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
-from .retrieve import Retriever
-from .rundir import RunDir
+from culturemanager.backends.llm import CachedLLM, ChatRequest
+from culturemanager.backends.retrieval.bm25 import Retriever
+from culturemanager.config import Config, Culture
+from culturemanager.prompts import build_summary_messages, language_name, parse_citations, parse_summary
+from culturemanager.records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
+from culturemanager.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
     if name == "local":
         if not cfg.search.corpus:
             raise ValueError("search.corpus is empty: name at least one folder or file of the local corpus")
-        from .dense import build_retriever
+        from culturemanager.backends.retrieval.dense import build_retriever
 
         return build_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index, cfg.search.retrieval)
-    from .websearch import make_web_retriever
+    from culturemanager.backends.retrieval.web import make_web_retriever
 
     fetcher = None
     if cfg.search.fetch.enabled:
-        from .fetch import SafeFetcher
+        from culturemanager.backends.retrieval.fetch import SafeFetcher
 
         fetcher = SafeFetcher(cfg.search.fetch, rd.root / "cache" / "pages")
     return CachedSearch(make_web_retriever(name, cfg.search.web, fetcher), rd.root / "cache" / "search.jsonl")

@@ -23,7 +23,7 @@ locales.py maps a culture to each API's codes (only values the API knows; ja -> 
 `api_key_env` names another variable for the key. Keys are registered with llm._SECRETS and never logged.
 
 Run it:
-    python -m culturemanager.websearch BACKEND "query" [--country es --language es] [-k 5] [--base-url URL]
+    python -m culturemanager.backends.retrieval.web BACKEND "query" [--country es --language es] [-k 5] [--base-url URL]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .llm import _SECRETS, _redact
-from .locales import (  # the tables stay importable from here
+from culturemanager.backends.llm import _SECRETS, _redact
+from culturemanager.backends.retrieval.bm25 import Retriever, new_usage
+from culturemanager.backends.retrieval.locales import (  # the tables stay importable from here
     BRAVE_COUNTRIES,  # noqa: F401
     BRAVE_LANGUAGES,  # noqa: F401
     DDGS_REGIONS,  # noqa: F401
@@ -55,11 +56,10 @@ from .locales import (  # the tables stay importable from here
     serper_locale,
     tavily_locale,
 )
-from .records import Document
-from .retrieve import Retriever, new_usage
+from culturemanager.records import Document
 
 if TYPE_CHECKING:
-    from .config import Culture, WebSearchConfig
+    from culturemanager.config import Culture, WebSearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -409,9 +409,10 @@ def _endpoint(base_url: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    from .config import Culture, WebSearchConfig
+    from culturemanager.config import Culture, WebSearchConfig
 
-    p = argparse.ArgumentParser(prog="python -m culturemanager.websearch", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.web",
+                                description=__doc__.split("\n")[0])
     p.add_argument("backend", choices=list(BACKENDS))
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)

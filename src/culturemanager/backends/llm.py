@@ -10,7 +10,7 @@ Backends (`BACKENDS` below, chosen by `generator.backend`):
 seed); a cached answer is returned without a call, so a re-run or a resumed run repeats no finished call. Every
 request, cached or not, is appended to `calls.jsonl`.
 
-Run: `python -m culturemanager.llm MODEL "prompt"` answers one prompt with the local backend.
+Run: `python -m culturemanager.backends.llm MODEL "prompt"` answers one prompt with the local backend.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from rich.progress import MofNCompleteColumn, Progress
 
-from .config import LLMConfig
-from .records import CallRecord
+from culturemanager.config import LLMConfig
+from culturemanager.records import CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class LocalBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .models import resolve_hf
+        from culturemanager.backends.models import resolve_hf
 
         path, local = resolve_hf(self.cfg.model)
         if self.cfg.threads:
@@ -280,7 +280,7 @@ class LocalBackend:
         except ImportError:
             raise BackendError("engine = 'llama_cpp' needs llama-cpp-python: "
                                "CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install 'culturemanager[llamacpp]'") from None
-        from .models import resolve_gguf
+        from culturemanager.backends.models import resolve_gguf
 
         llm = Llama(model_path=str(resolve_gguf(self.cfg.model)), n_ctx=4096, n_threads=self.cfg.threads,
                     verbose=False)

@@ -4,7 +4,7 @@ JSONL (one object per line), CSV (with a header row) or plain text (one input pe
 a missing field or a non-text value is an `InputFileError` naming the file and the line; an empty file is an
 error too, since a task with no demonstrations cannot be specified.
 
-Run: `python -m culturemanager.inputs FILE [TEXT_FIELD]` prints how many rows it reads.
+Run: `python -m culturemanager.datafiles FILE [TEXT_FIELD]` prints how many rows it reads.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DataFile
+from culturemanager.config import DataFile
 
 
 class InputFileError(ValueError):

@@ -24,7 +24,8 @@ through `check_url` again with this run's config (a page cached under `allow_pri
 `usage` counts: requests (HTTP requests sent, every redirect hop), cached, ok (pages fetched), errors
 (FetchErrors raised), blocked (of those, blocked addresses), truncated. `cfg.enabled` is for the caller.
 
-Run: `python -m culturemanager.fetch URL [--allow-private]` prints the title, language and first 500 characters.
+Run: `python -m culturemanager.backends.retrieval.fetch URL [--allow-private]` prints the title, language and
+first 500 characters.
 """
 
 from __future__ import annotations
@@ -48,14 +49,14 @@ from typing import Any
 
 import httpx
 
-from .config import FetchConfig
-from .pagetext import (  # used by _read, and still importable from here
+from culturemanager.backends.retrieval.pagetext import (  # used by _read, and still importable from here
     decode_body,
     detect_language,
     extract_text,
     html_title,
     parse_content_type,
 )
+from culturemanager.config import FetchConfig
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +363,8 @@ def _host_key(url: str) -> str:
 # ------------------------------------------------------------------------------------------------ CLI
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m culturemanager.fetch", description="Fetch one page safely.")
+    ap = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.fetch",
+                                 description="Fetch one page safely.")
     ap.add_argument("url")
     ap.add_argument("--allow-private", action="store_true", help="allow loopback and private addresses")
     args = ap.parse_args(argv)

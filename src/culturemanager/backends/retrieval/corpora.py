@@ -11,7 +11,8 @@ Two sources, both in English (see ../shared/data/README.md):
 Entry point: `load_offline_corpora(data_dir, which=("narratives", "factbook")) -> list[Document]`, in a
 fixed order with unique ids. The data folder is found through CULTUREMANAGER_DATA (`data_dir()`).
 
-Run: `python -m culturemanager.corpora OUT.jsonl [--which narratives factbook]` writes the passages as a
+Run: `python -m culturemanager.backends.retrieval.corpora OUT.jsonl [--which narratives factbook]`
+writes the passages as a
 JSONL corpus file that `search.corpus` (and `retrieve.load_corpus`) reads as it is.
 """
 
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from culturemanager.backends.retrieval.bm25 import html_to_text, split_passages
 from culturemanager.records import Document, write_jsonl
-from culturemanager.retrieve import html_to_text, split_passages
 
 # Folders of the factbook that hold no country: the category list, the oceans and the world as a whole.
 FACTBOOK_SKIP_FOLDERS = frozenset({"meta", "oceans", "world"})
@@ -164,7 +165,8 @@ LOADERS: dict[str, Callable[[Path], list[Document]]] = {"narratives": load_narra
 # ---------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m culturemanager.corpora", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.corpora",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="JSONL file to write (one passage per line)")
     ap.add_argument("--which", nargs="+", default=list(LOADERS), choices=list(LOADERS))
     ap.add_argument("--data-dir", type=Path, help="default: $CULTUREMANAGER_DATA")

@@ -9,7 +9,7 @@ Pure functions of the bytes or the decoded string; no network. fetch.SafeFetcher
 - `detect_language(text)`: ISO 639-1 code from py3langid, None when unsure.
 Heavy libraries (trafilatura, charset_normalizer, py3langid) are imported on first use.
 
-Use: `from culturemanager.pagetext import decode_body, extract_text, detect_language`, e.g.
+Use: `from culturemanager.backends.retrieval.pagetext import decode_body, extract_text, detect_language`, e.g.
 `detect_language(extract_text(decode_body(raw, None, html=True)))`.
 """
 

@@ -14,7 +14,7 @@ stays in `index_dir` (retrieve.build_local_retriever); the passage embeddings go
 (embeddings.npy + meta.json) and are reused while the passages and the embedder are unchanged.
 
 Run it:
-    python -m culturemanager.dense CORPUS_DIR [MORE_PATHS...] "comida típica de España" -k 5 \
+    python -m culturemanager.backends.retrieval.dense CORPUS_DIR [MORE_PATHS...] "comida típica de España" -k 5 \
         --index-dir DIR [--mode hybrid]
 """
 
@@ -32,8 +32,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from culturemanager.backends.retrieval.bm25 import (
+    BM25Retriever,
+    Retriever,
+    build_local_retriever,
+    corpus_fingerprint,
+    new_usage,
+)
 from culturemanager.records import Document, write_json
-from culturemanager.retrieve import BM25Retriever, Retriever, build_local_retriever, corpus_fingerprint, new_usage
 
 if TYPE_CHECKING:
     from culturemanager.config import Culture
@@ -250,7 +256,8 @@ def _save(folder: Path, embeddings: np.ndarray, meta: dict) -> None:
 # ---------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m culturemanager.dense", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.dense",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", type=Path, nargs="+", help="corpus files or folders")
     ap.add_argument("query")
     ap.add_argument("-k", type=int, default=5)

@@ -18,12 +18,11 @@ import logging
 import random
 from collections import Counter
 
-from .config import Config, Task
-from .inputs import read_texts
-from .llm import CachedLLM, ChatRequest
-from .prompts import build_synthesis_messages, parse_samples
-from .queries import demonstrations_by_culture
-from .records import (
+from culturemanager.backends.llm import CachedLLM, ChatRequest
+from culturemanager.config import Config, Task
+from culturemanager.datafiles import read_texts
+from culturemanager.prompts import build_synthesis_messages, parse_samples
+from culturemanager.records import (
     DroppedSample,
     Material,
     Provenance,
@@ -34,7 +33,8 @@ from .records import (
     stable_seed,
     write_jsonl,
 )
-from .rundir import RunDir
+from culturemanager.rundir import RunDir
+from culturemanager.stages.queries import demonstrations_by_culture
 
 log = logging.getLogger(__name__)
 

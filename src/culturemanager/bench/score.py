@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 
-from .evaluate import accuracy, c_spec, confusion, f1_for, macro_f1
+from culturemanager.metrics import accuracy, c_spec, confusion, f1_for, macro_f1
 
 METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate")
 

@@ -5,7 +5,7 @@
 become silent wrong numbers: a raw label that is neither positive nor negative is an error naming file and line;
 a row whose text is not text (one Bengali row holds a number) and repeated texts are skipped and counted.
 
-Run: `python -m culturemanager.benchtasks [TASKS.json]` prints each task's rows, labels and skips.
+Run: `python -m culturemanager.bench.tasks [TASKS.json]` prints each task's rows, labels and skips.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .records import normalize_text
+from culturemanager.records import normalize_text
 
 
 class BenchTask(BaseModel):

@@ -5,7 +5,7 @@ router_confusion.png and f1_by_task.png (a plot whose data is missing is skipped
 matplotlib is imported only when a plot is drawn (the `bench` extra). Partial runs have missing or null keys:
 they render as "–" instead of failing.
 
-Run: called by `culturemanager bench`; `python -m culturemanager.benchreport RESULTS.json [OUT_DIR]` re-renders a
+Run: called by `culturemanager bench`; `python -m culturemanager.bench.report RESULTS.json [OUT_DIR]` re-renders a
 report from an existing results.json (OUT_DIR defaults to the json's folder).
 """
 
@@ -88,7 +88,7 @@ def paper(r: dict) -> str:
     if not p:
         return ("## The paper's numbers\n\nThe paper's numbers were not available offline. To show them here, write "
                 "them as JSON ({source, paper, model, metric, tasks, rows: {method: {task: number}}, notes}) and "
-                "re-render: `python -m culturemanager.benchreport results.json --paper table1.json`.")
+                "re-render: `python -m culturemanager.bench.report results.json --paper table1.json`.")
     cols = p.get("tasks") or []
     rows = [[name] + [show(vals.get(c)) for c in cols] for name, vals in (p.get("rows") or {}).items()]
     lines = ["## The paper's numbers (reference only)", "",

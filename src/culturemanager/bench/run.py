@@ -25,17 +25,24 @@ from pathlib import Path
 
 import torch
 
-from .benchconfig import BenchConfig
-from .benchdata import TaskData, chat_examples, pipeline_config, split_task, task_example
-from .benchreport import paper_numbers, write_report
-from .benchscore import aggregate, c_spec_summary, culture_matrix, routed_labels, router_summary, task_scores
-from .benchtasks import TasksFile, load_tasks
-from .config import Task
-from .prompts import split_task_template
-from .records import Sample, read_jsonl, write_json
-from .rundir import library_versions, safe_name
-from .target import BASE, encode, load_target, load_tokenizer, option_ids, score_options
-from .train import META, Example, adapter_is_current, fit_adapter
+from culturemanager.backends.target import BASE, encode, load_target, load_tokenizer, option_ids, score_options
+from culturemanager.bench.config import BenchConfig
+from culturemanager.bench.data import TaskData, chat_examples, pipeline_config, split_task, task_example
+from culturemanager.bench.report import paper_numbers, write_report
+from culturemanager.bench.score import (
+    aggregate,
+    c_spec_summary,
+    culture_matrix,
+    routed_labels,
+    router_summary,
+    task_scores,
+)
+from culturemanager.bench.tasks import TasksFile, load_tasks
+from culturemanager.config import Task
+from culturemanager.prompts import split_task_template
+from culturemanager.records import Sample, read_jsonl, write_json
+from culturemanager.rundir import library_versions, safe_name
+from culturemanager.stages.train import META, Example, adapter_is_current, fit_adapter
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +147,7 @@ class Bench:
             self.tasks.append(split_task(spec, self.tf.prompt_template, self.cfg, self.root))
 
     def pipeline(self) -> None:
-        from .pipeline import Run
+        from culturemanager.pipeline import Run
 
         cfg = pipeline_config(self.cfg, self.ok_tasks, self.root / "pipeline")
         run = Run(cfg, progress=self.progress)
@@ -287,7 +294,7 @@ class Bench:
         return next(path for job, path in self.adapters.items() if path and job.slug == slug)
 
     def route_all(self, model, tok) -> dict[str, list[str]]:
-        from .route import OTHERS, Router, route
+        from culturemanager.stages.route import OTHERS, Router, route
 
         options = self.router_options = self.cultures + ([OTHERS] if self.cfg.router.others else [])
         router = Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length,
@@ -362,7 +369,7 @@ class Bench:
     def contamination(self) -> dict | None:
         if not self.samples:
             return None
-        from .synthesize import LeakIndex
+        from culturemanager.stages.synthesize import LeakIndex
 
         index = LeakIndex([x for t in self.ok_tasks for x, _ in t.test], self.cfg.synthesis.leakage_ngram)
         kept = [s for c in self.cultures for s in self.samples.get(c, [])]

@@ -14,12 +14,12 @@ import logging
 import random
 from collections import Counter
 
-from .config import Config, Culture, Task
-from .inputs import read_rows
-from .llm import CachedLLM, ChatRequest
-from .prompts import build_query_messages, parse_queries
-from .records import Mode, Query, sha1_text, stable_seed, write_jsonl
-from .rundir import RunDir
+from culturemanager.backends.llm import CachedLLM, ChatRequest
+from culturemanager.config import Config, Culture, Task
+from culturemanager.datafiles import read_rows
+from culturemanager.prompts import build_query_messages, parse_queries
+from culturemanager.records import Mode, Query, sha1_text, stable_seed, write_jsonl
+from culturemanager.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .benchconfig import BenchConfig
-from .benchtasks import BenchTask, read_task_rows
-from .config import Config, Task
-from .prompts import split_task_template
-from .rundir import safe_name
-from .split import stratified_split
-from .target import encode, option_ids
-from .train import Example
+from culturemanager.backends.target import encode, option_ids
+from culturemanager.bench.config import BenchConfig
+from culturemanager.bench.split import stratified_split
+from culturemanager.bench.tasks import BenchTask, read_task_rows
+from culturemanager.config import Config, Task
+from culturemanager.prompts import split_task_template
+from culturemanager.rundir import safe_name
+from culturemanager.stages.train import Example
 
 log = logging.getLogger(__name__)
 
