@@ -21,10 +21,10 @@ from culturemanager.backends.llm import (
     Completion,
     FakeBackend,
     OpenAIBackend,
-    _redact,
     load_cache,
     make_backend,
 )
+from culturemanager.backends.secrets import redact
 from culturemanager.config import Culture, LLMConfig, Task
 from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import CallRecord
@@ -169,8 +169,8 @@ def test_backend_error_gives_none_counted_logged_not_cached(tmp_path, caplog):
     ("Authorization: Bearer abcdef123456", "Authorization: Bearer ***"),
     ("no secrets here, sk-ab short", "no secrets here, sk-ab short"),
 ])
-def test_redact(text, expected):
-    assert _redact(text) == expected
+def testredact(text, expected):
+    assert redact(text) == expected
 
 
 # ------------------------------------------------------------------------------------------- FakeBackend

@@ -313,14 +313,14 @@ def test_missing_key_names_the_variable(name, env, monkeypatch):
         make_web_retriever(name, WebSearchConfig(api_key_env="MY_KEY"))
 
 
-def test_custom_key_variable_is_used_and_redacted(api, monkeypatch):
-    from culturemanager.backends.llm import _redact
+def test_custom_key_variable_is_used_andredacted(api, monkeypatch):
+    from culturemanager.backends.secrets import redact
 
     monkeypatch.setenv("OTHER_SERPER", "abcdefgh-secret-9")
     api.script((200, serper_body(RESULTS)))
     make_web_retriever("serper", WebSearchConfig(base_url=api.url, api_key_env="OTHER_SERPER")).search("q", 5)
     assert api.requests[0].headers["x-api-key"] == "abcdefgh-secret-9"
-    assert "abcdefgh-secret-9" not in _redact("boom abcdefgh-secret-9")
+    assert "abcdefgh-secret-9" not in redact("boom abcdefgh-secret-9")
 
 
 def test_searxng_needs_base_url():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 
 from rich.progress import MofNCompleteColumn, Progress
 
+from culturemanager.backends.secrets import redact, secret_from_env
 from culturemanager.config import LLMConfig
 from culturemanager.records import CallRecord
 
@@ -149,13 +149,13 @@ class CachedLLM:
         rec = CallRecord(stage=stage, model=self.backend.name, prompt_hash=r.prompt_hash(),
                          latency_s=round(latency, 3), prompt_tokens=c.prompt_tokens if c else None,
                          completion_tokens=c.completion_tokens if c else None, outcome=outcome,
-                         error=_redact(repr(err)) if err else None, time=time.time())
+                         error=redact(repr(err)) if err else None, time=time.time())
         with self._lock:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(rec.model_dump_json() + "\n")
         if err:
-            log.warning("LLM call failed in %s: %s", stage, _redact(str(err))[:300])
+            log.warning("LLM call failed in %s: %s", stage, redact(str(err))[:300])
 
 
 def load_cache(path: Path) -> dict[str, dict[str, Any]]:
@@ -172,19 +172,6 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return cache
 
 
-_SECRETS: set[str] = set()  # keys read by backends in this process, removed from anything logged
-
-
-def _redact(text: str) -> str:
-    """Never let a key reach a log: known key shapes, and the values of every *_KEY / *_TOKEN variable."""
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    for name, value in os.environ.items():
-        if len(value) >= 8 and name.upper().endswith(("_KEY", "_TOKEN", "_SECRET")):
-            text = text.replace(value, "***")
-    return re.sub(r"(sk-|Bearer\s+)[A-Za-z0-9_\-\.]{6,}", r"\1***", text)
-
-
 # ------------------------------------------------------------------------------------------ backends
 
 def make_backend(cfg: LLMConfig) -> LLMBackend:
@@ -198,14 +185,12 @@ class OpenAIBackend:
     def __init__(self, cfg: LLMConfig):
         from openai import OpenAI
 
-        key = os.environ.get(cfg.api_key_env)
+        key = secret_from_env(cfg.api_key_env)
         if not key:
             if cfg.base_url is None:
                 raise BackendError(f"the openai backend needs an API key in the environment variable "
                                    f"{cfg.api_key_env} (set generator.api_key_env to use another one)")
             key = "none"  # local servers (vLLM, Ollama, llama.cpp) usually accept any key
-        else:
-            _SECRETS.add(key)
         self.cfg = cfg
         self.parallel = max(1, cfg.concurrency)
         self.name = cfg.model if cfg.base_url is None else f"{cfg.model}@{cfg.base_url}"

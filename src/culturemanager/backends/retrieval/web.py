@@ -20,7 +20,7 @@ Backends (`BACKENDS` below); `base_url` replaces the API root, the path shown is
 - ddgs:    no key; the `ddgs` package (DuckDuckGo and other engines; no base_url). Locale: region=es-es.
            Domains: site: / -site: operators.
 locales.py maps a culture to each API's codes (only values the API knows; ja -> jp, gb -> uk-en, ...).
-`api_key_env` names another variable for the key. Keys are registered with llm._SECRETS and never logged.
+`api_key_env` names another variable for the key. Keys are registered with backends.secrets and never logged.
 
 Run it:
     python -m culturemanager.backends.retrieval.web BACKEND "query" [--country es --language es] [-k 5] [--base-url URL]
@@ -43,7 +43,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from culturemanager.backends.llm import _SECRETS, _redact
 from culturemanager.backends.retrieval.bm25 import Retriever, new_usage
 from culturemanager.backends.retrieval.locales import (  # the tables stay importable from here
     BRAVE_COUNTRIES,  # noqa: F401
@@ -56,6 +55,7 @@ from culturemanager.backends.retrieval.locales import (  # the tables stay impor
     serper_locale,
     tavily_locale,
 )
+from culturemanager.backends.secrets import redact, remember
 from culturemanager.records import Document
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ def _new_usage() -> dict[str, int]:
 def _failed(backend: Any, why: str) -> list[Document]:
     """Count and log a failed query; the run goes on without its documents."""
     backend.usage["errors"] += 1
-    log.warning("%s search failed, query skipped: %s", backend.name, _redact(why))
+    log.warning("%s search failed, query skipped: %s", backend.name, redact(why))
     return []
 
 
@@ -397,8 +397,7 @@ def _key(env: str) -> str:
     if not key:
         raise WebSearchError(f"no API key: set the environment variable {env} (or search.web.api_key_env "
                              "to name another one)")
-    _SECRETS.add(key)
-    return key
+    return remember(key)
 
 
 def _endpoint(base_url: str, path: str) -> str:
