@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from culturemanager.backends.target import load_target
-from culturemanager.bench.data import task_example
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import TargetConfig, Task, TrainConfig
-from culturemanager.stages.train import lora_config, train_step
+from culturemanager.stages.train import lora_config, train_step, training_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))
@@ -60,7 +59,7 @@ def main() -> None:
         spec = next(t for t in tf.tasks if t.id == task_id)
         task = Task(id=spec.id, label=spec.task, template=tf.prompt_template)
         rows = read_task_rows(spec, DATA)
-        examples = [task_example(tok, task, x, y, target.max_length) for x, y in zip(rows.texts, rows.labels)]
+        examples = [training_example(tok, task, x, y, target.max_length)[0] for x, y in zip(rows.texts, rows.labels)]
         for bs in (2, 4):
             times: dict[str, list[float]] = {"answer_span": [], "full_logits": []}
             for k in range(REPEATS + 1):  # the first round warms up and is not counted

@@ -172,8 +172,11 @@ def test_bench_rerun_resumes_without_training_or_scoring_again(bench_run, monkey
     def fail(*a, **k):
         raise AssertionError("finished work was redone")
 
+    from culturemanager.engine import Engine
+
     monkeypatch.setattr(bench_mod, "fit_adapter", fail)
-    monkeypatch.setattr(bench_mod, "p_positive", fail)
+    monkeypatch.setattr(Engine, "label_probs", fail)
+    monkeypatch.setattr(Engine, "option_scores", fail)
     assert main(["bench", str(cfg), "--no-progress"]) == 0
     after = json.loads((root / "out" / "results.json").read_text())
     assert [m["overall"] for m in after["methods"]] == [m["overall"] for m in before["methods"]]

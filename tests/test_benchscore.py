@@ -46,10 +46,14 @@ def test_aggregate_averages_cultures_within_a_seed_then_spreads_over_seeds():
 
 
 def test_routed_labels_take_the_routed_cultures_adapter_or_the_base_model():
-    by_culture = {"A": [0.9, 0.9, 0.9, 0.9], "B": [0.1, 0.1, 0.1, 0.1]}
-    base = [0.5, 0.6, 0.7, 0.8]
+    from culturemanager.records import BASE
+    from culturemanager.stages.route import Router
+
+    router = Router(True, ["A", "B", "C", "Others"], "{input}", {"A": "a/", "B": "b/", "C": None}, 64)
+    by_adapter = {"A": [0.9, 0.9, 0.9, 0.9], "B": [0.1, 0.1, 0.1, 0.1], BASE: [0.5, 0.6, 0.7, 0.8]}
     # "C" has no adapter and "Others" means none: both fall back to the base model's answer
-    assert routed_labels(by_culture, base, ["A", "B", "Others", "C"]) == [0.9, 0.1, 0.7, 0.8]
+    rows = [router.adapter_for(c) for c in ["A", "B", "Others", "C"]]
+    assert routed_labels(by_adapter, rows) == [0.9, 0.1, 0.7, 0.8]
 
 
 def test_router_summary_accuracy_per_task_and_confusion():

@@ -7,8 +7,8 @@ import torch
 
 from culturemanager import load_config
 from culturemanager.backends.target import BASE, encode, load_target, option_ids, score_options
+from culturemanager.engine import Engine
 from culturemanager.pipeline import Run
-from culturemanager.stages.predict import load_with_adapters
 from culturemanager.stages.route import read_router, route, write_router
 
 
@@ -29,7 +29,8 @@ def test_mixed_adapter_batch_equals_one_adapter_at_a_time(task_config):
     run = Run(cfg, progress=False)
     random_adapters(cfg, run.rd)
     router = write_router(cfg, run.rd)
-    model, tok = load_with_adapters(cfg, router)
+    engine = Engine.load(cfg.target, {c: p for c, p in router.adapters.items() if p})
+    model, tok = engine.model, engine.tok
     texts = ["Los catalanes son tacaños", "Defol git buradan", "Me encanta la paella", "Çay ister misin?"]
     prompts = [encode(tok, "Sentence: ", t, " Response: ", 64).ids for t in texts]
     opts = option_ids(tok, ["0", "1"])
@@ -49,9 +50,10 @@ def test_router_always_returns_a_valid_option(task_config):
     cfg = load_config(task_config)
     run = Run(cfg, progress=False)
     router = write_router(cfg, run.rd)
-    model, tok = load_target(cfg.target)
+    engine = Engine.load(cfg.target)
     texts = ["hola", "merhaba", "x" * 5000, "١٢٣ مرحبا", "你好"]
-    choice, scores, truncated = route(model, tok, router, texts)
+    r = route(engine, router, texts)
+    choice, scores, truncated = r.cultures, r.scores, r.truncated
     assert set(choice) <= {"Spanish", "Turkish", "Others"}
     assert all(set(s) == {"Spanish", "Turkish", "Others"} for s in scores)
     assert all(c == max(s, key=s.get) for c, s in zip(choice, scores))
@@ -125,7 +127,6 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
     nothing no longer picks the option the model leans to; the choice is the argmax of the calibrated scores."""
     from dataclasses import replace
 
-    from culturemanager.prompts import split_router_template
     from culturemanager.stages.route import CONTENT_FREE, prior
 
     assert not load_config(task_config, ["router.calibrate=false"]).router.calibrate
@@ -133,16 +134,92 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
     run = Run(cfg, progress=False)
     router = write_router(cfg, run.rd)
     assert router.calibrate and read_router(run.rd).calibrate
-    model, tok = load_target(cfg.target)
+    engine = Engine.load(cfg.target)
     texts = ["hola amigos", "merhaba arkadaşlar", "N/A"]
-    raw_choice, raw, _ = route(model, tok, replace(router, calibrate=False), texts)
-    cal_choice, cal, _ = route(model, tok, router, texts)
-    prefix, suffix = split_router_template(router.template, router.options)
-    opts = option_ids(tok, [" " + o for o in router.options])
-    p = prior(model, tok, router, prefix, suffix, opts)[0]
+    raw_r, cal_r = route(engine, replace(router, calibrate=False), texts), route(engine, router, texts)
+    raw_choice, raw, cal_choice, cal = raw_r.cultures, raw_r.scores, cal_r.cultures, cal_r.scores
+    p = prior(engine, router)[0]
     assert p.shape == (len(router.options),) and len(CONTENT_FREE) == 3
     for r, c in zip(raw, cal):
         for k, o in enumerate(router.options):
             assert c[o] == pytest.approx(r[o] - float(p[k]), abs=2e-4)
     assert all(ch == max(s, key=s.get) for ch, s in zip(cal_choice, cal))
     assert all(ch == max(s, key=s.get) for ch, s in zip(raw_choice, raw))
+
+
+def test_calibration_prior_is_computed_once_per_engine_not_per_batch(task_config):
+    cfg = load_config(task_config)
+    router = write_router(cfg, Run(cfg, progress=False).rd)
+    engine = Engine.load(cfg.target)
+    calls = []
+    real = engine.option_scores
+    engine.option_scores = lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k)
+    for texts in (["hola"], ["merhaba", "hi"], ["ciao"]):
+        route(engine, router, texts)
+    # three batches of texts, and the three content-free texts scored once
+    assert calls == [1, 3, 2, 1]
+
+
+def test_a_killed_predict_resumes_and_ends_as_an_uninterrupted_one(task_config, monkeypatch):
+    import json
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    run.stage("predict")
+    whole = run.rd.predictions.read_bytes()
+    run.rd.predictions.unlink()
+    run.rd.metrics.unlink()
+
+    real, seen = Engine.label_probs, []
+
+    def dies_on_the_second_batch(self, task, texts, *a, **k):
+        seen.append(list(texts))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(self, task, texts, *a, **k)
+
+    monkeypatch.setattr(Engine, "label_probs", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run.stage("predict")
+    partial = run.rd.root / "predictions.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 1 + len(seen[0])  # the key line and the first batch
+    assert not run.rd.predictions.exists() and not run.rd.metrics.exists()
+
+    seen.clear()
+    monkeypatch.setattr(Engine, "label_probs", lambda self, task, texts, *a, **k: seen.append(list(texts))
+                        or real(self, task, texts, *a, **k))
+    run.stage("predict")
+    assert len(seen) == 1 and sum(map(len, seen)) == 5 - cfg.target.batch_size  # only the unfinished batch
+    assert run.rd.predictions.read_bytes() == whole and not partial.exists()
+    metrics = json.loads(run.rd.metrics.read_text())
+    import hashlib
+    assert metrics["predictions_sha256"] == hashlib.sha256(whole).hexdigest()
+
+
+def test_a_gold_label_outside_the_label_set_stops_before_any_model_runs(task_config, monkeypatch):
+    from culturemanager.datafiles import InputFileError
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    run.stage("route")
+    rows = (cfg.run.dir.parent / "inputs.jsonl").read_text().splitlines()
+    rows[3] = rows[3].replace('"label": "0"', '"label": "maybe"')
+    (cfg.run.dir.parent / "inputs.jsonl").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(Engine, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(InputFileError, match=r"inputs.jsonl:4: gold label 'maybe'"):
+        run.stage("predict")
+
+
+def test_a_corrupt_router_file_is_an_error_naming_it(task_config):
+    from culturemanager.records import RecordFileError
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    run.rd.router.write_text('{"enabled": true, "options": ["Spanish"]')
+    with pytest.raises(RecordFileError, match="router.json: not a router file"):
+        read_router(run.rd)
+    run.rd.router.write_text('{"enabled": true}')
+    with pytest.raises(RecordFileError, match="router.json"):
+        run.stage("predict")

@@ -53,14 +53,12 @@ def test_pipeline_with_smollm2_as_target(tmp_path):
     assert all(p.culture in ("Spanish", "Turkish", "Others") for p in preds)
 
     # the trained adapter moves the real model's label scores
-    from culturemanager.backends.target import BASE, encode, option_ids, score_options
+    from culturemanager.engine import Engine
     from culturemanager.rundir import RunDir
-    from culturemanager.stages.predict import load_with_adapters
     from culturemanager.stages.route import read_router
 
-    model, tok = load_with_adapters(cfg, read_router(RunDir(cfg.run.dir)))
-    prompt = [encode(tok, "Sentence: ", "Vete a tu país", " Response: ", 64).ids]
-    opts = option_ids(tok, ["0", "1"])
-    base = score_options(model, tok, prompt, opts, [BASE])
-    spanish = score_options(model, tok, prompt, opts, ["Spanish"])
+    router = read_router(RunDir(cfg.run.dir))
+    engine = Engine.load(cfg.target, {c: p for c, p in router.adapters.items() if p})
+    base, _ = engine.label_probs(cfg.tasks[0], ["Vete a tu país"], [None])
+    spanish, _ = engine.label_probs(cfg.tasks[0], ["Vete a tu país"], ["Spanish"])
     assert not torch.allclose(base, spanish, atol=1e-3)

@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Mode = Literal["task_specific", "task_agnostic"]
+BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed batch (the base model answers)
 
 
 class Record(BaseModel):

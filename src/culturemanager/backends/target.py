@@ -20,29 +20,33 @@ from dataclasses import dataclass
 import torch
 
 from culturemanager.backends.models import resolve_hf
-from culturemanager.config import TargetConfig
+from culturemanager.config import TargetConfig, Task
+from culturemanager.prompts import split_task_template
+from culturemanager.records import BASE  # noqa: F401 - peft's name for "no adapter" in a mixed batch
 
-BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_tokenizer(cfg: TargetConfig):
-    from transformers import AutoTokenizer
+    return _tokenizer(*resolve_hf(cfg.model))
+
+
+def load_target(cfg: TargetConfig):
+    """(model in eval mode, tokenizer), the model name resolved once for both."""
+    from transformers import AutoModelForCausalLM
 
     path, local = resolve_hf(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], local_files_only=local)
+    return model.eval(), _tokenizer(path, local)
+
+
+def _tokenizer(path: str, local: bool):
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-def load_target(cfg: TargetConfig):
-    from transformers import AutoModelForCausalLM
-
-    path, local = resolve_hf(cfg.model)
-    tok = load_tokenizer(cfg)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], local_files_only=local)
-    return model.eval(), tok
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,21 @@ def encode(tok, prefix: str, text: str, suffix: str, max_tokens: int) -> Encoded
     t = tok(text, add_special_tokens=False)["input_ids"]
     budget = max(0, max_tokens - len(p) - len(s))
     return Encoded(p + t[:budget] + s, len(t) > budget)
+
+
+def encode_task(tok, task: Task, text: str, max_length: int, reserve: int, preamble: str = "") -> Encoded:
+    """The task's prompt for one input (`preamble` + template with the input), leaving `reserve` tokens of
+    `max_length` for the answer. Training and inference both encode through here."""
+    prefix, suffix = split_task_template(task)
+    return encode(tok, preamble + prefix, text, suffix, max_length - reserve)
+
+
+def answer_reserve(tok, task: Task, max_new_tokens: int) -> int:
+    """Tokens kept free for the answer: the longest label of a label task (so that a training example and an
+    inference prompt for the same input are the same tokens), `max_new_tokens` for a free-text task."""
+    if task.labels:
+        return max(len(x) for x in option_ids(tok, task.labels))
+    return max_new_tokens
 
 
 def option_ids(tok, options: list[str]) -> list[list[int]]:

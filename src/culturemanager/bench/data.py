@@ -17,7 +17,6 @@ from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, read_task_rows
 from culturemanager.config import Config, Task
-from culturemanager.prompts import split_task_template
 from culturemanager.rundir import safe_name
 from culturemanager.stages.train import Example
 
@@ -79,14 +78,6 @@ def pipeline_config(cfg: BenchConfig, tasks: list[TaskData], run_dir: Path) -> C
     for sect in ("generator", "target", "queries", "search", "synthesis", "train", "router"):
         raw[sect] = getattr(cfg, sect).model_dump()
     return Config.model_validate(raw)
-
-
-def task_example(tok, task: Task, text: str, label: str, max_length: int) -> Example:
-    """prefix + input + suffix, then the label; the loss is on the label only (the layout used at inference)."""
-    answer = option_ids(tok, [label])[0]
-    prefix, suffix = split_task_template(task)
-    enc = encode(tok, prefix, text, suffix, max_length - len(answer))
-    return enc.ids + answer, [-100] * len(enc.ids) + answer
 
 
 def chat_examples(tok, path: Path, max_length: int) -> list[Example]:

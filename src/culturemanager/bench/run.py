@@ -20,14 +20,12 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
-from culturemanager.backends.target import BASE, encode, load_target, load_tokenizer, option_ids, score_options
+from culturemanager.backends.target import load_tokenizer
 from culturemanager.bench.config import BenchConfig
-from culturemanager.bench.data import TaskData, chat_examples, pipeline_config, split_task, task_example
+from culturemanager.bench.data import TaskData, chat_examples, pipeline_config, split_task
 from culturemanager.bench.report import paper_numbers, write_report
 from culturemanager.bench.score import (
     aggregate,
@@ -38,11 +36,10 @@ from culturemanager.bench.score import (
     task_scores,
 )
 from culturemanager.bench.tasks import TasksFile, load_tasks
-from culturemanager.config import Task
-from culturemanager.prompts import split_task_template
-from culturemanager.records import Sample, read_jsonl, write_json
+from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import library_versions, safe_name
-from culturemanager.stages.train import META, Example, adapter_is_current, fit_adapter
+from culturemanager.stages.route import OTHERS, Router, route
+from culturemanager.stages.train import META, Example, adapter_is_current, fit_adapter, training_example
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +197,7 @@ class Bench:
         tasks = {t.spec.id: t.task for t in self.ok_tasks}
         if job.kind == "tasksft":
             td = next(t for t in self.ok_tasks if t.spec.id == job.name)
-            return [task_example(tok, td.task, text, label, ml) for text, label in td.demos]
+            return [training_example(tok, td.task, text, label, ml)[0] for text, label in td.demos]
         if job.kind in ("culturesft", "culturellm"):
             pattern = s.survey if job.kind == "culturesft" else s.augmented
             return chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml)
@@ -212,7 +209,7 @@ class Bench:
         mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
         pool = [x for c in self.cultures for x in self.samples.get(c, [])] if job.kind == "cm-all" \
             else self.samples.get(job.name, [])
-        return [task_example(tok, tasks[x.task], x.text, x.label, ml) for x in pool
+        return [training_example(tok, tasks[x.task], x.text, x.label, ml)[0] for x in pool
                 if x.task in tasks and (mode is None or x.provenance.mode == mode)]
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -253,25 +250,25 @@ class Bench:
         """(routed[task] -> router choice per test input, answers[(variant, task)] -> P(positive) per input)."""
         from rich.progress import Progress
 
-        model, tok = load_target(self.cfg.target)
+        from culturemanager.engine import Engine
+
+        engine = Engine.load(self.cfg.target)
         need = self.variants(seeds)
-        routed = self.route_all(model, tok) if "CultureManager" in self.cfg.bench.methods else {}
+        routed = self.route_all(engine) if "CultureManager" in self.cfg.bench.methods else {}
         answers: dict[tuple[str, str], list[float]] = {}
         slugs = {job.slug: path for job, path in self.adapters.items() if path}
         order = sorted(need, key=lambda v: (v not in ("base", "prompt"), v))
         with Progress(disable=not self.progress, transient=True) as bar:
             job_bar = bar.add_task("evaluate", total=sum(len(need[v]) for v in order))
             for v in order:
-                if v in slugs:
-                    model = attach_adapter(model, v, slugs[v])
                 for t in self.ok_tasks:
                     if t.spec.id in need[v]:
                         bar.update(job_bar, description=f"evaluate {v} on {t.spec.id}")
-                        answers[(v, t.spec.id)] = self.answer(model, tok, v, t)
+                        answers[(v, t.spec.id)] = self.answer(engine, v, t, slugs.get(v))
                         bar.advance(job_bar)
         return routed, answers
 
-    def answer(self, model, tok, variant: str, task: TaskData) -> list[float]:
+    def answer(self, engine, variant: str, task: TaskData, folder: Path | None) -> list[float]:
         """P(positive) per test input for one model variant, cached on disk by everything that decides it."""
         adapter_hash = ""
         if variant not in ("base", "prompt"):
@@ -284,8 +281,12 @@ class Bench:
         if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("key") == key:
             return json.loads(path.read_text(encoding="utf-8"))["p_positive"]
         t0 = time.time()
-        adapter = variant if variant not in ("base", "prompt") else BASE
-        p = p_positive(model, tok, task.task, [x for x, _ in task.test], preamble, adapter, self.cfg.target)
+        if folder is not None:
+            engine.add_adapter(variant, folder)
+        texts = [x for x, _ in task.test]
+        probs, _ = engine.label_probs(task.task, texts, [variant if folder else None] * len(texts), preamble)
+        positive = (task.task.labels or []).index(task.task.positive_label or "1")
+        p = [round(x, 5) for x in probs[:, positive].tolist()]
         write_json(path, {"key": key, "variant": variant, "task": task.spec.id, "p_positive": p,
                           "seconds": round(time.time() - t0, 2)})
         return p
@@ -293,27 +294,24 @@ class Bench:
     def slug_folder(self, slug: str) -> Path:
         return next(path for job, path in self.adapters.items() if path and job.slug == slug)
 
-    def route_all(self, model, tok) -> dict[str, list[str]]:
-        from culturemanager.stages.route import OTHERS, Router, route
-
+    def router(self) -> Router:
         options = self.router_options = self.cultures + ([OTHERS] if self.cfg.router.others else [])
-        router = Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length,
-                        self.cfg.router.calibrate)
+        return Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length,
+                      self.cfg.router.calibrate)
+
+    def route_all(self, engine) -> dict[str, list[str]]:
+        router = self.router()
         out = {}
         for t in self.ok_tasks:
             texts = [x for x, _ in t.test]
-            key = stable_hash([options, router.template, texts, self.cfg.target.model, router.max_length]
+            key = stable_hash([router.options, router.template, texts, self.cfg.target.model, router.max_length]
                               + (["calibrated"] if router.calibrate else []))
             path = self.root / "router" / f"{safe_name(t.spec.id)}.json"
             if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("key") == key:
                 out[t.spec.id] = json.loads(path.read_text(encoding="utf-8"))["routed"]
                 continue
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            choice, _, _ = route(model, tok, router, [texts[i] for i in order], self.cfg.target.batch_size)
-            routed = [""] * len(texts)
-            for i, c in zip(order, choice):
-                routed[i] = c
-            write_json(path, {"key": key, "task": t.spec.id, "options": options, "routed": routed})
+            routed = route(engine, router, texts).cultures
+            write_json(path, {"key": key, "task": t.spec.id, "options": router.options, "routed": routed})
             out[t.spec.id] = routed
         return out
 
@@ -322,9 +320,13 @@ class Bench:
         variants = self.method_variants(method, task, seed)
         if method != "CultureManager":
             return answers[(variants[0], task.spec.id)]
-        by_culture = {c: answers[(self.variant(Job("cm", c, seed)), task.spec.id)] for c in self.cultures
-                      if self.adapters.get(Job("cm", c, seed))}
-        return routed_labels(by_culture, answers[("base", task.spec.id)], routed[task.spec.id])
+        # the same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
+        # culture without an adapter (Router.adapter_for)
+        router = replace(self.router(), adapters={c: str(self.adapters.get(Job("cm", c, seed)) or "") or None
+                                                  for c in self.cultures})
+        by_adapter = {c: answers[(self.variant(Job("cm", c, seed)), task.spec.id)] for c in self.cultures}
+        by_adapter[BASE] = answers[("base", task.spec.id)]
+        return routed_labels(by_adapter, [router.adapter_for(c) for c in routed[task.spec.id]])
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
@@ -384,33 +386,6 @@ class Bench:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def attach_adapter(model, name: str, folder: Path):
-    from peft import PeftModel
-
-    if not hasattr(model, "peft_config"):
-        model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
-    elif name not in model.peft_config:
-        model.load_adapter(str(folder), adapter_name=name)
-    return model.eval()
-
-
-@torch.no_grad()
-def p_positive(model, tok, task: Task, texts: list[str], preamble: str, adapter: str, target) -> list[float]:
-    """P(positive label) per text, scoring the label options after the task template (inputs sorted by length
-    so that batches carry little padding)."""
-    prefix, suffix = split_task_template(task)
-    labels = task.labels or ["0", "1"]
-    enc = [encode(tok, preamble + prefix, t, suffix, target.max_length - 4).ids for t in texts]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
-    adapters = [adapter] * len(enc) if hasattr(model, "peft_config") else None
-    scores = score_options(model, tok, [enc[i] for i in order], option_ids(tok, labels), adapters, target.batch_size)
-    probs = torch.softmax(scores, -1)[:, labels.index(task.positive_label or "1")]
-    out = [0.0] * len(texts)
-    for i, p in zip(order, probs.tolist()):
-        out[i] = round(p, 5)
-    return out
-
 
 def labels_of(p: list[float]) -> list[str]:
     return ["1" if x > 0.5 else "0" for x in p]

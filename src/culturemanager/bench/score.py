@@ -54,11 +54,10 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]], culture_of: dict
     return out
 
 
-def routed_labels(p_positive_by_culture: dict[str, list[float]], base: list[float], routed: list[str]
-                  ) -> list[float]:
-    """CultureManager with its router: each input takes the answer of the adapter of the culture it was routed
-    to; "Others", or a culture without an adapter, takes the base model's answer."""
-    return [p_positive_by_culture[c][i] if c in p_positive_by_culture else base[i] for i, c in enumerate(routed)]
+def routed_labels(by_adapter: dict[str, list[float]], adapter_of_row: list[str]) -> list[float]:
+    """CultureManager with its router: row i takes the answer of the adapter it was routed to
+    (`Router.adapter_for` of its routed culture, the base model's name for "Others")."""
+    return [by_adapter[a][i] for i, a in enumerate(adapter_of_row)]
 
 
 def router_summary(routed: dict[str, list[str]], culture_of: dict[str, str], options: list[str]) -> dict:

@@ -1,10 +1,14 @@
 """Stage 7: route each input to a culture and answer with that culture's adapter.
 
-Tasks with a label set are answered by scoring the labels (one batched forward pass per batch of inputs),
-never by free generation; free_text tasks generate greedily. One batch mixes adapters: every input carries
-its own adapter name (peft's mixed-adapter batches; "__base__" for "Others" or a culture without adapter).
-When inputs carry gold labels, `metrics.json` gets accuracy, macro-F1 and positive-class F1 per task, and
-router accuracy where the input file states the culture.
+Tasks with a label set are answered by scoring the labels, never by free generation; free_text tasks generate
+greedily. One batch mixes adapters: every input carries its own adapter (the base model for "Others" or a culture
+without an adapter). Everything model-side goes through the shared inference core (`engine.Engine`).
+
+Nothing finished is lost: gold labels are checked before any model runs; each finished batch is appended to
+`predictions.partial.jsonl` (keyed by everything that decides an answer), so a killed predict resumes where it
+stopped; `predictions.jsonl` and `metrics.json` are replaced together at the end (metrics.json records the
+sha256 of the predictions it describes). When inputs carry gold labels, `metrics.json` gets accuracy, macro-F1
+and positive-class F1 per task, and router accuracy where the input file states the culture.
 
 Entry point: `predict(cfg, rd, files=None)`; reads `router.json` and `adapters/`, writes
 `predictions.jsonl` and `metrics.json`.
@@ -13,17 +17,16 @@ Run: `culturemanager predict CONFIG.toml [--input FILE.jsonl]`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
+from pathlib import Path
 
-import torch
-
-from culturemanager.backends.target import BASE, encode, generate, load_target, option_ids, score_options
 from culturemanager.config import Config, DataFile, Task
-from culturemanager.datafiles import InputRow, read_rows
+from culturemanager.datafiles import InputFileError, InputRow, read_rows
 from culturemanager.metrics import accuracy, f1_for, macro_f1
-from culturemanager.prompts import split_task_template
-from culturemanager.records import Prediction, sha1_text, write_json, write_jsonl
+from culturemanager.records import BASE, Prediction, sha1_text, write_json, write_jsonl
 from culturemanager.rundir import RunDir
 from culturemanager.stages.route import Router, read_router, route
 
@@ -36,31 +39,30 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
     if not rows:
         raise ValueError("nothing to predict: set predict.inputs in the config or pass --input")
     tasks = [row_task(cfg, r) for r in rows]
+    check_gold(rows, tasks)
     router = read_router(rd)
-    model, tok = load_with_adapters(cfg, router)
-    preds: list[Prediction | None] = [None] * len(rows)
-    counts: Counter = Counter()
-    bs = cfg.target.batch_size
-    from rich.progress import track
+    partial = rd.root / "predictions.partial.jsonl"
+    key = predict_key(cfg, router, rows)
+    done = load_partial(partial, key)
+    todo = [b for b in batches(cfg, rows, tasks) if not all(prediction_id(tasks[i], rows[i]) in done for i in b)]
+    if todo:
+        from rich.progress import track
 
-    # batches never mix tasks (one label set per batch); inputs keep their order within a task
-    order = sorted(range(len(rows)), key=lambda i: [t.id for t in cfg.tasks].index(tasks[i].id))
-    batches = [order[s:s + bs] for s in range(0, len(order), bs)]
-    batches = [[i for i in b if tasks[i].id == t.id] for b in batches for t in cfg.tasks]
-    for batch in track([b for b in batches if b], description="predict", disable=not progress, transient=True):
-        answers = predict_batch(cfg, tasks[batch[0]], router, model, tok, [rows[i] for i in batch], counts)
-        for i, p in zip(batch, answers):
-            preds[i] = p
-    done = [p for p in preds if p is not None]
-    write_jsonl(rd.predictions, done)
-    metrics = {"inputs": len(done), "counts": dict(counts),
-               "tasks": {t.id: task_metrics(t, [p for p in done if p.task == t.id])
-                         for t in cfg.tasks if any(p.task == t.id for p in done)}}
-    known = [(r.culture, p.culture) for r, p in zip(rows, done) if r.culture]
-    if known:
-        metrics["router_accuracy"] = accuracy([a for a, _ in known], [b for _, b in known])
-    write_json(rd.metrics, metrics)
-    return done, metrics
+        from culturemanager.engine import Engine
+
+        engine = Engine.load(cfg.target, {c: p for c, p in router.adapters.items() if p})
+        if not partial.exists() or not done:
+            partial.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+        for batch in track(todo, description="predict", disable=not progress, transient=True):
+            answers = predict_batch(cfg, tasks[batch[0]], router, engine, [rows[i] for i in batch])
+            with open(partial, "a", encoding="utf-8") as f:
+                f.write("".join(p.model_dump_json() + "\n" for p in answers))
+            done.update({p.id: p for p in answers})
+    preds = [done[prediction_id(t, r)] for r, t in zip(rows, tasks)]
+    metrics = prediction_metrics(cfg, rows, preds, router)
+    write_outputs(rd, preds, metrics)
+    partial.unlink(missing_ok=True)
+    return preds, metrics
 
 
 def row_task(cfg: Config, row: InputRow) -> Task:
@@ -74,53 +76,113 @@ def row_task(cfg: Config, row: InputRow) -> Task:
     return cfg.tasks[0]
 
 
-def load_with_adapters(cfg: Config, router: Router):
-    """The target model with every culture adapter loaded side by side (none: the plain model)."""
-    model, tok = load_target(cfg.target)
-    found = [(c, p) for c, p in router.adapters.items() if p]
-    if found:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, found[0][1], adapter_name=found[0][0])
-        for culture, path in found[1:]:
-            model.load_adapter(path, adapter_name=culture)
-        model.eval()
-    return model, tok
+def check_gold(rows: list[InputRow], tasks: list[Task]) -> None:
+    """A gold label outside the task's label set is an error naming the file and line, before any model runs."""
+    for row, task in zip(rows, tasks):
+        if row.label is not None and task.labels and row.label not in task.labels:
+            raise InputFileError(f"{row.source}: gold label {row.label!r} is not in task {task.id!r} labels "
+                                 f"{task.labels}: set label_map on the input file")
 
 
-def predict_batch(cfg: Config, task: Task, router: Router, model, tok, batch: list[InputRow],
-                  counts: Counter) -> list[Prediction]:
+def batches(cfg: Config, rows: list[InputRow], tasks: list[Task]) -> list[list[int]]:
+    """Row indices in batches of `target.batch_size`; a batch never mixes tasks (one label set per batch)."""
+    ids = [t.id for t in cfg.tasks]
+    out = []
+    for tid in ids:
+        mine = [i for i, t in enumerate(tasks) if t.id == tid]
+        out += [mine[s:s + cfg.target.batch_size] for s in range(0, len(mine), cfg.target.batch_size)]
+    return out
+
+
+def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[InputRow]) -> list[Prediction]:
     texts = [r.text for r in batch]
     if router.enabled:
-        cultures, route_scores, truncated = route(model, tok, router, texts, cfg.target.batch_size)
-        counts["router_truncated"] += truncated
+        routing = route(engine, router, texts)
+        cultures, route_scores = routing.cultures, routing.scores
     else:
         cultures, route_scores = [r.culture or "Others" for r in batch], [{} for _ in batch]
     adapters = [router.adapter_for(c) for c in cultures]
-    use_names = hasattr(model, "peft_config")
-    prefix, suffix = split_task_template(task)
-    reserve = 4 if task.labels else cfg.predict.max_new_tokens
-    encoded = [encode(tok, prefix, t, suffix, cfg.target.max_length - reserve) for t in texts]
-    counts["truncated"] += sum(e.truncated for e in encoded)
     out = []
     if task.labels:
-        scores = score_options(model, tok, [e.ids for e in encoded], option_ids(tok, task.labels),
-                               adapters if use_names else None, cfg.target.batch_size)
-        probs = torch.softmax(scores, -1)
-        for row, enc, c, rs, p in zip(batch, encoded, cultures, route_scores, probs):
+        probs, truncated = engine.label_probs(task, texts, adapters)
+        for row, cut, c, rs, p in zip(batch, truncated, cultures, route_scores, probs):
             k = int(p.argmax())
-            out.append(Prediction(id=sha1_text(task.id + row.source)[:12], task=task.id, text=row.text, culture=c,
+            out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
                                   route_scores=rs, label=task.labels[k], score=round(float(p[k]), 4),
                                   label_scores={lab: round(float(v), 4) for lab, v in zip(task.labels, p)},
-                                  gold=row.label, truncated=enc.truncated))
+                                  gold=row.label, truncated=cut))
     else:
-        for row, enc, c, rs, a in zip(batch, encoded, cultures, route_scores, adapters):
-            answer = generate(model, tok, enc.ids, cfg.predict.max_new_tokens, a if use_names else None)
-            out.append(Prediction(id=sha1_text(task.id + row.source)[:12], task=task.id, text=row.text, culture=c,
-                                  route_scores=rs, label=answer, gold=row.label, truncated=enc.truncated))
-    counts.update(f"routed[{c}]" for c in cultures)
-    counts.update(f"adapter[{a if a != BASE else 'base'}]" for a in adapters)
+        answers, truncated = engine.generate(task, texts, adapters, cfg.predict.max_new_tokens)
+        for row, cut, c, rs, a in zip(batch, truncated, cultures, route_scores, answers):
+            out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
+                                  route_scores=rs, label=a, gold=row.label, truncated=cut))
     return out
+
+
+def prediction_id(task: Task, row: InputRow) -> str:
+    return sha1_text(task.id + row.source)[:12]
+
+
+def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
+    """Everything that decides an answer: the router, each adapter's data hash, the target and the tasks' prompts,
+    and the inputs. A partial file with another key is stale and is started afresh."""
+    adapters = {}
+    for culture, folder in router.adapters.items():
+        meta = Path(folder) / "culturemanager.json" if folder else None
+        adapters[culture] = json.loads(meta.read_text(encoding="utf-8")).get("data_hash") \
+            if meta and meta.exists() else folder
+    body = {"router": router.__dict__, "adapters": adapters, "target": cfg.target.model_dump(mode="json"),
+            "tasks": [t.model_dump(mode="json", include={"id", "template", "labels", "format"}) for t in cfg.tasks],
+            "max_new_tokens": cfg.predict.max_new_tokens,
+            "rows": [(r.source, r.text, r.culture, r.task) for r in rows]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def load_partial(path: Path, key: str) -> dict[str, Prediction]:
+    """The predictions a killed predict finished with the same key; a half-written last line is redone."""
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        if json.loads(lines[0]).get("key") != key:
+            log.info("%s is from other settings or inputs: predicting afresh", path)
+            return {}
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    done = {}
+    for line in lines[1:]:
+        try:
+            p = Prediction.model_validate_json(line)
+        except ValueError:
+            continue  # the last line of a killed run, or nothing
+        done[p.id] = p
+    if done:
+        log.info("resuming predict: %d predictions kept from an interrupted run", len(done))
+    return done
+
+
+def prediction_metrics(cfg: Config, rows: list[InputRow], preds: list[Prediction], router: Router) -> dict:
+    counts: Counter = Counter()
+    counts["truncated"] = sum(p.truncated for p in preds)
+    counts.update(f"routed[{p.culture}]" for p in preds)
+    counts.update(f"adapter[{a if a != BASE else 'base'}]" for a in (router.adapter_for(p.culture) for p in preds))
+    metrics = {"inputs": len(preds), "counts": dict(counts),
+               "tasks": {t.id: task_metrics(t, [p for p in preds if p.task == t.id])
+                         for t in cfg.tasks if any(p.task == t.id for p in preds)}}
+    known = [(r.culture, p.culture) for r, p in zip(rows, preds) if r.culture]
+    if known:
+        metrics["router_accuracy"] = accuracy([a for a, _ in known], [b for _, b in known])
+    return metrics
+
+
+def write_outputs(rd: RunDir, preds: list[Prediction], metrics: dict) -> None:
+    """predictions.jsonl and metrics.json never disagree: the old metrics go first, then the predictions, then the
+    metrics that name the predictions' sha256. A kill in between leaves predictions without metrics, never
+    predictions beside someone else's metrics."""
+    rd.metrics.unlink(missing_ok=True)
+    write_jsonl(rd.predictions, preds)
+    metrics["predictions_sha256"] = hashlib.sha256(rd.predictions.read_bytes()).hexdigest()
+    write_json(rd.metrics, metrics)
 
 
 def task_metrics(task: Task, preds: list[Prediction]) -> dict:
@@ -129,10 +191,6 @@ def task_metrics(task: Task, preds: list[Prediction]) -> dict:
     gold = [(p.gold, p.label) for p in preds if p.gold is not None]
     if gold and task.labels:
         g, p = [x for x, _ in gold], [y for _, y in gold]
-        unknown = sorted(set(g) - set(task.labels))
-        if unknown:
-            raise ValueError(f"gold labels {unknown} are not in task {task.id!r} labels {task.labels}: "
-                             f"set label_map on the input file")
         m["scores"] = {"n": len(g), "accuracy": accuracy(g, p), "macro_f1": macro_f1(g, p, task.labels)}
         if task.positive_label:
             m["scores"]["f1_positive"] = f1_for(g, p, task.positive_label)

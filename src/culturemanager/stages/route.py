@@ -1,25 +1,32 @@
-"""Stage 6: the culture router, the paper's prompt router on the (adapter-free) target model.
+"""Stage 6: the culture router — per input, a culture (whose adapter answers) or "Others" (the base model).
 
-The router prompt shows the text, the run's cultures and "Others"; the choice is the option with the highest
-length-normalized log-likelihood (never free text), so it is always a valid option. "Others" (or a culture
-that got no adapter) means the base model answers.
+The prompt router asks the adapter-free target model which culture a text comes from and picks the option with
+the highest length-normalized log-likelihood (never free text), so the answer is always a valid option. With
+`router.calibrate` (contextual calibration, Zhao et al. 2021) each option's mean score on content-free texts is
+subtracted first; that prior depends only on the model and the prompt, so it is computed once per engine.
 
-Entry points: `write_router(cfg, rd)` writes `router.json`; `route(model, tok, router, texts)` decides.
+`Router` is what `router.json` holds; it imports no torch, so reading a run directory needs none.
+
+Entry points: `write_router(cfg, rd)` writes `router.json`; `route(engine, router, texts)` decides.
 Run: `culturemanager route CONFIG.toml` writes router.json; `culturemanager predict` routes every input.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from culturemanager.backends.target import BASE, encode, option_ids, score_options
 from culturemanager.config import Config
 from culturemanager.prompts import split_router_template
-from culturemanager.records import write_json
+from culturemanager.records import BASE, RecordFileError, write_json
 from culturemanager.rundir import RunDir
 
+if TYPE_CHECKING:
+    from culturemanager.engine import Engine
+
 OTHERS = "Others"
+CONTENT_FREE = ("", "N/A", "...")
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,16 @@ class Router:
     calibrate: bool = False  # subtract each option's score on content-free texts (contextual calibration)
 
     def adapter_for(self, culture: str) -> str:
+        """The adapter that answers for a routed culture: its own, or the base model for "Others" and for a
+        culture that got no adapter. The one rule predict, the benchmark and the server use."""
         return culture if self.adapters.get(culture) else BASE
+
+
+@dataclass
+class Routing:
+    cultures: list[str]  # the chosen option per text
+    scores: list[dict[str, float]] = field(default_factory=list)  # every option's (calibrated) score per text
+    truncated: int = 0  # texts cut to fit the router prompt
 
 
 def write_router(cfg: Config, rd: RunDir) -> Router:
@@ -46,32 +62,42 @@ def write_router(cfg: Config, rd: RunDir) -> Router:
 
 
 def read_router(rd: RunDir) -> Router:
-    return Router(**json.loads(rd.need(rd.router, "route").read_text(encoding="utf-8")))
+    path = rd.need(rd.router, "route")
+    try:
+        return Router(**json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise RecordFileError(f"{path}: not a router file ({e}); run `culturemanager route CONFIG.toml` again"
+                              ) from None
 
 
-def route(model, tok, router: Router, texts: list[str], batch_size: int = 8
-          ) -> tuple[list[str], list[dict[str, float]], int]:
-    """The chosen culture per text, every option's score, and how many texts were truncated."""
-    prefix, suffix = split_router_template(router.template, router.options)
-    encoded = [encode(tok, prefix, t, suffix, router.max_length - 8) for t in texts]
-    # a leading space makes each option a natural continuation of "Culture:"
-    opts = option_ids(tok, [" " + o for o in router.options])
-    adapters = [BASE] * len(texts) if hasattr(model, "peft_config") else None
-    scores = score_options(model, tok, [e.ids for e in encoded], opts, adapters, batch_size, normalize=True)
+def route(engine: Engine, router: Router, texts: list[str]) -> Routing:
+    """The chosen culture per text with every option's score (always computed on the base model)."""
+    prompts, opts, truncated = _router_prompts(engine, router, texts)
+    scores = engine.option_scores(prompts, opts, [BASE] * len(prompts), normalize=True)
     if router.calibrate:
-        scores = scores - prior(model, tok, router, prefix, suffix, opts)
+        scores = scores - prior(engine, router)
     choice = [router.options[int(i)] for i in scores.argmax(1)]
     table = [{o: round(float(v), 4) for o, v in zip(router.options, row)} for row in scores]
-    return choice, table, sum(e.truncated for e in encoded)
+    return Routing(choice, table, truncated)
 
 
-CONTENT_FREE = ("", "N/A", "...")
+def prior(engine: Engine, router: Router):
+    """The router's preference among the options when the text says nothing: a small model's choice leans on
+    option order and name frequency; subtracting its mean score on content-free texts removes that lean, leaving
+    what the text itself contributes. Computed once per engine, template and options."""
+    def compute():
+        prompts, opts, _ = _router_prompts(engine, router, list(CONTENT_FREE))
+        return engine.option_scores(prompts, opts, [BASE] * len(prompts), normalize=True).mean(0, keepdim=True)
+
+    return engine.memo(("router-prior", router.template, tuple(router.options), router.max_length), compute)
 
 
-def prior(model, tok, router: Router, prefix: str, suffix: str, opts: list[list[int]]):
-    """The router's preference among the options when the text says nothing (contextual calibration, Zhao et al.
-    2021): a small model's choice leans on option order and name frequency; subtracting its mean score on
-    content-free texts removes that lean, leaving what the text itself contributes."""
-    ids = [encode(tok, prefix, t, suffix, router.max_length).ids for t in CONTENT_FREE]
-    adapters = [BASE] * len(ids) if hasattr(model, "peft_config") else None
-    return score_options(model, tok, ids, opts, adapters, len(ids), normalize=True).mean(0, keepdim=True)
+def _router_prompts(engine: Engine, router: Router, texts: list[str]) -> tuple[list[list[int]], list[list[int]], int]:
+    from culturemanager.backends.target import encode, option_ids
+
+    prefix, suffix = split_router_template(router.template, router.options)
+    # a leading space makes each option a natural continuation of "Culture:"
+    opts = option_ids(engine.tok, [" " + o for o in router.options])
+    reserve = max(len(o) for o in opts)
+    encoded = [encode(engine.tok, prefix, t, suffix, router.max_length - reserve) for t in texts]
+    return [e.ids for e in encoded], opts, sum(e.truncated for e in encoded)

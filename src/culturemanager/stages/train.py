@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from culturemanager.backends.target import encode, load_target, load_tokenizer, option_ids
-from culturemanager.config import Config, TargetConfig, TrainConfig
-from culturemanager.prompts import split_task_template
+from culturemanager.backends.target import answer_reserve, encode_task, left_pad, load_target, option_ids
+from culturemanager.config import Config, TargetConfig, Task, TrainConfig
 from culturemanager.records import Sample, read_jsonl, write_json
 from culturemanager.rundir import RunDir, library_versions
 
 log = logging.getLogger(__name__)
 
 META = "culturemanager.json"
+Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
 
 
 def train(cfg: Config, rd: RunDir, progress: bool = True) -> dict:
@@ -68,19 +68,26 @@ def adapter_is_current(folder: Path, digest: str) -> bool:
             and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == digest)
 
 
-def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[tuple[list[int], list[int]]], int]:
+def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[Example], int]:
     """(input ids, labels with -100 on the prompt) per sample, and how many inputs were truncated."""
     examples, truncated = [], 0
     for s in samples:
-        task = cfg.task(s.task)
-        answer = option_ids(tok, [s.label])[0]
-        if task.format == "free_text" and tok.eos_token_id is not None:
-            answer = answer + [tok.eos_token_id]
-        prefix, suffix = split_task_template(task)
-        enc = encode(tok, prefix, s.text, suffix, cfg.target.max_length - len(answer))
-        truncated += enc.truncated
-        examples.append((enc.ids + answer, [-100] * len(enc.ids) + answer))
+        example, cut = training_example(tok, cfg.task(s.task), s.text, s.label, cfg.target.max_length)
+        examples.append(example)
+        truncated += cut
     return examples, truncated
+
+
+def training_example(tok, task: Task, text: str, answer: str, max_length: int) -> tuple[Example, bool]:
+    """The task's prompt for `text` (encoded exactly as at inference), then the answer; the loss is on the answer
+    only. Free-text answers end with the tokenizer's end-of-sequence token, so generation learns to stop.
+    Returns the example and whether the input was truncated."""
+    ids = option_ids(tok, [answer])[0]
+    if task.format == "free_text" and tok.eos_token_id is not None:
+        ids = ids + [tok.eos_token_id]
+    reserve = len(ids) if task.format == "free_text" else answer_reserve(tok, task, len(ids))
+    enc = encode_task(tok, task, text, max_length, reserve)
+    return (enc.ids + ids, [-100] * len(enc.ids) + ids), enc.truncated
 
 
 def lora_config(t: TrainConfig):
@@ -91,24 +98,23 @@ def lora_config(t: TrainConfig):
                       task_type="CAUSAL_LM")
 
 
-Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
-
-
 def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, digest: str,
                   progress: bool) -> int:
-    tok = load_tokenizer(cfg.target)
+    base, tok = load_target(cfg.target)
     examples, truncated = build_examples(cfg, tok, samples)
     meta = {"culture": culture, "samples": len(samples), "tasks": sorted({s.task for s in samples}),
             "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks}}
-    fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture)
+    fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture,
+                loaded=(base, tok))
     return truncated
 
 
 def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
-                digest: str, meta: dict, progress: bool = True, label: str = "adapter") -> None:
+                digest: str, meta: dict, progress: bool = True, label: str = "adapter", loaded=None) -> None:
     """Train one LoRA adapter on token examples and save it as a PEFT folder with `culturemanager.json`
     (`meta` + data hash, settings, versions, loss curve). Resumes from `.<out>.checkpoint` when its hash matches.
-    Used by the pipeline (culture samples) and by the benchmark (task and survey baselines)."""
+    Used by the pipeline (culture samples) and by the benchmark (task and survey baselines). `loaded` is a
+    (base model, tokenizer) pair the caller already loaded; the base model is modified in place."""
     from peft import get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
     from rich.progress import Progress
@@ -116,7 +122,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
     if not examples:
         raise ValueError(f"no training examples for adapter {label!r}")
     torch.manual_seed(seed)
-    base, tok = load_target(target)
+    base, tok = loaded or load_target(target)
     model = get_peft_model(base, lora_config(settings))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
@@ -162,12 +168,8 @@ def train_step(model, opt, batch: list[Example], pad_id: int) -> float:
     width = max(len(ids) for ids, _ in batch)
     span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
     keep = span + 1
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (x, y) in enumerate(batch):
-        ids[row, width - len(x):], labels[row, width - len(y):] = torch.tensor(x), torch.tensor(y)
-        mask[row, width - len(x):] = 1
+    ids, mask = left_pad([x for x, _ in batch], pad_id)
+    labels, _ = left_pad([y for _, y in batch], -100)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
     # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens

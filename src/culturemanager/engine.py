@@ -1,0 +1,136 @@
+"""The inference core: the target model loaded once with any number of LoRA adapters side by side, and what every
+caller asks of it — score a task's labels, score arbitrary options (the router), generate — with a different
+adapter per row of one batch.
+
+predict (stage 7), the benchmark and the server all go through an `Engine`; they decide *which* inputs go to which
+adapter, never *how* a prompt is encoded or scored. One encoding rule everywhere (`backends.target.encode_task`):
+an adapter sees at inference exactly the token layout it was trained on.
+
+    engine = Engine.load(cfg.target, {"Spanish": "runs/demo/adapters/Spanish"})
+    probs, truncated = engine.label_probs(task, ["texto"], ["Spanish"])      # [n, len(task.labels)]
+
+Values that depend only on the model and a fixed prompt (the router's calibration prior) are computed once per
+engine (`memo`), not once per batch.
+
+Run: `python -m culturemanager.engine MODEL "text" [ADAPTER_FOLDER]` prints the binary task's label probabilities.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from culturemanager.backends.target import (
+    BASE,
+    Encoded,
+    answer_reserve,
+    encode_task,
+    generate,
+    load_target,
+    option_ids,
+    score_options,
+)
+from culturemanager.config import TargetConfig, Task
+
+
+class Engine:
+    """The target model, its tokenizer and the adapters loaded into it (peft names -> folders)."""
+
+    def __init__(self, model, tok, target: TargetConfig):
+        self.model, self.tok, self.target = model, tok, target
+        self.adapters: dict[str, str] = {}
+        self._memo: dict[Any, Any] = {}
+
+    @classmethod
+    def load(cls, target: TargetConfig, adapters: Mapping[str, str | Path] | None = None) -> Engine:
+        model, tok = load_target(target)
+        engine = cls(model, tok, target)
+        for name, folder in (adapters or {}).items():
+            engine.add_adapter(name, folder)
+        return engine
+
+    def add_adapter(self, name: str, folder: str | Path) -> None:
+        """Load one more adapter beside the others (a no-op when `name` is loaded already)."""
+        if name in self.adapters:
+            return
+        if name == BASE:
+            raise ValueError(f"{BASE!r} is reserved for 'no adapter'")
+        from peft import PeftModel
+
+        if not self.adapters:
+            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        else:
+            self.model.load_adapter(str(folder), adapter_name=name)
+        self.model.eval()
+        self.adapters[name] = str(folder)
+
+    def row_adapters(self, names: Sequence[str | None]) -> list[str] | None:
+        """peft's per-row adapter names (`BASE`, or None, for the plain model); None when no adapter is loaded."""
+        unknown = sorted({n for n in names if n not in (None, BASE) and n not in self.adapters})
+        if unknown:
+            raise KeyError(f"adapters {unknown} are not loaded (loaded: {sorted(self.adapters)})")
+        return [n or BASE for n in names] if self.adapters else None
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per engine and key (the model and its loaded adapters do not change underneath)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    # --------------------------------------------------------------------------------------------- scoring
+    def encode(self, task: Task, texts: Sequence[str], preamble: str = "", max_new_tokens: int = 64
+               ) -> list[Encoded]:
+        reserve = answer_reserve(self.tok, task, max_new_tokens)
+        return [encode_task(self.tok, task, t, self.target.max_length, reserve, preamble) for t in texts]
+
+    def label_probs(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], preamble: str = ""
+                    ) -> tuple[torch.Tensor, list[bool]]:
+        """P(label) per text over `task.labels` ([len(texts), len(labels)], rows sum to 1), each text under its own
+        adapter, and which texts were truncated. Labels are scored, never generated, so an answer is always valid."""
+        if not task.labels:
+            raise ValueError(f"task {task.id!r} has no label set to score ({task.format})")
+        encoded = self.encode(task, texts, preamble)
+        scores = self.option_scores([e.ids for e in encoded], option_ids(self.tok, task.labels), adapters)
+        return torch.softmax(scores, -1), [e.truncated for e in encoded]
+
+    def option_scores(self, prompts: Sequence[list[int]], options: list[list[int]], adapters: Sequence[str | None],
+                      normalize: bool = False) -> torch.Tensor:
+        """Log-likelihood of each option after each prompt ([len(prompts), len(options)]), in input order.
+
+        Prompts are run shortest first so that a batch carries little padding (long Turkish e-mails beside tweets
+        would otherwise pad every row of their batch)."""
+        if len(adapters) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(adapters)} adapter names")
+        if not prompts:
+            return torch.zeros(0, len(options))
+        names = self.row_adapters(adapters)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        scores = score_options(self.model, self.tok, [prompts[i] for i in order], options,
+                               [names[i] for i in order] if names else None, self.target.batch_size, normalize)
+        out = torch.empty_like(scores)
+        out[torch.tensor(order)] = scores
+        return out
+
+    def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int
+                 ) -> tuple[list[str], list[bool]]:
+        """Greedy answers (free-text tasks), each under its own adapter, and which texts were truncated."""
+        encoded = self.encode(task, texts, max_new_tokens=max_new_tokens)
+        names = self.row_adapters(adapters)
+        answers = [generate(self.model, self.tok, e.ids, max_new_tokens, names[i] if names else None)
+                   for i, e in enumerate(encoded)]
+        return answers, [e.truncated for e in encoded]
+
+
+def main() -> None:
+    engine = Engine.load(TargetConfig(model=sys.argv[1]), {"adapter": sys.argv[3]} if len(sys.argv) > 3 else None)
+    task = Task(id="demo", label="hate speech")
+    probs, _ = engine.label_probs(task, [sys.argv[2]], ["adapter" if engine.adapters else None])
+    print(dict(zip(task.labels or [], probs[0].tolist())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The package's shape: modules that only declare types, read files or route import without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "culturemanager.records",
+         "culturemanager.rundir", "culturemanager.prompts", "culturemanager.datafiles", "culturemanager.metrics",
+         "culturemanager.summary", "culturemanager.pipeline", "culturemanager.stages.route",
+         "culturemanager.stages.queries", "culturemanager.stages.search", "culturemanager.stages.synthesize",
+         "culturemanager.stages.predict", "culturemanager.bench.score", "culturemanager.bench.tasks",
+         "culturemanager.bench.config", "culturemanager.bench.split", "culturemanager.bench.report",
+         "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets"]
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("ok")
+"""
+
+
+def test_light_modules_import_without_torch():
+    out = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *LIGHT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
+def test_the_blocker_really_blocks_torch():
+    out = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "culturemanager.engine"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "torch is blocked" in out.stderr
