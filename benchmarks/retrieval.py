@@ -34,9 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from culturemanager.backends.retrieval.bm25 import Retriever
 from culturemanager.backends.retrieval.corpora import load_offline_corpora
 from culturemanager.backends.retrieval.dense import build_retriever
+from culturemanager.backends.retrieval.retriever import Retriever
 from culturemanager.records import Query, read_jsonl, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

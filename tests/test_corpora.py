@@ -8,8 +8,8 @@ import re
 import pytest
 from conftest import DATA
 
-from culturemanager.backends.retrieval.bm25 import load_corpus
 from culturemanager.backends.retrieval.corpora import data_dir, factbook_passages, load_offline_corpora, main
+from culturemanager.backends.retrieval.corpus import load_corpus
 
 PROFILE = {
     "Introduction": {"Background": {"text": "<p>Ruritania was founded in 1900.</p><p>It is small.</p>"}},

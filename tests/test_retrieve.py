@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from culturemanager.backends.retrieval.bm25 import (
-    PASSAGE_MAX_CHARS,
-    BM25Retriever,
-    Retriever,
-    build_local_retriever,
-    load_corpus,
-    split_passages,
-    tokenize,
-)
+from culturemanager.backends.retrieval.bm25 import BM25Retriever, build_local_retriever, tokenize
+from culturemanager.backends.retrieval.corpus import PASSAGE_MAX_CHARS, load_corpus, split_passages
+from culturemanager.backends.retrieval.retriever import Retriever
 from culturemanager.records import Document
 
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from culturemanager.backends.llm import CachedLLM, ChatRequest
-from culturemanager.backends.retrieval.bm25 import Retriever
+from culturemanager.backends.retrieval.retriever import Retriever
 from culturemanager.config import Config, Culture
 from culturemanager.prompts import build_summary_messages, language_name, parse_citations, parse_summary
 from culturemanager.records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl

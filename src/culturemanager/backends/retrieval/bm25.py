@@ -19,16 +19,15 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import re
-import shutil
 import unicodedata
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import regex
 
+from culturemanager.backends.retrieval.corpus import PASSAGE_MAX_CHARS, PASSAGE_MIN_CHARS, load_corpus
+from culturemanager.backends.retrieval.retriever import new_usage
+from culturemanager.backends.retrieval.store import read_meta, swap_in, temp_sibling
 from culturemanager.records import Document, read_jsonl, write_json, write_jsonl
 
 if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may one day import this module
@@ -40,23 +39,6 @@ if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may o
 log = logging.getLogger(__name__)
 
 TOKENIZER_VERSION = "1"  # bump when tokenize() changes, so that saved indexes are rebuilt
-PASSAGE_MIN_CHARS = 600
-PASSAGE_MAX_CHARS = 1000
-SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
-
-
-class Retriever(Protocol):
-    """A search backend. `usage` counts requests, returned results, errors, and requests that returned
-    nothing ("empty")."""
-
-    name: str
-    usage: dict[str, int]
-
-    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]: ...
-
-
-def new_usage() -> dict[str, int]:
-    return {"requests": 0, "results": 0, "errors": 0, "empty": 0}
 
 
 # ---------------------------------------------------------------------------------------------- BM25
@@ -125,7 +107,7 @@ def build_local_retriever(paths: list[Path], index_dir: Path) -> BM25Retriever:
     if not docs:
         raise ValueError(f"no documents found in {', '.join(str(p) for p in paths)}")
     fingerprint = corpus_fingerprint(docs)
-    meta = _read_meta(index_dir)
+    meta = read_meta(index_dir)
     if meta is not None and meta.get("fingerprint") == fingerprint:
         try:
             retriever = _load_index(index_dir)
@@ -152,13 +134,6 @@ def corpus_fingerprint(docs: list[Document]) -> str:
     return h.hexdigest()
 
 
-def _read_meta(index_dir: Path) -> dict | None:
-    try:
-        return json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _load_index(index_dir: Path) -> BM25Retriever:
     bm25s = _bm25s()
     meta = json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
@@ -172,20 +147,14 @@ def _load_index(index_dir: Path) -> BM25Retriever:
 def _save_index(retriever: BM25Retriever, index_dir: Path, fingerprint: str) -> None:
     """Write into a temp sibling folder, then swap it in, so a killed run never leaves half an index."""
     bm25s = _bm25s()
-    tmp = index_dir.with_name(f"{index_dir.name}.tmp-{os.getpid()}")
-    old = index_dir.with_name(f"{index_dir.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_sibling(index_dir)
     retriever._bm25.save(tmp / "bm25", show_progress=False)
     write_jsonl(tmp / "documents.jsonl", retriever.docs)
     write_json(tmp / "meta.json", {"fingerprint": fingerprint, "n_docs": len(retriever.docs),
                                    "tokenizer_version": TOKENIZER_VERSION, "bm25s_version": bm25s.__version__,
                                    "passage_chars": [PASSAGE_MIN_CHARS, PASSAGE_MAX_CHARS]})
-    if index_dir.exists():
-        index_dir.rename(old)
-        if (old / "dense").is_dir():  # embeddings check their own fingerprint; keep them across a BM25 rebuild
-            (old / "dense").rename(tmp / "dense")
-    tmp.rename(index_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    # the embeddings check their own fingerprint: keep them across a BM25 rebuild
+    swap_in(tmp, index_dir, keep=("dense",))
 
 
 # ---------------------------------------------------------------------------------------------- tokenize
@@ -217,160 +186,6 @@ def tokenize(text: str) -> list[str]:
         elif m.group("word") not in STOPWORDS:
             tokens.append(m.group("word"))
     return tokens
-
-
-# ---------------------------------------------------------------------------------------------- corpus
-
-def load_corpus(paths: list[Path]) -> list[Document]:
-    """Documents from files and folders (recursive, sorted). Hidden files are ignored; files of other
-    types are skipped with a warning. Ids are "<relative path>#<passage index>"."""
-    docs: list[Document] = []
-    skipped: list[str] = []
-    for root in map(Path, paths):
-        if root.is_dir():
-            files = sorted(f for f in root.rglob("*")
-                           if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
-            # with several folders, the folder's name keeps ids unique (two README.md files)
-            prefix = f"{root.name}/" if len(paths) > 1 else ""
-            named = [(f, prefix + f.relative_to(root).as_posix()) for f in files]
-        elif root.is_file():
-            named = [(root, root.name)]
-        else:
-            raise FileNotFoundError(f"corpus path not found: {root}")
-        for f, source in named:
-            suffix = f.suffix.lower()
-            if suffix not in SUFFIXES:
-                skipped.append(str(f))
-            elif suffix == ".jsonl":
-                docs += read_jsonl_documents(f, source)
-            else:
-                text = _read_text(f)
-                html = suffix in (".html", ".htm")
-                title, body = html_to_text(text) if html else (markdown_title(text), text)
-                docs += [Document(id=f"{source}#{n}", title=title or f.stem, text=p, source=source)
-                         for n, p in enumerate(split_passages(body))]
-    if skipped:
-        log.warning("skipped %d file(s) of unsupported type (want %s): %s", len(skipped), ", ".join(SUFFIXES),
-                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
-    return docs
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def read_jsonl_documents(path: Path, source: str) -> list[Document]:
-    """One document per line: {"text": ..., "title"?, "url"?, "id"?, "source"?, "language"?}. Other keys
-    are ignored; a line that is not such an object is an error naming the file and line."""
-    docs = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise ValueError(f"{path}:{lineno}: expected an object with a string \"text\" field")
-        fields = {key: obj[key] for key in ("title", "url", "source", "language") if obj.get(key) is not None}
-        bad = [key for key, v in fields.items() if not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"{path}:{lineno}: field {bad[0]!r} must be a string")
-        if obj["text"].strip():
-            doc_id = str(obj["id"]) if obj.get("id") is not None else f"{source}#{len(docs)}"
-            docs.append(Document(**{"source": source, **fields, "id": doc_id, "text": obj["text"].strip()}))
-    return docs
-
-
-def markdown_title(text: str) -> str:
-    m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.MULTILINE)
-    return m.group(1) if m else ""
-
-
-class _HTMLText(HTMLParser):
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
-             "ul", "ol", "blockquote", "pre", "header", "footer", "dd", "dt"}
-    SKIP = {"script", "style", "noscript", "template"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._open: list[str] = []  # skipped or <title> elements we are inside
-
-    def handle_starttag(self, tag: str, attrs) -> None:
-        if tag in self.SKIP or tag == "title":
-            self._open.append(tag)
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")  # block boundaries become paragraph boundaries for split_passages
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._open and self._open[-1] == tag:
-            self._open.pop()
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._open:
-            self.parts.append(data)
-        elif self._open[-1] == "title":
-            self.title += data
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """(title, visible text) of an HTML page; paragraphs separated by blank lines."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", "".join(parser.parts)))
-    return " ".join(parser.title.split()), "\n\n".join(p for p in paragraphs if p)
-
-
-# Sentence ends: Latin/Arabic (؟) punctuation before whitespace; CJK full-width punctuation anywhere;
-# the danda (।) ends Bengali and Hindi sentences.
-_SENTENCE_END = re.compile(r"(?<=[.!?؟।])\s+|(?<=[。！？])\s*")
-
-
-def split_passages(text: str, min_chars: int = PASSAGE_MIN_CHARS, max_chars: int = PASSAGE_MAX_CHARS
-                   ) -> list[str]:
-    """Pack paragraphs (blank-line separated) into passages of about min..max characters. A paragraph is
-    only cut when it alone exceeds max_chars: at sentence ends, or at whitespace as a last resort."""
-    units: list[str] = []
-    for para in re.split(r"\n\s*\n", text):
-        para = para.strip()
-        if len(para) <= max_chars:
-            units += [para] if para else []
-        else:
-            units += _pack([s for s in _SENTENCE_END.split(para) for s in _hard_split(s, max_chars)],
-                           max_chars, max_chars, sep=" ")
-    return _pack(units, min_chars, max_chars, sep="\n\n")
-
-
-def _pack(units: list[str], min_chars: int, max_chars: int, sep: str) -> list[str]:
-    out: list[str] = []
-    buf = ""
-    for unit in units:
-        if buf and (len(buf) >= min_chars or len(buf) + len(sep) + len(unit) > max_chars):
-            out.append(buf)
-            buf = ""
-        buf = f"{buf}{sep}{unit}" if buf else unit
-    return out + [buf] if buf else out
-
-
-def _hard_split(sentence: str, max_chars: int) -> list[str]:
-    """A sentence longer than max_chars is cut at the last whitespace before the limit (or at the limit
-    for unspaced text such as Chinese without punctuation)."""
-    pieces = []
-    sentence = sentence.strip()
-    while len(sentence) > max_chars:
-        cut = sentence.rfind(" ", 0, max_chars + 1)
-        cut = cut if cut > 0 else max_chars
-        pieces.append(sentence[:cut].strip())
-        sentence = sentence[cut:].strip()
-    return pieces + [sentence] if sentence else pieces
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from culturemanager.backends.retrieval.bm25 import html_to_text, split_passages
+from culturemanager.backends.retrieval.corpus import split_passages
+from culturemanager.backends.retrieval.pagetext import html_to_text
 from culturemanager.records import Document, write_jsonl
 
 # Folders of the factbook that hold no country: the category list, the oceans and the world as a whole.

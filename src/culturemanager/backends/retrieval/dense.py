@@ -22,23 +22,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from culturemanager.backends.retrieval.bm25 import (
-    BM25Retriever,
-    Retriever,
-    build_local_retriever,
-    corpus_fingerprint,
-    new_usage,
-)
+from culturemanager.backends.retrieval.bm25 import BM25Retriever, build_local_retriever, corpus_fingerprint
+from culturemanager.backends.retrieval.retriever import Retriever, new_usage
+from culturemanager.backends.retrieval.store import read_meta, swap_in, temp_sibling
 from culturemanager.records import Document, write_json
 
 if TYPE_CHECKING:
@@ -215,7 +208,7 @@ def build_dense_index(docs: list[Document], index_dir: Path, embedder: Embedder)
         raise ValueError("no documents to embed")
     meta = {"fingerprint": corpus_fingerprint(docs), "embedder": embedder.name, "dim": embedder.dim,
             "n_docs": len(docs), "dense_version": DENSE_VERSION}
-    saved = _read_meta(folder)
+    saved = read_meta(folder)
     if saved is not None and all(saved.get(key) == value for key, value in meta.items()):
         try:
             embeddings = np.load(folder / "embeddings.npy", allow_pickle=False)
@@ -232,25 +225,12 @@ def build_dense_index(docs: list[Document], index_dir: Path, embedder: Embedder)
     return retriever
 
 
-def _read_meta(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _save(folder: Path, embeddings: np.ndarray, meta: dict) -> None:
     """Write into a temp sibling folder, then swap it in, so a killed run never leaves half an index."""
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_sibling(folder)
     np.save(tmp / "embeddings.npy", embeddings, allow_pickle=False)
     write_json(tmp / "meta.json", meta)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, folder)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

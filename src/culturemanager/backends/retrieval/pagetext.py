@@ -5,7 +5,7 @@ Pure functions of the bytes or the decoded string; no network. fetch.SafeFetcher
 - `decode_body(body, charset, html=...)`: the charset comes from a BOM, the header, a `<meta>` charset in the
   first bytes, UTF-8, then detection (charset_normalizer); labels are mapped as browsers do (latin-1 -> cp1252).
 - `html_title(html)`, `extract_text(html, url)`: the `<title>`, and the main text from trafilatura (falling back
-  to all visible text).
+  to all visible text, `html_to_text`, which local corpus files use too).
 - `detect_language(text)`: ISO 639-1 code from py3langid, None when unsure.
 Heavy libraries (trafilatura, charset_normalizer, py3langid) are imported on first use.
 
@@ -88,11 +88,18 @@ def extract_text(html: str, url: str | None = None) -> str:
     text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, deduplicate=False)
     if text and text.strip():
         return text.strip()
+    return html_to_text(html)[1].replace("\n\n", "\n")
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, visible text) of an HTML page, without scripts, styles and other invisible elements; block
+    elements become paragraphs separated by blank lines. The one HTML-to-text parser of the package: local
+    corpus files and the fallback of fetched pages both use it."""
     parser = _VisibleText()
     parser.feed(html)
     parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", "".join(parser.parts)))
+    return " ".join(parser.title.split()), "\n\n".join(p for p in paragraphs if p)
 
 
 class _VisibleText(HTMLParser):
@@ -103,23 +110,27 @@ class _VisibleText(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
-        self.skipping = 0
+        self.title = ""
+        self._open: list[str] = []  # skipped elements (and <title>) we are inside
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.SKIP:
-            self.skipping += 1
+            self._open.append(tag)
         elif tag in self.BLOCK:
-            self.parts.append("\n")
+            self.parts.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skipping = max(0, self.skipping - 1)
+        if tag in self._open:
+            while self._open and self._open.pop() != tag:  # unclosed inner elements end with their parent
+                pass
         elif tag in self.BLOCK:
-            self.parts.append("\n")
+            self.parts.append("\n\n")
 
     def handle_data(self, data: str) -> None:
-        if not self.skipping:
+        if not self._open:
             self.parts.append(data)
+        elif self._open[-1] == "title":
+            self.title += data
 
 
 # ------------------------------------------------------------------------------------------ language

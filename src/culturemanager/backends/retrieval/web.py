@@ -43,7 +43,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from culturemanager.backends.retrieval.bm25 import Retriever, new_usage
 from culturemanager.backends.retrieval.locales import (  # the tables stay importable from here
     BRAVE_COUNTRIES,  # noqa: F401
     BRAVE_LANGUAGES,  # noqa: F401
@@ -55,6 +54,7 @@ from culturemanager.backends.retrieval.locales import (  # the tables stay impor
     serper_locale,
     tavily_locale,
 )
+from culturemanager.backends.retrieval.retriever import Retriever, new_usage
 from culturemanager.backends.secrets import redact, remember
 from culturemanager.records import Document
 
