@@ -102,7 +102,8 @@ def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_lines(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,13 @@
+"""The method's stages, one module each, in pipeline order. Each reads its inputs from the run directory and writes
+its outputs there (`rundir.py` names the files), so any stage can be re-run alone:
+
+    spec        the task spec: demonstrations per culture, evaluation inputs
+    queries     the generator writes search queries per culture x task, task-specific and task-agnostic
+    search      each query against the retriever, optionally summarized with citations
+    synthesize  labeled samples in the task's format, deduplicated, checked against evaluation data
+    train       one LoRA adapter per culture on the frozen target model
+    route       the culture router (router.json)
+    predict     route every input, answer with its culture's adapter, score against gold labels
+
+`pipeline.py` runs them in order; `culturemanager <stage> CONFIG.toml` runs one.
+"""
