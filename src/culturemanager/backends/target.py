@@ -15,11 +15,13 @@ Run: `python -m culturemanager.backends.target MODEL "prompt text" opt1 opt2` pr
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from culturemanager.backends.models import resolve_hf
+from culturemanager.backends.prefix import FrozenPrefix
 from culturemanager.config import TargetConfig, Task
 from culturemanager.prompts import split_task_template
 from culturemanager.records import BASE  # noqa: F401 - peft's name for "no adapter" in a mixed batch
@@ -88,13 +90,14 @@ def option_ids(tok, options: list[str]) -> list[list[int]]:
 
 @torch.no_grad()
 def score_options(model, tok, prompts: list[list[int]], options: list[list[int]],
-                  adapters: list[str] | None = None, batch_size: int = 8, normalize: bool = False
-                  ) -> torch.Tensor:
+                  adapters: list[str] | None = None, batch_size: int = 8, normalize: bool = False,
+                  prefix: FrozenPrefix | None = None) -> torch.Tensor:
     """Log-likelihood of each option after each prompt: a [len(prompts), len(options)] tensor.
 
-    normalize=True divides by the option's token count (for options of different lengths, e.g. names)."""
+    normalize=True divides by the option's token count (for options of different lengths, e.g. names). With a
+    `prefix`, only the layers above it run (its stored states stand in for the frozen lower layers)."""
     if all(len(o) == 1 for o in options):
-        return score_next_token(model, tok, prompts, [o[0] for o in options], adapters, batch_size)
+        return score_next_token(model, tok, prompts, [o[0] for o in options], adapters, batch_size, prefix)
     seqs = [(i, k, p + o) for i, p in enumerate(prompts) for k, o in enumerate(options)]
     out = torch.zeros(len(prompts), len(options))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -104,11 +107,8 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
         chunk = seqs[start:start + step]
         # left padding puts every option at the end, so only the last `keep` positions need logits: with a
         # 262k-token vocabulary (Gemma) the full logits tensor would dominate time and memory
-        ids, mask = left_pad([s for _, _, s in chunk], pad)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"adapter_names": [adapters[i] for i, _, _ in chunk]} if adapters is not None else {}
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
-                       **kwargs).logits
+        names = [adapters[i] for i, _, _ in chunk] if adapters is not None else None
+        logits = lm_forward(model, [s for _, _, s in chunk], pad, keep, names, prefix)
         logp = torch.log_softmax(logits[:, -keep:].float(), -1)
         for row, (i, k, _) in enumerate(chunk):
             n = len(options[k])
@@ -119,18 +119,29 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
 
 
 def score_next_token(model, tok, prompts: list[list[int]], token_ids: list[int], adapters: list[str] | None,
-                     batch_size: int) -> torch.Tensor:
+                     batch_size: int, prefix: FrozenPrefix | None = None) -> torch.Tensor:
     """Single-token options ("0"/"1", most culture names): one forward per prompt scores all of them, instead of
     one per prompt x option. On a CPU the model's forward pass is the whole cost of prediction."""
     out = torch.zeros(len(prompts), len(token_ids))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        ids, mask = left_pad(chunk, tok.pad_token_id if tok.pad_token_id is not None else 0)
-        kwargs = {"adapter_names": adapters[start:start + batch_size]} if adapters is not None else {}
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                       logits_to_keep=1, **kwargs).logits
+        names = adapters[start:start + batch_size] if adapters is not None else None
+        logits = lm_forward(model, chunk, pad, 1, names, prefix)
         out[start:start + len(chunk)] = torch.log_softmax(logits[:, -1].float(), -1)[:, token_ids]
     return out
+
+
+def lm_forward(model, seqs: list[list[int]], pad: int, keep: int, adapters: list[str] | None = None,
+               prefix: FrozenPrefix | None = None) -> torch.Tensor:
+    """Logits at the last `keep` positions of left-padded sequences, each under its own adapter (peft's
+    `adapter_names`), running only the layers above `prefix` when one is given. The one forward call of the
+    package: scoring, routing and training all go through it."""
+    ids, mask = left_pad(seqs, pad)
+    kwargs = {"adapter_names": adapters} if adapters is not None else {}
+    with prefix.inject(model, seqs, ids.shape[1]) if prefix is not None else nullcontext():
+        return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                     logits_to_keep=keep, **kwargs).logits
 
 
 def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from culturemanager.backends.target import answer_reserve, encode_task, left_pad, load_target, option_ids
+from culturemanager.backends.prefix import FrozenPrefix
+from culturemanager.backends.target import answer_reserve, encode_task, left_pad, lm_forward, load_target, option_ids
 from culturemanager.config import Config, TargetConfig, Task, TrainConfig
 from culturemanager.records import Sample, read_jsonl, write_json
 from culturemanager.rundir import RunDir, library_versions
@@ -160,18 +161,17 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
              losses[-1] if losses else float("nan"))
 
 
-def train_step(model, opt, batch: list[Example], pad_id: int) -> float:
+def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> float:
     """One optimizer step. Sequences are left-padded so every answer ends at the last position; the model then
     computes logits only for the answer span (`logits_to_keep`): with Gemma's 262k-token vocabulary the output
     layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
-    batch's answer tokens, as with full logits."""
+    batch's answer tokens, as with full logits. With a `prefix` (LoRA on the top layers only), the frozen lower
+    layers' states come from it and only the upper layers run, forward and backward."""
     width = max(len(ids) for ids, _ in batch)
     span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
     keep = span + 1
-    ids, mask = left_pad([x for x, _ in batch], pad_id)
     labels, _ = left_pad([y for _, y in batch], -100)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    logits = lm_forward(model, [x for x, _ in batch], pad_id, keep, prefix=prefix)
     # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens
     pred = logits[:, :-1].float()
     target = labels[:, width - keep + 1:]
