@@ -8,7 +8,7 @@ from culturemanager import load_config
 from culturemanager.backends.llm import Completion, FakeBackend
 from culturemanager.pipeline import Run
 from culturemanager.records import DroppedSample, Sample, read_jsonl
-from culturemanager.stages.synthesize import LeakIndex, leak_tokens
+from culturemanager.leakage import LeakIndex, leak_tokens
 
 
 class Scripted(FakeBackend):
