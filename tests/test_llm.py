@@ -20,10 +20,10 @@ from culturemanager.backends.llm import (
     ChatRequest,
     Completion,
     FakeBackend,
-    OpenAIBackend,
     load_cache,
     make_backend,
 )
+from culturemanager.backends.openai_chat import OpenAIBackend
 from culturemanager.backends.secrets import redact
 from culturemanager.config import Culture, LLMConfig, Task
 from culturemanager.prompts import build_query_messages, parse_queries
@@ -67,13 +67,13 @@ def test_cache_serves_repeated_request(tmp_path):
     first = llm.complete([request("a"), request("b")], stage="queries")
     assert [c.text for c in first] == ["echo: a", "echo: b"]
     assert not any(c.cached for c in first)
-    assert llm.counts == {"calls": 2, "cached": 0, "errors": 0}
+    assert llm.counts == {"calls": 2, "cached": 0, "errors": 0, "retries": 0}
 
     second = llm.complete([request("a")], stage="queries")
     assert second[0].text == "echo: a" and second[0].cached
     assert (second[0].prompt_tokens, second[0].completion_tokens) == (3, 2)
     assert len(backend.seen) == 2  # not asked again
-    assert llm.counts == {"calls": 2, "cached": 1, "errors": 0}
+    assert llm.counts == {"calls": 2, "cached": 1, "errors": 0, "retries": 0}
 
 
 def test_cache_key_covers_sampling_settings(tmp_path):
@@ -102,7 +102,7 @@ def test_cache_persists_across_instances(tmp_path):
     out = again.complete([request("a")], stage="queries")
     assert out[0].text == "echo: a" and out[0].cached
     assert backend.seen == []
-    assert again.counts == {"calls": 0, "cached": 1, "errors": 0}
+    assert again.counts == {"calls": 0, "cached": 1, "errors": 0, "retries": 0}
 
 
 def test_cache_is_per_model(tmp_path):
@@ -149,7 +149,7 @@ def test_backend_error_gives_none_counted_logged_not_cached(tmp_path, caplog):
     out = llm.complete([request("ok"), request("FAIL")], stage="synthesize")
     assert out[0] is not None and out[0].text == "echo: ok"
     assert out[1] is None
-    assert llm.counts == {"calls": 1, "cached": 0, "errors": 1}
+    assert llm.counts == {"calls": 1, "cached": 0, "errors": 1, "retries": 0}
     records = call_log(tmp_path)
     assert [r.outcome for r in records] == ["ok", "error"]
     assert "boom" in records[1].error
@@ -302,7 +302,7 @@ def test_openai_backend_concurrent_batch_keeps_order(tmp_path, monkeypatch, no_p
         out = llm.complete([request(f"q{i}") for i in range(6)], stage="queries")
     assert all(c is not None and c.text == "Hola desde el servidor" for c in out)
     assert sorted(r["body"]["messages"][-1]["content"] for r in server.requests) == [f"q{i}" for i in range(6)]
-    assert llm.counts == {"calls": 6, "cached": 0, "errors": 0}
+    assert llm.counts == {"calls": 6, "cached": 0, "errors": 0, "retries": 0}
 
 
 def test_openai_backend_retries_429(tmp_path, monkeypatch, no_proxy):
@@ -312,7 +312,10 @@ def test_openai_backend_retries_429(tmp_path, monkeypatch, no_proxy):
         [out] = llm.complete([request("retry me")], stage="queries")
     assert out is not None and out.text == "Hola desde el servidor"
     assert len(server.requests) == 2
-    assert llm.counts == {"calls": 1, "cached": 0, "errors": 0}
+    assert llm.counts == {"calls": 1, "cached": 0, "errors": 0, "retries": 1}
+    # the retry is ours (the openai client's own are off), so it is a line of the call log
+    assert [(r.outcome, r.attempt) for r in call_log(tmp_path)] == [("retry", 1), ("ok", 2)]
+    assert "429" in call_log(tmp_path)[0].error
 
 
 def test_openai_backend_server_error_is_counted(tmp_path, monkeypatch, no_proxy, caplog):
@@ -322,7 +325,7 @@ def test_openai_backend_server_error_is_counted(tmp_path, monkeypatch, no_proxy,
         [out] = llm.complete([request("fail me")], stage="queries")
     assert out is None
     assert len(server.requests) == 1  # max_retries=0
-    assert llm.counts == {"calls": 0, "cached": 0, "errors": 1}
+    assert llm.counts == {"calls": 0, "cached": 0, "errors": 1, "retries": 0}
     [rec] = call_log(tmp_path)
     assert rec.outcome == "error" and "500" in rec.error
     # the server echoed the Authorization header into its error message: it must not reach the log

@@ -110,7 +110,7 @@ timeout_s = 1
     cfg = write_task(tmp_path, tiny_model, extra=extra)
     text = cfg.read_text().replace('corpus = ["corpus"]', 'corpus = ["corpus"]\nbackend = ["searxng", "local"]')
     cfg.write_text(text)
-    assert main(["search", str(cfg), "--no-progress"]) == 2  # queries first
+    assert main(["search", str(cfg), "--no-progress"]) == 3  # queries first: an input error
     assert "run `culturemanager queries CONFIG` first" in capsys.readouterr().err
     assert main(["queries", str(cfg), "--no-progress"]) == 0
     assert main(["search", str(cfg), "--no-progress"]) == 0

@@ -3,8 +3,18 @@
     culturemanager run CONFIG.toml [--set KEY=VALUE ...]      all stages
     culturemanager queries|search|synthesize|train|route CONFIG.toml
     culturemanager predict CONFIG.toml [--input FILE --text-field F --label-field F]
+    culturemanager config [CONFIG.toml] [--explain]            the resolved config, or every field explained
     culturemanager models [NAME ...]                           list / prepare the packaged models
     culturemanager bench CONFIG.toml [--quick] [--set ...]     the paper's benchmark: every method, one report
+
+Exit codes (errors.py), the same for every command:
+    0    done
+    1    a bug (the traceback is printed)
+    2    config error: a bad key or value, a model, key or backend that cannot be used; nothing ran
+    3    input error: a data file, tasks file or run-directory file missing or malformed (file and line named)
+    4    a stage failed: no generator call (or search) gave a usable answer; earlier outputs are kept
+    130  interrupted; run the same command again to resume
+Errors are one `error: ...` line on stderr; `-v` adds the traceback (and INFO logging).
 """
 
 from __future__ import annotations
@@ -13,12 +23,11 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
-from culturemanager.bench.tasks import TasksFileError
-from culturemanager.config import ConfigError, DataFile, load_config
-from culturemanager.datafiles import InputFileError
-from culturemanager.records import RecordFileError
+from culturemanager.config import DataFile, load_config
+from culturemanager.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_INTERRUPTED, CultureManagerError
 from culturemanager.rundir import STAGES
 
 
@@ -46,15 +55,44 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("names", nargs="*")
     m.add_argument("--for", dest="for_config", type=Path, metavar="CONFIG",
                    help="prepare exactly the models this run or bench config uses, in the form it uses them")
+    c = sub.add_parser("config", help="print the resolved config, or (--explain) every field documented")
+    c.add_argument("config", type=Path, nargs="?")
+    c.add_argument("--explain", action="store_true", help="every field: type, range, default and docstring")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries(args.verbose)
     try:
         return COMMANDS[args.command if args.command in COMMANDS else "stage"](args)
-    except (ConfigError, TasksFileError, InputFileError, RecordFileError, ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume (finished calls and adapters are kept)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - only the errors a user can act on are caught, the rest re-raised
+        code = exit_code(e)
+        if code is None:
+            raise  # a bug: its traceback is the report
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return code
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The exit code for an error a user can act on (errors.py); None for anything else (a bug)."""
+    from culturemanager.backends.llm import BackendError
+    from culturemanager.backends.models import ModelNotAvailable
+    from culturemanager.backends.retrieval.web import WebSearchError
+    from culturemanager.bench.tasks import TasksFileError
+
+    if isinstance(e, CultureManagerError):
+        return e.exit_code
+    if isinstance(e, (BackendError, ModelNotAvailable, WebSearchError)):
+        return EXIT_CONFIG  # the config names a model, key or backend that cannot be used here
+    if isinstance(e, (TasksFileError, ValueError, OSError)):
+        return EXIT_INPUT  # messages of these name the file (or setting) at fault
+    return None
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -86,18 +124,35 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from culturemanager.pipeline import Run
+    from culturemanager.pipeline import run
 
-    counts = Run(load_config(args.config, args.set), not args.no_progress).stage(args.command)
+    counts = run(load_config(args.config, args.set), [args.command], not args.no_progress)[args.command]
     print(json.dumps(counts, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from culturemanager.config import dump_config
+    from culturemanager.configdoc import explain
+
+    cfg = load_config(args.config, args.set) if args.config else None
+    if args.explain:
+        print(explain(cfg))
+    elif cfg is not None:
+        print(json.dumps(dump_config(cfg), indent=2, ensure_ascii=False))
+    else:
+        print("error: name a config file, or use --explain for the reference of every field", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
 def cmd_predict(args) -> int:
     from culturemanager.pipeline import Run
+    from culturemanager.preflight import preflight
     from culturemanager.stages.predict import predict
 
     cfg = load_config(args.config, args.set)
+    preflight(cfg, ["predict"])
     files = [DataFile(path=args.input, text_field=args.text_field, label_field=args.label_field)] \
         if args.input else None
     r = Run(cfg, not args.no_progress)
@@ -127,7 +182,7 @@ def cmd_models(args) -> int:
             print(f"{name}: {resolve_hf(name)[0]}")
         except ModelNotAvailable as e:
             print(f"{name}: {e}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
     return 0
 
 
@@ -157,7 +212,8 @@ def load_any_config(path: Path):
     return load_config(path)
 
 
-COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench,
+            "config": cmd_config}
 
 if __name__ == "__main__":
     sys.exit(main())

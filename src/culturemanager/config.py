@@ -1,20 +1,27 @@
 """One TOML file per run, validated into typed objects.
 
 `load_config(path, overrides)` reads the file, applies `--set a.b=c` overrides, and validates. An unknown or
-mistyped key is a `ConfigError` naming the key's path and the file. Relative paths in the file are resolved
-against the file's folder. Each field is documented once, here.
+mistyped key, or an impossible value (`train.batch_size = 0`), is a `ConfigError` naming the key's path and
+the file. Relative paths in the file (models included) are resolved against the file's folder
+(configfile.py). Each field is documented once, here, in the docstring under it:
+`culturemanager config --explain` prints them all with their types and defaults.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from culturemanager.configfile import (  # noqa: F401 - bench/config.py reads TOML through these names
+    _resolve_paths,
+    apply_override,
+    format_validation_error,
+    read_toml,
+)
+from culturemanager.errors import ConfigError
 
 Format = Literal["binary", "true_false", "multiple_choice", "free_text"]
 
@@ -30,31 +37,37 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 DEFAULT_LABELS: dict[str, list[str]] = {"binary": ["0", "1"], "true_false": ["true", "false"]}
 
 
-class ConfigError(ValueError):
-    """A config problem; the message names the file and the key."""
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the docstring under each field becomes its description (`culturemanager config --explain`)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+FileFormat = Literal["auto", "jsonl", "json", "csv", "text"]
 
 
 class DataFile(Section):
-    """A file of texts: JSONL (one object per line), CSV (with a header) or plain text (one per line)."""
+    """A file of texts: JSONL / NDJSON (one object per line), JSON (an array of objects), CSV (with a header)
+    or plain text (one text per line)."""
 
     path: Path
+    """The file; relative to the config file's folder."""
+    format: FileFormat = "auto"
+    """auto: by extension (.jsonl and .ndjson: one JSON object per line; .json: an array of objects; .csv: a
+    header row, then one row per text; .txt: one text per line); any other extension is an error unless this
+    says how to read it ("text" reads any file as one text per line)."""
     text_field: str = "text"
-    """Field (JSONL) or column (CSV) holding the text; ignored for .txt files."""
+    """Field (JSON) or column (CSV) holding the text; ignored for text files."""
     label_field: str | None = None
     """Field holding a gold label (prediction inputs only; demonstrations are unlabeled)."""
     label_map: dict[str, str] = Field(default_factory=dict)
     """Maps raw label strings in the file to the task's labels, e.g. {HS = "1", NOT_HS = "0"}."""
-    start: int = 0
+    start: int = Field(0, ge=0)
     """First row to use (0-based, after skipping blank lines)."""
-    limit: int | None = None
+    limit: int | None = Field(None, ge=0)
     """Use at most this many rows from `start`."""
     culture: str | None = None
-    """The known culture of every row: restricts demonstrations to that culture; for prediction inputs it is
-    the culture used when the router is off, and the truth for router accuracy."""
+    """The known culture of every row (one of [[cultures]]): restricts demonstrations to that culture; for
+    prediction inputs it is the culture used when the router is off, and the truth for router accuracy."""
     culture_field: str | None = None
     """Like `culture`, but read per row from this field."""
     task: str | None = None
@@ -78,6 +91,8 @@ class Task(Section):
     label: str
     """What the task detects or answers, e.g. "hate speech"; fills {task} in the template."""
     format: Format = "binary"
+    """binary (two labels, one positive), true_false, multiple_choice (the labels are the options) or free_text
+    (answers are generated, not scored)."""
     labels: list[str] | None = None
     """The label set. Default: ["0", "1"] for binary, ["true", "false"] for true_false; required for
     multiple_choice; unused for free_text."""
@@ -85,13 +100,14 @@ class Task(Section):
     """The positive class for F1 (binary / true_false). Default: "1" / "true"."""
     template: str | None = None
     """Prompt template with {task} and {input} (and {options} for multiple choice). The same template is used
-    for training and inference."""
+    for training and inference. Default: one per format."""
     cultures: list[str] | None = None
     """Cultures this task is run for. Default: all cultures of the run."""
     demonstrations: list[DataFile] = Field(default_factory=list)
     """Unlabeled example inputs of the task (any culture; a file's `culture` restricts it to that culture)."""
     evaluation: list[DataFile] = Field(default_factory=list)
-    """Evaluation inputs: synthetic samples that equal or share a long n-gram with one are dropped."""
+    """Evaluation inputs: synthetic samples (of any task of the run) that equal or share a long n-gram with one
+    are dropped."""
 
     @model_validator(mode="after")
     def _defaults(self) -> Task:
@@ -117,41 +133,53 @@ class LLMConfig(Section):
     """local: a transformers model (short name, folder, GGUF file or hub id); openai: any OpenAI-compatible
     endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); fake: deterministic offline stand-in for tests."""
     model: str = "qwen2.5-coder-0.5b-instruct"
+    """The generator: a packaged short name (`culturemanager models`), a transformers folder or .gguf file
+    (relative to the config file), a hub id, or the model name the openai endpoint expects."""
     base_url: str | None = None
     """openai backend: endpoint, e.g. http://localhost:8000/v1. Default: the OpenAI API."""
     api_key_env: str = "OPENAI_API_KEY"
     """openai backend: name of the environment variable holding the key (the key itself never goes here)."""
-    temperature: float = 0.7
-    max_new_tokens: int = 384
-    concurrency: int = 4
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    """Sampling temperature of every generator call (0: greedy)."""
+    max_new_tokens: int = Field(384, ge=1)
+    """Longest answer of one call, in tokens (queries are capped at 256)."""
+    concurrency: int = Field(4, ge=1)
     """openai backend: requests in flight at once."""
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    """openai backend: retries with exponential backoff on 429/5xx/timeouts."""
+    timeout_s: float = Field(120.0, gt=0)
+    """openai backend: wall-clock deadline of one request, from sending it to the answer's last byte; a server
+    that keeps dripping bytes is cut off here too."""
+    max_retries: int = Field(4, ge=0)
+    """openai backend: retries of a request on connection errors, timeouts, 429 (honouring Retry-After) and
+    5xx, with exponential backoff; each retry is a line in calls.jsonl."""
     engine: Literal["transformers", "llama_cpp"] = "transformers"
     """local backend: llama_cpp needs the `llamacpp` extra and a GGUF model."""
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     """local backend: CPU threads (default: torch's default)."""
 
 
 class TargetConfig(Section):
     model: str = "gemma3-270m"
-    """The frozen base model that gets one LoRA adapter per culture (short name, folder, GGUF or hub id)."""
-    max_length: int = 256
+    """The frozen base model that gets one LoRA adapter per culture (packaged short name, transformers folder
+    or .gguf file relative to the config file, or hub id); checked before any stage runs."""
+    max_length: int = Field(256, ge=16)
     """Token budget of one prompt + answer. Longer inputs are truncated (the input text's tail is cut;
     template and answer are kept) and counted."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = 8
+    """Weights' dtype when the target is loaded (training and inference)."""
+    batch_size: int = Field(8, ge=1)
     """Inference batch size (routing and prediction)."""
 
 
 class QueriesConfig(Section):
-    modes: list[Literal["task_specific", "task_agnostic"]] = ["task_specific", "task_agnostic"]
-    per_mode: int = 3
+    modes: list[Literal["task_specific", "task_agnostic"]] = Field(["task_specific", "task_agnostic"],
+                                                                   min_length=1)
+    """task_specific: the prompt shows demonstrations of the task; task_agnostic: broad cultural knowledge."""
+    per_mode: int = Field(3, ge=1)
     """Queries kept per culture x task x mode."""
-    demo_batch: int = 4
+    demo_batch: int = Field(4, ge=1)
     """Demonstrations shown in one task-specific prompt (a seeded random batch)."""
-    max_attempts: int = 3
+    max_attempts: int = Field(3, ge=1)
+    """Generator calls per culture x task x mode until `per_mode` distinct queries are found."""
 
 
 SearchBackend = Literal["local", "tavily", "brave", "serper", "searxng", "ddgs"]
@@ -165,12 +193,15 @@ class WebSearchConfig(Section):
     SERPER_API_KEY; searxng and ddgs need none. The key itself never goes in the config."""
     base_url: str | None = None
     """Override the backend's API endpoint (searxng: required, your instance, e.g. http://localhost:8888)."""
-    results: int = 5
+    results: int = Field(5, ge=1, le=100)
     """Results asked for per query."""
     include_domains: list[str] = Field(default_factory=list)
+    """Only results from these domains (e.g. ["elpais.com"]); empty: any."""
     exclude_domains: list[str] = Field(default_factory=list)
-    timeout_s: float = 20.0
-    max_retries: int = 3
+    """Never results from these domains."""
+    timeout_s: float = Field(20.0, gt=0)
+    """Wall-clock deadline of one search request, whatever the server does (a dripping answer is cut off)."""
+    max_retries: int = Field(3, ge=0)
     """Retries on 429 (honouring Retry-After) and 5xx, with exponential backoff; then counted and skipped."""
 
 
@@ -183,13 +214,17 @@ class FetchConfig(Section):
     """Allow loopback, private, link-local and other non-public addresses (never by default)."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """"host" or "host:port" entries allowed even though they resolve to a non-public address."""
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 15.0
-    max_bytes: int = 2_000_000
+    connect_timeout_s: float = Field(5.0, gt=0)
+    """Connection timeout of one page request."""
+    read_timeout_s: float = Field(15.0, gt=0)
+    """Longest wait for the next bytes of a page; the whole page has connect + 4 x read timeout."""
+    max_bytes: int = Field(2_000_000, ge=1)
     """Larger responses are cut off here (and counted)."""
     content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
-    max_redirects: int = 5
-    per_host: int = 2
+    """Content-Types accepted; other pages are refused before their body is read."""
+    max_redirects: int = Field(5, ge=0)
+    """Redirects followed (each hop re-checked by the SSRF guard)."""
+    per_host: int = Field(2, ge=1)
     """Requests in flight to one host at a time."""
     cache_dir: Path | None = None
     """On-disk page cache keyed by URL (default: <run>/cache/pages)."""
@@ -204,47 +239,66 @@ class SearchConfig(Section):
     retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
     """local backend: BM25, a multilingual embedding model, or both fused."""
     web: WebSearchConfig = Field(default_factory=WebSearchConfig)
+    """The web search backends' settings."""
     fetch: FetchConfig = Field(default_factory=FetchConfig)
-    top_k: int = 3
-    candidates: int = 5
+    """Fetching the pages behind web results."""
+    top_k: int = Field(3, ge=1)
+    """Documents kept per query (they become one material)."""
+    candidates: int = Field(5, ge=1)
     """Retrieve top_k x candidates documents, then keep the top_k that name the query's culture first."""
     summarize: bool = True
     """Summarize each query's documents with the generator before synthesis (as in the paper)."""
-    max_doc_chars: int = 1500
+    max_doc_chars: int = Field(1500, ge=1)
     """Characters of each document shown to the generator."""
     index_dir: Path | None = None
     """Where the BM25 index is persisted (default: <run>/index)."""
 
 
 class SynthesisConfig(Section):
-    samples_per_material: int = 4
-    max_attempts: int = 2
+    samples_per_material: int = Field(4, ge=1)
+    """Samples asked for per material (per_label: split over the labels, at least one each)."""
+    max_attempts: int = Field(2, ge=1)
     """Generator calls per material before it is skipped (an unparsable answer is retried)."""
-    min_chars: int = 5
-    max_chars: int = 600
-    leakage_ngram: int = 8
-    """A sample sharing this many consecutive tokens (words; characters for CJK) with an evaluation input
-    is dropped as leaked."""
-    copy_ngram: int = 12
+    min_chars: int = Field(5, ge=0)
+    """Shorter samples are dropped (too_short)."""
+    max_chars: int = Field(600, ge=1)
+    """Longer samples are dropped (too_long)."""
+    leakage_ngram: int = Field(8, ge=1)
+    """A sample sharing this many consecutive tokens (words; characters for Chinese and Japanese) with an
+    evaluation input of the run is dropped as leaked."""
+    copy_ngram: int = Field(12, ge=1)
     """A sample sharing this many consecutive tokens with its own material is a copy, not a sample: dropped."""
     label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
     """per_label: one call per material and label, asking for samples of that label only; round_robin: one
     call per material, labels asked for in turn; free: one call, the generator picks the labels."""
 
+    @model_validator(mode="after")
+    def _bounds(self) -> SynthesisConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        return self
+
 
 class TrainConfig(Section):
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "v_proj"]
-    epochs: int = 3
-    lr: float = 3e-4
-    batch_size: int = 4
-    max_steps: int | None = None
+    rank: int = Field(8, ge=1)
+    """LoRA rank r of each adapted matrix."""
+    alpha: int = Field(16, ge=1)
+    """LoRA alpha (the update is scaled by alpha / rank)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = Field(["q_proj", "v_proj"], min_length=1)
+    """Names of the target model's modules that get LoRA weights."""
+    epochs: int = Field(3, ge=1)
+    """Passes over a culture's samples."""
+    lr: float = Field(3e-4, gt=0)
+    """AdamW learning rate."""
+    batch_size: int = Field(4, ge=1)
+    """Samples per optimizer step."""
+    max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (default: all epochs)."""
-    checkpoint_every: int = 20
+    checkpoint_every: int = Field(20, ge=1)
     """Save a resumable checkpoint every this many steps."""
-    min_samples: int = 4
+    min_samples: int = Field(4, ge=1)
     """Cultures with fewer synthetic samples get no adapter (they fall back to the base model)."""
 
 
@@ -261,6 +315,7 @@ class RouterConfig(Section):
         "Which culture does the following text come from? Options: {options}.\n"
         "Text: {input}\nCulture:"
     )
+    """The router prompt, with {options} (the cultures, and Others) and {input}."""
 
 
 class PredictConfig(Section):
@@ -268,27 +323,40 @@ class PredictConfig(Section):
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
     task: str | None = None
     """Task id for inputs whose file names none (default: the run's only task)."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = Field(64, ge=1)
     """free_text tasks only."""
 
 
 class RunConfig(Section):
     dir: Path = Path("runs/run")
-    seed: int = 0
+    """The run directory (relative to the config file): every stage reads and writes here."""
+    seed: int = Field(0, ge=0)
+    """Seed of every random choice (demonstration batches, generator seeds, training order)."""
 
 
 class Config(Section):
     run: RunConfig = Field(default_factory=RunConfig)
+    """The run directory and seed."""
     generator: LLMConfig = Field(default_factory=LLMConfig)
+    """The LLM that writes queries, summaries and samples."""
     target: TargetConfig = Field(default_factory=TargetConfig)
+    """The frozen model that gets the adapters."""
     cultures: list[Culture]
+    """The cultures of the run (at least one; "Others" is reserved for the router)."""
     tasks: list[Task]
+    """The tasks of the run (at least one, unique ids)."""
     queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    """Stage 2: search queries."""
     search: SearchConfig = Field(default_factory=SearchConfig)
+    """Stage 3: retrieval and summaries."""
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    """Stage 4: synthetic samples."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """Stage 5: one LoRA adapter per culture."""
     router: RouterConfig = Field(default_factory=RouterConfig)
+    """Stage 6: the culture router."""
     predict: PredictConfig = Field(default_factory=PredictConfig)
+    """Stage 7: predictions."""
 
     @field_validator("cultures")
     @classmethod
@@ -306,10 +374,14 @@ class Config(Section):
         ids = [t.id for t in self.tasks]
         if not ids or len(set(ids)) != len(ids):
             raise ValueError(f"task ids must be unique and at least one task is needed: {ids}")
-        for t in self.tasks:
+        for i, t in enumerate(self.tasks):
             for c in t.cultures or []:
                 if c not in names:
                     raise ValueError(f"task {t.id!r} names unknown culture {c!r} (known: {sorted(names)})")
+            for j, f in enumerate(t.demonstrations):
+                if f.culture is not None and f.culture not in names:
+                    raise ValueError(f"tasks.{i}.demonstrations.{j}.culture {f.culture!r} is not a culture of "
+                                     f"the run (known: {sorted(names)})")
         for where, tid in [("predict.task", self.predict.task)] + [
                 (f"predict.inputs.{i}.task", f.task) for i, f in enumerate(self.predict.inputs)]:
             if tid is not None and tid not in ids:
@@ -331,15 +403,6 @@ class Config(Section):
 
 # ------------------------------------------------------------------------------------------- loading
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     raw = read_toml(path)
@@ -350,97 +413,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         return Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, path)) from None
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`a.b=c` sets raw["a"]["b"] (`tasks.0.label=x`: an index into a list); the value is parsed as TOML
-    when it can be, else kept a string."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-    key, value = item.split("=", 1)
-    parts = key.strip().split(".")
-    node: Any = raw
-    for p in parts[:-1]:
-        if isinstance(node, list):
-            if not p.isdigit() or int(p) >= len(node):
-                raise ConfigError(f"--set {key}: {p!r} is not an index of a list of {len(node)}")
-            node = node[int(p)]
-        elif isinstance(node, dict):
-            node = node.setdefault(p, {})
-        else:
-            raise ConfigError(f"--set {key}: {p!r} is not a table")
-    if not isinstance(node, dict):
-        raise ConfigError(f"--set {key}: {parts[-2] if len(parts) > 1 else key!r} is not a table")
-    node[parts[-1]] = _parse_value(value.strip())
-
-
-def _parse_value(value: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-
-
-def format_validation_error(e: ValidationError, path: Path) -> str:
-    lines = [f"{path}: invalid config"]
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  unknown key `{key}`")
-        elif err["type"] == "missing":
-            lines.append(f"  missing key `{key}`")
-        else:
-            lines.append(f"  `{key}`: {err['msg']}")
-    return "\n".join(lines)
-
-
-_PATH_KEYS = {("run", "dir"), ("search", "index_dir")}
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    """Make the file's relative paths relative to the file's folder, not to where the command runs;
-    `$VAR` / `${VAR}` and `~` are expanded (e.g. `${CULTUREMANAGER_DATA}/tasks.json`)."""
-    def fix(p: Any) -> Any:
-        if not isinstance(p, str):
-            return p
-        expanded = os.path.expandvars(os.path.expanduser(p))
-        if "$" in expanded:
-            missing = re.findall(r"\$\{?(\w+)", expanded)
-            raise ConfigError(f"path {p!r} uses the environment variable {missing[0]}, which is not set")
-        return expanded if Path(expanded).is_absolute() else str(base / expanded)
-
-    for sect, key in _PATH_KEYS:
-        if isinstance(raw.get(sect), dict) and key in raw[sect]:
-            raw[sect][key] = fix(raw[sect][key])
-    if isinstance(raw.get("search"), dict) and isinstance(raw["search"].get("corpus"), list):
-        raw["search"]["corpus"] = [fix(p) for p in raw["search"]["corpus"]]
-    fetch = raw.get("search", {}).get("fetch") if isinstance(raw.get("search"), dict) else None
-    if isinstance(fetch, dict) and "cache_dir" in fetch:
-        fetch["cache_dir"] = fix(fetch["cache_dir"])
-    files: list[Any] = []
-    for t in raw.get("tasks", []) if isinstance(raw.get("tasks"), list) else []:
-        if isinstance(t, dict):
-            files += _as_list(t, "demonstrations") + _as_list(t, "evaluation")
-    if isinstance(raw.get("predict"), dict):
-        files += _as_list(raw["predict"], "inputs")
-    for f in files:
-        if isinstance(f, dict) and "path" in f:
-            f["path"] = fix(f["path"])
-
-
-def _as_list(table: dict[str, Any], key: str) -> list[Any]:
-    """Allow a bare path string (or list of strings) where a list of DataFile tables is expected."""
-    v = table.get(key)
-    if v is None:
-        return []
-    if isinstance(v, (str, dict)):
-        v = [v]
-    v = [{"path": x} if isinstance(x, str) else x for x in v]
-    table[key] = v
-    return v
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:

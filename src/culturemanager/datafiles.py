@@ -1,8 +1,15 @@
 """Read the user's text files: demonstrations, evaluation inputs and prediction inputs.
 
-JSONL (one object per line), CSV (with a header row) or plain text (one input per line). A malformed line,
-a missing field or a non-text value is an `InputFileError` naming the file and the line; an empty file is an
-error too, since a task with no demonstrations cannot be specified.
+How a file is read is its entry's `format` (`DataFile.format`); "auto" goes by the extension:
+- `.jsonl`, `.ndjson`: one JSON object per line;
+- `.json`: one JSON array of objects;
+- `.csv`: a header row, then one row per text (every row must have the header's number of fields);
+- `.txt`: one text per line.
+Any other extension (`.parquet`, `.tsv`, ...) is an error unless the entry says `format = "text"` (or another
+format): a file is never silently read as lines of text. Bytes that are not UTF-8, a malformed line, a missing
+field or a non-text value is an `InputFileError` naming the file and the line; an empty file is an error too,
+since a task with no demonstrations cannot be specified. `check_gold_labels` checks gold labels against a
+task's label set before anything is scored.
 
 Run: `python -m culturemanager.datafiles FILE [TEXT_FIELD]` prints how many rows it reads.
 """
@@ -10,16 +17,21 @@ Run: `python -m culturemanager.datafiles FILE [TEXT_FIELD]` prints how many rows
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from culturemanager.config import DataFile
+from culturemanager.config import DataFile, Task
+from culturemanager.errors import InputError
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "text"}
 
 
-class InputFileError(ValueError):
-    """A problem in a user's data file; the message starts with `path:line:`."""
+class InputFileError(InputError):
+    """A problem in a user's data file; the message starts with `path:line:` (or `path:`)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,9 @@ class InputRow:
 def read_rows(df: DataFile) -> list[InputRow]:
     """The rows start..start+limit of a file. Only those rows are parsed and checked: a bad row outside the
     slice (the benchmark's Bengali file has a number for a text on line 280) does not matter here."""
-    records = list(_records(df))
+    if not df.path.is_file():
+        raise InputFileError(f"{df.path}: file not found")
+    records = list(_records(df, file_format(df)))
     if not records:
         raise InputFileError(f"{df.path}: no rows (empty file)")
     end = None if df.limit is None else df.start + df.limit
@@ -45,28 +59,87 @@ def read_texts(files: list[DataFile]) -> list[str]:
     return [r.text for f in files for r in read_rows(f)]
 
 
-def _records(df: DataFile):
-    """(where, raw) per non-blank row: a line for JSONL and text files, a dict for CSV."""
-    if not df.path.is_file():
-        raise InputFileError(f"{df.path}: file not found")
-    with open(df.path, encoding="utf-8-sig", newline="" if df.path.suffix.lower() == ".csv" else None) as f:
-        if df.path.suffix.lower() == ".csv":
-            reader = csv.DictReader(f)
-            first = 2  # line of the record's start: a quoted field may span several lines
-            for obj in reader:
-                yield f"{df.path}:{first}", obj
-                first = reader.line_num + 1
-            return
-        for lineno, line in enumerate(f, 1):
+def file_format(df: DataFile) -> str:
+    """jsonl, json, csv or text: the entry's `format`, else by extension; an unknown extension is an error."""
+    if df.format != "auto":
+        return df.format
+    suffix = df.path.suffix.lower()
+    if suffix not in FORMATS:
+        kind = f"a {suffix} file" if suffix else "a file without an extension"
+        raise InputFileError(f"{df.path}: cannot tell how to read {kind} (known: {', '.join(FORMATS)}); convert "
+                             f"it, or set format = \"text\" (one text per line), \"jsonl\", \"json\" or \"csv\" "
+                             f"on its entry")
+    return FORMATS[suffix]
+
+
+def check_gold_labels(rows: Iterable[InputRow], tasks: Iterable[Task]) -> None:
+    """Every row's gold label (after label_map) is in its task's label set; else an `InputFileError` naming the
+    first bad row's file and line. Call it before predicting, so a bad label never costs a scoring pass.
+    `tasks` is each row's task, in the rows' order; rows without a label and free_text tasks are not checked."""
+    for row, task in zip(rows, tasks, strict=True):
+        if row.label is not None and task.labels and row.label not in task.labels:
+            raise InputFileError(f"{row.source}: gold label {row.label!r} is not in task {task.id!r} labels "
+                                 f"{task.labels}: set label_map on the input file")
+
+
+def _records(df: DataFile, fmt: str) -> Iterator[tuple[str, str | dict | object]]:
+    """(where, raw) per non-blank row: a line for JSONL and text files, a dict for CSV, an item for JSON."""
+    text = _decode(df.path)
+    if fmt == "csv":
+        yield from _csv_rows(df.path, text)
+    elif fmt == "json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputFileError(f"{df.path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(value, list):
+            raise InputFileError(f"{df.path}: a .json data file must hold an array of objects, not a "
+                                 f"{type(value).__name__} (one object per line: name it .jsonl)")
+        for i, item in enumerate(value):
+            yield f"{df.path}:item {i}", item
+    else:
+        for lineno, line in enumerate(io.StringIO(text, newline=None), 1):  # \n, \r\n or \r, as open() reads
             if line.strip():
                 yield f"{df.path}:{lineno}", line
 
 
-def _parse(df: DataFile, where: str, raw: str | dict) -> InputRow:
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputFileError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as "
+                             f"UTF-8") from None
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, dict]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        first = 2  # line of the record's start: a quoted field may span several lines
+        for fields in reader:
+            where = f"{path}:{first}"
+            first = reader.line_num + 1
+            if not fields:  # a blank line
+                continue
+            if header is not None and len(fields) != len(header):
+                raise InputFileError(f"{where}: {len(fields)} fields, the header has {len(header)} "
+                                     f"({', '.join(header)})")
+            yield where, dict(zip(header or [], fields))
+    except csv.Error as e:
+        raise InputFileError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def _parse(df: DataFile, where: str, raw: object) -> InputRow:
     if isinstance(raw, dict):
         return _row(raw, df, where)
-    if df.path.suffix.lower() != ".jsonl":
+    if file_format(df) == "text":
+        assert isinstance(raw, str)
         return InputRow(raw.strip(), None, where, df.culture, df.task)
+    if file_format(df) == "json":
+        raise InputFileError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    assert isinstance(raw, str)
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -86,9 +159,12 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         raise InputFileError(f"{where}: field {df.text_field!r} is empty")
     label = None
     if df.label_field is not None:
-        if df.label_field not in obj:
+        if obj.get(df.label_field) is None:
             raise InputFileError(f"{where}: no label field {df.label_field!r}")
-        raw = str(obj[df.label_field])
+        raw = obj[df.label_field]
+        if not isinstance(raw, (str, int, bool)) or not str(raw).strip():
+            raise InputFileError(f"{where}: label field {df.label_field!r} is {raw!r}, not a label")
+        raw = str(raw)
         if df.label_map and raw not in df.label_map:
             raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
         label = df.label_map.get(raw, raw)

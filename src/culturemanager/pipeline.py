@@ -1,9 +1,12 @@
 """The whole method, stage after stage, over one run directory.
 
-`run(cfg, stages)` writes the resolved config and library versions, opens the LLM cache and call log, and
-runs each stage in order; each stage reads its inputs from the run directory, so any stage can be re-run alone
+`run(cfg, stages)` first checks that the models the stages need can be loaded (preflight.py), then runs each
+stage in order; each stage reads its inputs from the run directory, so any stage can be re-run alone
 (`culturemanager search CONFIG.toml`). Nothing finished is redone: LLM answers come from the cache, adapters
-whose data did not change are reused. The manifest records each stage's status, time and counts.
+whose data did not change are reused. A finished stage records its status, time and counts in the manifest and
+writes the resolved config and library versions; a stage that fails (`errors.StageFailed`, any exception)
+writes nothing of that, so a failed re-run leaves the run directory as it was (only `calls.jsonl`, the call
+log, grows).
 
 Run: `culturemanager run CONFIG.toml` (or `python -m culturemanager run CONFIG.toml`).
 """
@@ -17,6 +20,7 @@ from typing import Any
 
 from culturemanager.backends.llm import CachedLLM, make_backend
 from culturemanager.config import Config, dump_config
+from culturemanager.preflight import preflight
 from culturemanager.records import write_json
 from culturemanager.rundir import STAGES, RunDir, library_versions
 
@@ -31,8 +35,6 @@ class Run:
         self.rd = RunDir(cfg.run.dir)
         self._llm: CachedLLM | None = None
         self.rd.root.mkdir(parents=True, exist_ok=True)
-        write_json(self.rd.config, dump_config(cfg))
-        write_json(self.rd.versions, library_versions())
 
     @property
     def llm(self) -> CachedLLM:
@@ -44,10 +46,16 @@ class Run:
     def stage(self, name: str) -> dict[str, Any]:
         t0 = time.time()
         before = dict(self._llm.counts) if self._llm else {}
+        manifest = self.rd.read_manifest()  # a corrupt manifest stops the stage before it does any work
         counts = STAGE_FUNCS[name](self)
         if self._llm:
             counts["llm"] = {k: v - before.get(k, 0) for k, v in self._llm.counts.items()}
-        self.rd.record_stage(name, counts, time.time() - t0)
+            if self._llm.unreadable_cache_lines:
+                counts["llm"]["unreadable_cache_lines"] = self._llm.unreadable_cache_lines
+        # written only now: a stage that failed leaves the description of the earlier run's outputs as it was
+        write_json(self.rd.config, dump_config(self.cfg))
+        write_json(self.rd.versions, library_versions())
+        self.rd.record_stage(name, counts, time.time() - t0, manifest)
         log.info("stage %s done in %.1fs", name, time.time() - t0)
         return counts
 
@@ -95,5 +103,8 @@ assert tuple(STAGE_FUNCS) == STAGES
 
 
 def run(cfg: Config, stages: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+    """The stages (default: all) in order, after checking that the models they need are here."""
+    stages = list(stages or STAGES)
+    preflight(cfg, stages)
     r = Run(cfg, progress)
-    return {name: r.stage(name) for name in (stages or STAGES)}
+    return {name: r.stage(name) for name in stages}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from culturemanager.config import Culture, SynthesisConfig, Task
-from culturemanager.records import Mode
+from culturemanager.records import DropReason, Mode
 
 LANGUAGE_NAMES = {"ar": "Arabic", "bn": "Bengali", "zh": "Chinese", "es": "Spanish", "tr": "Turkish",
                   "en": "English", "de": "German", "el": "Greek", "ko": "Korean", "pt": "Portuguese",
@@ -178,7 +179,7 @@ def parse_citations(summary: str, n_docs: int) -> list[tuple[int, str]]:
 @dataclass
 class ParsedSamples:
     items: list[tuple[str, str]]
-    dropped: list[tuple[str, str, str]]  # (reason, text, label)
+    dropped: list[tuple[DropReason, str, str]]  # (reason, text, label)
 
 
 def parse_samples(text: str, task: Task, cfg: SynthesisConfig, requested: str | None = None) -> ParsedSamples:
@@ -197,17 +198,17 @@ def parse_samples(text: str, task: Task, cfg: SynthesisConfig, requested: str | 
     return out
 
 
-def validate_sample(text: str, label: str, task: Task, cfg: SynthesisConfig) -> str | None:
+def validate_sample(text: str, label: str, task: Task, cfg: SynthesisConfig) -> DropReason | None:
     if not text:
-        return "empty_text"
+        return DropReason.EMPTY_TEXT
     if len(text) < cfg.min_chars:
-        return "too_short"
+        return DropReason.TOO_SHORT
     if len(text) > cfg.max_chars:
-        return "too_long"
+        return DropReason.TOO_LONG
     if not label:
-        return "no_label"
+        return DropReason.NO_LABEL
     if task.labels and canonical_label(label, task) not in task.labels:
-        return "label_not_in_set"
+        return DropReason.LABEL_NOT_IN_SET
     return None
 
 
@@ -291,10 +292,20 @@ def _bullets(items: list[str]) -> str:
     return "\n".join(f"- {_defuse(x)}" for x in items)
 
 
+FENCE_TAG = re.compile(r"\s*/?\s*(documents|doc|material|demonstrations|query)\b", re.IGNORECASE)
+LESS_THAN = re.compile("[<\uff1c\ufe64]")  # '<' and the characters NFKC turns into it (fullwidth, small)
+
+
 def _defuse(text: str) -> str:
-    """Data cannot close its own fence: a page containing '</documents>' must not end the data block."""
-    return re.sub(r"</?\s*(documents|doc|material|demonstrations|query)\b", lambda m: m.group(0).replace("<", "‹"),
-                  text, flags=re.IGNORECASE)
+    """Data cannot close (or open) a fence: in a page containing '</documents>' the '<' becomes '‹'. What follows
+    a '<' is read NFKC-normalized and without invisible format characters (U+200B and the like), so neither
+    '< /material>', '</mat\u200berial>' nor fullwidth '＜／ｍａｔｅｒｉａｌ＞' hides a tag. Nothing else of
+    the text changes."""
+    def fence(m: re.Match) -> str:
+        after = unicodedata.normalize("NFKC", text[m.end():m.end() + 64])
+        return "‹" if FENCE_TAG.match("".join(c for c in after if unicodedata.category(c) != "Cf")) else m.group(0)
+
+    return LESS_THAN.sub(fence, text)
 
 
 def _attr(text: str) -> str:

@@ -1,7 +1,10 @@
-"""Typed records that cross stage boundaries, and the JSONL helpers that store them.
+"""Typed records that cross stage boundaries, and the JSON / JSONL helpers that store them.
 
 Every stage reads and writes these records as JSON lines in the run directory, so a stage can be re-run
-alone from what is on disk. This module imports nothing heavy (no torch, no transformers).
+alone from what is on disk. Stage outputs are written atomically (`write_jsonl`, `write_json`); the
+append-only files (the LLM and search caches) go through `append_jsonl_line` and are read back with
+`read_json_lines`, which counts the lines a killed run left half-written. The reasons a sample is dropped are
+one set, `DropReason`. This module imports nothing heavy (no torch, no transformers).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from culturemanager.errors import InputError
 
 Mode = Literal["task_specific", "task_agnostic"]
 BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed batch (the base model answers)
@@ -98,11 +104,27 @@ class Sample(Record):
     provenance: Provenance
 
 
+class DropReason(StrEnum):
+    """Why a synthetic sample (or a whole synthesis job) was dropped: `samples/dropped.jsonl`, the manifest's
+    counts and the summary all use these values."""
+
+    EMPTY_TEXT = "empty_text"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    NO_LABEL = "no_label"
+    LABEL_NOT_IN_SET = "label_not_in_set"
+    COPIES_DEMONSTRATION = "copies_demonstration"
+    COPIES_MATERIAL = "copies_material"
+    DUPLICATE = "duplicate"
+    LEAKS_EVALUATION = "leaks_evaluation"
+    NO_VALID_ANSWER = "no_valid_answer"  # every attempt of a job: no answer, or no valid item in it
+
+
 class DroppedSample(Record):
     culture: str
     task: str
     material_id: str
-    reason: str
+    reason: DropReason
     text: str = ""
     label: str = ""
 
@@ -129,8 +151,9 @@ class CallRecord(Record):
     latency_s: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    outcome: Literal["ok", "cached", "error"]
+    outcome: Literal["ok", "cached", "error", "retry"]  # retry: a failed attempt that was tried again
     error: str | None = None
+    attempt: int = 1
     time: float
 
 
@@ -155,8 +178,9 @@ def sample_id(task: str, text: str) -> str:
 R = TypeVar("R", bound=BaseModel)
 
 
-class RecordFileError(ValueError):
-    """A JSONL file has a line that is not a valid record; the message names the file and the line."""
+class RecordFileError(InputError):
+    """A file of the run directory is not what the stage that wrote it writes (a line that is not a valid
+    record, a JSON file that does not parse); the message names the file (and the line)."""
 
 
 def read_jsonl(path: Path, model: type[R]) -> list[R]:
@@ -164,15 +188,57 @@ def read_jsonl(path: Path, model: type[R]) -> list[R]:
 
 
 def iter_jsonl(path: Path, model: type[R]) -> Iterator[R]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield model.model_validate_json(raw.decode("utf-8"))
+            except (ValidationError, UnicodeDecodeError) as e:
+                why = e.errors()[0]["msg"] if isinstance(e, ValidationError) else "not UTF-8"
+                raise RecordFileError(f"{path}:{lineno}: not a valid {model.__name__}: {why}") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of the run directory (manifest.json, router.json, ...); a file that does not parse is a
+    `RecordFileError` naming it (delete it, or re-run the stage that writes it)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordFileError(f"{path}: not valid JSON ({e}): delete it or re-run the stage that writes it"
+                              ) from None
+
+
+def append_jsonl_line(path: Path, obj: object) -> None:
+    """Append one JSON line. A killed run may have left half a line at the end: the new line never continues
+    it (a newline goes first), so only the half line is lost, never the new one. The line is written with
+    one call and flushed. Callers that append from several threads hold their own lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
+        f.flush()
+
+
+def read_json_lines(path: Path) -> tuple[list[Any], int]:
+    """Every line of an append-only JSONL file that parses, and how many did not (a killed run's half line,
+    stray bytes); no file: ([], 0)."""
+    if not path.exists():
+        return [], 0
+    values, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
             if not line.strip():
                 continue
             try:
-                yield model.model_validate_json(line)
-            except ValidationError as e:
-                raise RecordFileError(f"{path}:{lineno}: not a valid {model.__name__}: {e.errors()[0]['msg']}"
-                                      ) from None
+                values.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return values, bad
 
 
 def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:

@@ -25,7 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from culturemanager.records import write_json
+from culturemanager.errors import MissingStageInput
+from culturemanager.records import RecordFileError, read_json, write_json
 
 STAGES = ("queries", "search", "synthesize", "train", "route", "predict")
 
@@ -52,7 +53,7 @@ class RunDir:
     def need(self, path: Path, stage: str) -> Path:
         """A stage's input, or a clear error saying which stage makes it."""
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run `culturemanager {stage} CONFIG` first")
+            raise MissingStageInput(f"{path} not found: run `culturemanager {stage} CONFIG` first")
         return path
 
     def samples(self, culture: str) -> Path:
@@ -62,12 +63,18 @@ class RunDir:
         return self.adapters_dir / safe_name(culture)
 
     def read_manifest(self) -> dict[str, Any]:
-        if self.manifest.exists():
-            return json.loads(self.manifest.read_text(encoding="utf-8"))
-        return {"stages": {}}
+        """The manifest; a file that is not one is a `RecordFileError` naming it (never overwritten blindly)."""
+        if not self.manifest.exists():
+            return {"stages": {}}
+        m = read_json(self.manifest)
+        if not isinstance(m, dict) or not isinstance(m.get("stages"), dict):
+            raise RecordFileError(f"{self.manifest}: not a manifest (an object with \"stages\"): delete it, "
+                                  f"the next stage writes a new one")
+        return m
 
-    def record_stage(self, stage: str, counts: dict[str, Any], seconds: float) -> None:
-        m = self.read_manifest()
+    def record_stage(self, stage: str, counts: dict[str, Any], seconds: float,
+                     manifest: dict[str, Any] | None = None) -> None:
+        m = manifest if manifest is not None else self.read_manifest()
         m["stages"][stage] = {"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "seconds": round(seconds, 2), "counts": counts}
         write_json(self.manifest, m)

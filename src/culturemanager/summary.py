@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from culturemanager.records import DropReason
 from culturemanager.rundir import RunDir
 
 
@@ -21,7 +22,7 @@ def summary_rows(manifest: dict) -> list[tuple[str, str, str]]:
         c = info.get("counts", {})
         llm = c.get("llm", {})
         llm_txt = f" | LLM calls {llm.get('calls', 0)} new, {llm.get('cached', 0)} cached, " \
-                  f"{llm.get('errors', 0)} failed" if any(llm.values()) else ""
+                  f"{llm.get('errors', 0)} failed, {llm.get('retries', 0)} retried" if any(llm.values()) else ""
         rows.append((stage, f"{info.get('seconds', 0):.1f}", describe(stage, c) + llm_txt))
     return rows
 
@@ -36,13 +37,14 @@ def describe(stage: str, c: dict) -> str:
                 f" queries without documents {c.get('queries_without_documents', 0)},"
                 f" irrelevant summaries {c.get('summary_irrelevant', 0)}")
     if stage == "synthesize":
-        reasons = ("duplicate", "leaks_evaluation", "copies_demonstration", "copies_material", "label_not_in_set",
-                   "too_short", "too_long", "empty_text", "no_label", "no_valid_answer")
-        why = ", ".join(f"{r} {c[r]}" for r in reasons if c.get(r))
-        return f"kept {c.get('kept', 0)} ({per('kept')}); dropped {c.get('dropped', 0)} ({why or 'none'})"
+        why = ", ".join(f"{r} {c[r]}" for r in DropReason if c.get(r))
+        failed = f"; cultures whose every job failed (earlier samples kept) {c['cultures_failed']}" \
+            if c.get("cultures_failed") else ""
+        return f"kept {c.get('kept', 0)} ({per('kept')}); dropped {c.get('dropped', 0)} ({why or 'none'}){failed}"
     if stage == "train":
+        missing = f", no samples file {c['no_samples_file']}" if c.get("no_samples_file") else ""
         return (f"trained {c.get('trained', [])}, reused {c.get('reused', [])}, "
-                f"too few samples {c.get('skipped_too_few_samples', [])}")
+                f"too few samples {c.get('skipped_too_few_samples', [])}{missing}")
     if stage == "route":
         return f"options {c.get('options')}; adapters {c.get('adapters')}"
     if stage == "predict":

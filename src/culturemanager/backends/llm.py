@@ -2,13 +2,16 @@
 
 Backends (`BACKENDS` below, chosen by `generator.backend`):
 - `local`: a transformers model (or llama.cpp when `engine = "llama_cpp"`), resolved by `models.py`;
-- `openai`: any OpenAI-compatible endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); the API key is read from
-  the environment variable named in the config and never logged; bounded concurrency; retries with backoff;
+- `openai`: any OpenAI-compatible endpoint (GPT-4o, vLLM, Ollama, llama.cpp server), in openai_chat.py: key
+  from the environment, bounded concurrency, our own retries with backoff, a wall-clock deadline per call;
 - `fake`: a deterministic stand-in that writes well-formed answers from the prompt alone (tests, dry runs).
 
 `CachedLLM` wraps a backend: each request is keyed by its full content (model, messages, sampling settings,
 seed); a cached answer is returned without a call, so a re-run or a resumed run repeats no finished call. Every
-request, cached or not, is appended to `calls.jsonl`.
+request, cached or not, is appended to `calls.jsonl`, and so is every attempt that was retried. A backend
+reports the failures it expects (HTTP, timeouts, unparsable answers) as exception objects in its answer list:
+they are counted per stage (`CachedLLM.failures`, `first_error`), and the stage decides what they mean; an
+exception a backend raises is a bug and stops the run.
 
 Run: `python -m culturemanager.backends.llm MODEL "prompt"` answers one prompt with the local backend.
 """
@@ -22,17 +25,17 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from rich.progress import MofNCompleteColumn, Progress
 
-from culturemanager.backends.secrets import redact, secret_from_env
+from culturemanager.backends.secrets import redact
 from culturemanager.config import LLMConfig
-from culturemanager.records import CallRecord
+from culturemanager.records import CallRecord, append_jsonl_line, read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,16 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached: bool = False
+    retried: list[str] = field(default_factory=list)  # the errors of the attempts before this answer
+
+
+class CallFailed(Exception):
+    """A request that failed in a way its backend expects (HTTP error, timeout, malformed answer), after its
+    retries; `retried` holds the errors of the attempts before the last one."""
+
+    def __init__(self, error: str, retried: list[str] | None = None):
+        super().__init__(error)
+        self.retried = list(retried or [])
 
 
 class LLMBackend(Protocol):
@@ -79,19 +92,26 @@ class CachedLLM:
     cache_path: Path
     log_path: Path
     progress: bool = False
-    counts: dict[str, int] = field(default_factory=lambda: {"calls": 0, "cached": 0, "errors": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"calls": 0, "cached": 0, "errors": 0, "retries": 0})
+    failures: Counter = field(default_factory=Counter)  # failed requests per stage
+    first_error: dict[str, str] = field(default_factory=dict)  # per stage
+    unreadable_cache_lines: int = 0
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        self._cache = load_cache(self.cache_path)
+        self._cache, self.unreadable_cache_lines = read_cache(self.cache_path)
+        if self.unreadable_cache_lines:
+            log.warning("%s: %d line(s) could not be read (a killed run's half-written line?): those calls "
+                        "are made again", self.cache_path, self.unreadable_cache_lines)
 
     @property
     def name(self) -> str:
         return self.backend.name
 
     def complete(self, requests: list[ChatRequest], stage: str) -> list[Completion | None]:
-        """Answers in request order; None where the backend failed (logged and counted, never raised)."""
+        """Answers in request order; None where the backend reported a failure (logged and counted per stage;
+        the stage decides whether it can go on without the answer)."""
         keys = [self.key(r) for r in requests]
         out: list[Completion | None] = [None] * len(requests)
         todo = []
@@ -134,83 +154,55 @@ class CachedLLM:
                  "completion_tokens": c.completion_tokens}
         with self._lock:
             self._cache[key] = entry
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.cache_path, "a+", encoding="utf-8") as f:
-                if f.tell() > 0:  # a killed run may have left half a line: never append to it
-                    f.seek(f.tell() - 1)
-                    if f.read(1) != "\n":
-                        f.write("\n")
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            append_jsonl_line(self.cache_path, entry)
 
     def _log(self, stage: str, r: ChatRequest, latency: float, c: Completion | None,
              err: Exception | None) -> None:
+        """One line per attempt that was retried, then one for the outcome."""
+        retried = getattr(err if err is not None else c, "retried", None) or []
         outcome = "error" if err else ("cached" if c and c.cached else "ok")
+        lines = [("retry", why, i + 1) for i, why in enumerate(retried)]
+        lines.append((outcome, redact(str(err) if isinstance(err, CallFailed) else repr(err)) if err else None,
+                      len(retried) + 1))
         self.counts[{"error": "errors", "cached": "cached", "ok": "calls"}[outcome]] += 1
-        rec = CallRecord(stage=stage, model=self.backend.name, prompt_hash=r.prompt_hash(),
-                         latency_s=round(latency, 3), prompt_tokens=c.prompt_tokens if c else None,
-                         completion_tokens=c.completion_tokens if c else None, outcome=outcome,
-                         error=redact(repr(err)) if err else None, time=time.time())
+        self.counts["retries"] += len(retried)
+        records = [CallRecord(stage=stage, model=self.backend.name, prompt_hash=r.prompt_hash(),
+                              latency_s=round(latency, 3), prompt_tokens=c.prompt_tokens if c else None,
+                              completion_tokens=c.completion_tokens if c else None, outcome=kind,
+                              error=why, attempt=attempt, time=time.time())
+                   for kind, why, attempt in lines]
         with self._lock:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(rec.model_dump_json() + "\n")
+                f.write("".join(rec.model_dump_json() + "\n" for rec in records))
+            if err:
+                self.failures[stage] += 1
+                self.first_error.setdefault(stage, records[-1].error or "")
         if err:
-            log.warning("LLM call failed in %s: %s", stage, redact(str(err))[:300])
+            log.warning("LLM call failed in %s: %s", stage, (records[-1].error or "")[:300])
+
+
+def read_cache(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The cached answers by key, and how many lines could not be used (a killed run's half line, stray
+    bytes, a line without a key): those calls are simply made again."""
+    entries, bad = read_json_lines(path)
+    cache: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("text"), str):
+            cache[entry["key"]] = entry
+        else:
+            bad += 1
+    return cache, bad
 
 
 def load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    cache: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return cache
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-                cache[entry["key"]] = entry
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a half-written last line from a killed run: that call is simply redone
-    return cache
+    return read_cache(path)[0]
 
 
 # ------------------------------------------------------------------------------------------ backends
 
 def make_backend(cfg: LLMConfig) -> LLMBackend:
     return BACKENDS[cfg.backend](cfg)
-
-
-class OpenAIBackend:
-    """Any OpenAI-compatible chat endpoint. Retries with exponential backoff are the openai client's own
-    (it honours Retry-After on 429); concurrency is bounded by a thread pool."""
-
-    def __init__(self, cfg: LLMConfig):
-        from openai import OpenAI
-
-        key = secret_from_env(cfg.api_key_env)
-        if not key:
-            if cfg.base_url is None:
-                raise BackendError(f"the openai backend needs an API key in the environment variable "
-                                   f"{cfg.api_key_env} (set generator.api_key_env to use another one)")
-            key = "none"  # local servers (vLLM, Ollama, llama.cpp) usually accept any key
-        self.cfg = cfg
-        self.parallel = max(1, cfg.concurrency)
-        self.name = cfg.model if cfg.base_url is None else f"{cfg.model}@{cfg.base_url}"
-        self.client = OpenAI(api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s,
-                             max_retries=cfg.max_retries)
-
-    def complete(self, requests: list[ChatRequest]) -> list[Completion | Exception]:
-        with ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency)) as pool:
-            return list(pool.map(self._one, requests))
-
-    def _one(self, r: ChatRequest) -> Completion | Exception:
-        try:
-            resp = self.client.chat.completions.create(
-                model=self.cfg.model, messages=[{"role": role, "content": c} for role, c in r.messages],
-                temperature=r.temperature, max_tokens=r.max_tokens, seed=r.seed)
-            usage = resp.usage
-            return Completion(resp.choices[0].message.content or "",
-                              usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None)
-        except Exception as e:  # noqa: BLE001 - counted and logged by CachedLLM, the run goes on
-            return e
 
 
 class LocalBackend:
@@ -331,9 +323,15 @@ def _field(text: str, name: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+def _openai(cfg: LLMConfig) -> LLMBackend:
+    from culturemanager.backends.openai_chat import OpenAIBackend  # imports openai only when it is used
+
+    return OpenAIBackend(cfg)
+
+
 BACKENDS: dict[str, Callable[[LLMConfig], LLMBackend]] = {
     "local": LocalBackend,
-    "openai": OpenAIBackend,
+    "openai": _openai,
     "fake": FakeBackend,
 }
 

@@ -369,9 +369,12 @@ class Bench:
         }
 
     def contamination(self) -> dict | None:
+        """Kept samples that leak a test input, by the one definition synthesis drops them by (leakage.py), over
+        every task's test inputs, as synthesis checks every evaluation input of the run: 0 unless the two
+        disagree."""
         if not self.samples:
             return None
-        from culturemanager.stages.synthesize import LeakIndex
+        from culturemanager.leakage import LeakIndex
 
         index = LeakIndex([x for t in self.ok_tasks for x, _ in t.test], self.cfg.synthesis.leakage_ngram)
         kept = [s for c in self.cultures for s in self.samples.get(c, [])]

@@ -2,7 +2,9 @@
 
 task_specific: the prompt shows a seeded random batch of the task's (unlabeled) demonstrations;
 task_agnostic: no demonstrations, broad cultural knowledge. Answers are parsed, deduplicated, and an
-unparsable answer is retried with another seed (`queries.max_attempts`), then counted as failed.
+unparsable answer is retried with another seed (`queries.max_attempts`), then counted as failed. When no call
+gave a single query (the generator is down, or answers nothing usable) the stage fails (`StageFailed`) and
+`queries.jsonl` keeps what an earlier run wrote.
 
 Entry point: `generate_queries(cfg, rd, llm)`; writes `queries.jsonl`.
 Run: `culturemanager queries CONFIG.toml`.
@@ -17,6 +19,7 @@ from collections import Counter
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Culture, Task
 from culturemanager.datafiles import read_rows
+from culturemanager.errors import StageFailed
 from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import Mode, Query, sha1_text, stable_seed, write_jsonl
 from culturemanager.rundir import RunDir
@@ -28,6 +31,7 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
     demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
     jobs = [(c, t, m) for t in cfg.tasks for c in cfg.task_cultures(t) for m in cfg.queries.modes]
     counts: Counter = Counter()
+    first_unparsable: str | None = None
     found: dict[tuple[str, str, str], list[Query]] = {(c.name, t.id, m): [] for c, t, m in jobs}
     for attempt in range(cfg.queries.max_attempts):
         pending = [(c, t, m) for c, t, m in jobs if len(found[c.name, t.id, m]) < cfg.queries.per_mode]
@@ -43,8 +47,11 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
         answers = llm.complete(requests, stage="queries")
         for (c, t, m), req, ans in zip(pending, requests, answers):
             got = parse_queries(ans.text) if ans else []
+            counts["requests"] += 1
             if not got:
                 counts["unparsable_answers" if ans else "failed_calls"] += 1
+                if ans and first_unparsable is None:
+                    first_unparsable = f"unparsable answer {ans.text[:120]!r}"
             have = found[c.name, t.id, m]
             known = {q.text.casefold() for q in have}
             for text in got:
@@ -54,6 +61,8 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
                                       task=t.id, mode=m, text=text, generator=llm.name,
                                       prompt_hash=req.prompt_hash()))
     queries = [q for j in jobs for q in found[j[0].name, j[1].id, j[2]]]
+    if counts["requests"] and not queries:
+        raise StageFailed("queries", counts["requests"], llm.first_error.get("queries") or first_unparsable or "?")
     write_jsonl(rd.queries, queries)
     counts.update({"queries": len(queries)})
     for c, t, m in jobs:

@@ -4,7 +4,8 @@ Each query's top-k documents become one `Material`; with `search.summarize` the 
 citing the documents as [1], [2] (the paper's search agent). The documents stay attached to the material, so
 provenance reaches every synthetic sample. A summary that says NONE drops the material (counted); a failed
 summary call falls back to the raw documents (counted). A culture with no documents at all is warned about,
-skipped and reported in the manifest.
+skipped and reported in the manifest. When every search of a backend failed, or no summary call gave a
+usable answer, the stage fails (`StageFailed`) and `materials.jsonl` keeps what an earlier run wrote.
 
 Entry point: `search(cfg, rd, llm)`; reads `queries.jsonl`, writes `materials.jsonl`.
 Run: `culturemanager search CONFIG.toml`.
@@ -20,8 +21,20 @@ from pathlib import Path
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.backends.retrieval.retriever import Retriever
 from culturemanager.config import Config, Culture
+from culturemanager.errors import ConfigError, StageFailed
 from culturemanager.prompts import build_summary_messages, language_name, parse_citations, parse_summary
-from culturemanager.records import Citation, Document, Material, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
+from culturemanager.records import (
+    Citation,
+    Document,
+    Material,
+    Query,
+    append_jsonl_line,
+    read_json_lines,
+    read_jsonl,
+    sha1_text,
+    stable_seed,
+    write_jsonl,
+)
 from culturemanager.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -36,7 +49,7 @@ def make_retriever(cfg: Config, rd: RunDir) -> Retriever:
 def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
     if name == "local":
         if not cfg.search.corpus:
-            raise ValueError("search.corpus is empty: name at least one folder or file of the local corpus")
+            raise ConfigError("search.corpus is empty: name at least one folder or file of the local corpus")
         from culturemanager.backends.retrieval.dense import build_retriever
 
         return build_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index, cfg.search.retrieval)
@@ -59,13 +72,19 @@ class CachedSearch:
         self.usage = inner.usage
         self.usage.setdefault("cached", 0)
         self._answers: dict[str, list[Document]] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self._answers[entry["key"]] = [Document.model_validate(d) for d in entry["documents"]]
-                except (json.JSONDecodeError, KeyError, ValueError):
-                    continue  # half a line from a killed run: that search is simply redone
+        entries, bad = read_json_lines(path)
+        for entry in entries:
+            try:
+                self._answers[entry["key"]] = [Document.model_validate(d) for d in entry["documents"]]
+            except (KeyError, TypeError, ValueError):
+                bad += 1
+        if bad:  # half a line from a killed run, stray bytes: those searches are simply redone
+            self.usage["unreadable_cache_lines"] = bad
+            log.warning("%s: %d line(s) could not be read: those searches are made again", path, bad)
+
+    @property
+    def first_error(self) -> str | None:
+        return getattr(getattr(self.inner, "http", self.inner), "first_error", None)
 
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
         key = json.dumps([self.name, query, k, culture.name if culture else None], ensure_ascii=False)
@@ -75,10 +94,7 @@ class CachedSearch:
         docs = self.inner.search(query, k, culture)
         if docs:
             self._answers[key] = docs
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "documents": [d.model_dump() for d in docs]},
-                                   ensure_ascii=False) + "\n")
+            append_jsonl_line(self.path, {"key": key, "documents": [d.model_dump() for d in docs]})
         return docs
 
 
@@ -133,6 +149,7 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
             continue
         docs = [d.model_copy(update={"text": d.text[:cfg.search.max_doc_chars]}) for d in docs]
         found.append((q, docs))
+    check_searches(retriever)
     materials = summarize(cfg, llm, found, counts) if cfg.search.summarize else [
         raw_material(q, docs) for q, docs in found]
     for name in cultures:
@@ -148,6 +165,15 @@ def search(cfg: Config, rd: RunDir, llm: CachedLLM, retriever: Retriever | None 
         counts.update({f"backend[{r.name}].{k}": v for k, v in r.usage.items()})
     write_jsonl(rd.materials, materials)
     return materials, dict(counts)
+
+
+def check_searches(retriever: Retriever) -> None:
+    """A stage whose every search failed has found nothing: it fails before writing anything. One backend of
+    several that fails throughout is a counted skip; the others carry on."""
+    backends = getattr(retriever, "retrievers", [retriever])
+    if all(0 < b.usage.get("requests", 0) + b.usage.get("cached", 0) <= b.usage.get("errors", 0) for b in backends):
+        first = next((e for b in backends if (e := getattr(b, "first_error", None))), "see the warnings above")
+        raise StageFailed("search", retriever.usage.get("requests", 0), first, what="searches")
 
 
 def culture_terms(culture: Culture) -> list[str]:
@@ -178,7 +204,10 @@ def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Documen
                             stable_seed(cfg.run.seed, "summary", q.id))
                 for q, docs in found]
     answers = llm.complete(requests, stage="summarize")
+    if requests and all(a is None for a in answers):  # the generator is down: raw documents are no summary
+        raise StageFailed("search", len(requests), llm.first_error.get("summarize", "?"), what="summary calls")
     out = []
+    first_unusable = None
     for (q, docs), req, ans in zip(found, requests, answers):
         if ans is None:
             counts["summary_failed_used_raw"] += 1
@@ -187,6 +216,7 @@ def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Documen
         text = parse_summary(ans.text)
         if text is None:
             counts["summary_irrelevant"] += 1
+            first_unusable = first_unusable or f"the summary says nothing is relevant: {ans.text[:120]!r}"
             continue
         citations = [Citation(n=n, source_id=docs[n - 1].id, url=docs[n - 1].url, quote=quote)
                      for n, quote in parse_citations(text, len(docs))]
@@ -194,6 +224,9 @@ def summarize(cfg: Config, llm: CachedLLM, found: list[tuple[Query, list[Documen
         out.append(Material(id=sha1_text("material|" + q.id)[:12], culture=q.culture, task=q.task, mode=q.mode,
                             query_id=q.id, query=q.text, text=text, documents=docs, summarized=True,
                             summary_prompt_hash=req.prompt_hash(), citations=citations))
+    if requests and not out:
+        raise StageFailed("search", len(requests), llm.first_error.get("summarize") or first_unusable or "?",
+                          what="summary calls")
     return out
 
 

@@ -2,10 +2,16 @@
 
 For each material it asks for `synthesis.samples_per_material` samples (labels round-robin over the label
 set, so every culture gets every label), in the culture's language where the material allows. Items that do
-not parse or fail validation (label outside the set, empty, too short or long) are dropped with a reason; an
-answer with no valid item is retried with another seed, then the material is skipped and counted. Kept
-samples carry full provenance, are deduplicated by a normalized sha1, and any sample that equals or shares a
-`synthesis.leakage_ngram`-token n-gram with an evaluation input is dropped (the paper's leakage check).
+not parse or fail validation (label outside the set, empty, too short or long) are dropped with their reason
+(`records.DropReason`), also when no item of an answer is valid; an answer with no valid item is retried with
+another seed, then the material is skipped and counted. Kept samples carry full provenance, are deduplicated
+by a normalized sha1, and any sample that equals or shares a `synthesis.leakage_ngram`-token n-gram with an
+evaluation input of any task of the run is dropped (the paper's leakage check, leakage.py).
+
+Finished work is never replaced by a failure: when no job of the stage got a valid answer (the generator is
+down, or answers nothing usable) the stage fails (`StageFailed`) and writes nothing; a culture none of whose
+jobs got a valid answer keeps the samples file of an earlier run (counted as `cultures_failed`), so `train`
+keeps its adapter. Only a culture whose synthesis succeeded and kept too few samples loses its adapter.
 
 Entry point: `synthesize(cfg, rd, llm)`; reads `materials.jsonl`, writes `samples/<culture>.jsonl` and
 `samples/dropped.jsonl`.
@@ -20,14 +26,15 @@ from collections import Counter
 
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Task
-from culturemanager.datafiles import read_texts
+from culturemanager.errors import StageFailed
+from culturemanager.leakage import LeakIndex, evaluation_index
 from culturemanager.prompts import build_synthesis_messages, parse_samples
 from culturemanager.records import (
     DroppedSample,
+    DropReason,
     Material,
     Provenance,
     Sample,
-    normalize_text,
     read_jsonl,
     sample_id,
     stable_seed,
@@ -43,54 +50,81 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     materials = read_jsonl(rd.need(rd.materials, "search"), Material)
     cultures = {c.name: c for c in cfg.cultures}
     demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
+    leaks = evaluation_index(cfg)  # read before any call: a bad evaluation file costs no generator time
     counts: Counter = Counter()
     kept: list[Sample] = []
     dropped: list[DroppedSample] = []
+    first_problem: str | None = None
     # the copy checks, built once per material (a material has one job per label)
     copies = {m.id: copy_checks(m, demos[m.task].get(m.culture, []), cfg) for m in materials}
     # one job per material, or per material x label; a material's jobs are adjacent, so a local engine
     # reuses the shared prompt prefix (everything up to the material) between them
     pending = [(i, m, lab) for i, m in enumerate(materials) for lab in job_labels(cfg, cfg.task(m.task))]
+    jobs = Counter(m.culture for _, m, _ in pending)
+    answered: Counter = Counter()  # per culture: jobs that got at least one valid item
     for attempt in range(cfg.synthesis.max_attempts):
         if not pending:
             break
         requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures, lab)
                     for i, m, lab in pending]
         answers = llm.complete(requests, stage="synthesize")
+        counts["requests"] += len(requests)
         retry = []
         for (i, m, lab), req, ans in zip(pending, requests, answers):
-            task = cfg.task(m.task)
-            parsed = parse_samples(ans.text, task, cfg.synthesis, lab) if ans else None
-            if parsed is None or not parsed.items:
-                counts["failed_calls" if ans is None else "unparsable_answers"] += 1
-                retry.append((i, m, lab))
-                continue
+            parsed = parse_samples(ans.text, cfg.task(m.task), cfg.synthesis, lab) if ans else None
             items = []
-            for text, label in parsed.items:
+            for text, label in parsed.items if parsed else []:
                 reason = next((why for why, index in copies[m.id] if index.leaks(text)), None)
                 if reason:
                     parsed.dropped.append((reason, text, label))
                 else:
                     items.append((text, label))
-            for reason, text, label in parsed.dropped:
+            for reason, text, label in parsed.dropped if parsed else []:  # also when no item is valid
                 dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason=reason,
                                              text=text[:500], label=label[:100]))
+            if parsed is None or not parsed.items:
+                # a failed call, no JSON object at all, or objects none of which is a valid sample: retried
+                kind = "failed_calls" if parsed is None else "unparsable_answers" if not parsed.dropped \
+                    else "answers_without_valid_items"
+                counts[kind] += 1
+                if parsed is not None and first_problem is None:
+                    first_problem = describe_unusable(ans.text, parsed.dropped)
+                retry.append((i, m, lab))
+                continue
+            answered[m.culture] += 1
             kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in items]
         pending = retry
+    if jobs and not answered:
+        raise StageFailed("synthesize", counts["requests"],
+                          llm.first_error.get("synthesize") or first_problem or "?")
     counts["jobs_skipped"] = len(pending)
     for _, m, _ in pending:
-        dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason="no_valid_answer"))
-    kept, more = filter_samples(cfg, kept)
+        dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id,
+                                     reason=DropReason.NO_VALID_ANSWER))
+    kept, more = filter_samples(kept, leaks)
     dropped += more
-    counts.update(d.reason for d in dropped)
+    counts.update(str(d.reason) for d in dropped)
     by_culture = {c: [s for s in kept if s.culture == c] for c in cultures}
     for c, samples in by_culture.items():
+        if jobs[c] and not answered[c]:
+            # every job of this culture failed: its samples (and so its adapter) from an earlier run stay
+            log.warning("no synthesis job of culture %s got a valid answer: %s keeps what an earlier run wrote",
+                        c, rd.samples(c))
+            counts["cultures_failed"] += 1
+            continue
         write_jsonl(rd.samples(c), samples)
         counts[f"kept[{c}]"] = len(samples)
         counts.update(f"label[{c}][{s.label}]" for s in samples)
     write_jsonl(rd.dropped, dropped)
     counts["kept"], counts["dropped"] = len(kept), len(dropped)
     return by_culture, dict(counts)
+
+
+def describe_unusable(answer: str, dropped: list[tuple[DropReason, str, str]]) -> str:
+    if not dropped:
+        return f"unparsable answer {answer[:120]!r}"
+    reason, text, label = dropped[0]
+    return f"{reason}: {text[:80]!r} with label {label[:40]!r}"
 
 
 def job_labels(cfg: Config, task: Task) -> list[str | None]:
@@ -120,11 +154,11 @@ def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos:
     return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
 
 
-def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[str, LeakIndex]]:
+def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[DropReason, LeakIndex]]:
     """A sample that repeats a demonstration (it would get a made-up label) or copies a long stretch of the
     material verbatim (not an input of the task) is no training sample. Small generators do both."""
-    return [("copies_demonstration", LeakIndex(demos, cfg.synthesis.leakage_ngram)),
-            ("copies_material", LeakIndex([], cfg.synthesis.copy_ngram, [m.text]))]
+    return [(DropReason.COPIES_DEMONSTRATION, LeakIndex(demos, cfg.synthesis.leakage_ngram)),
+            (DropReason.COPIES_MATERIAL, LeakIndex([], cfg.synthesis.copy_ngram, [m.text]))]
 
 
 def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
@@ -137,18 +171,16 @@ def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash:
                   provenance=prov)
 
 
-def filter_samples(cfg: Config, samples: list[Sample]) -> tuple[list[Sample], list[DroppedSample]]:
-    """Deduplicate (first occurrence wins) and drop samples leaking evaluation inputs."""
-    leak_index = {t.id: LeakIndex(read_texts(t.evaluation), cfg.synthesis.leakage_ngram)
-                  for t in cfg.tasks if t.evaluation}
+def filter_samples(samples: list[Sample], leaks: LeakIndex) -> tuple[list[Sample], list[DroppedSample]]:
+    """Deduplicate (first occurrence wins) and drop samples leaking an evaluation input of the run."""
     seen: set[str] = set()
     kept, dropped = [], []
     for s in samples:
         reason = None
         if s.id in seen:
-            reason = "duplicate"
-        elif s.task in leak_index and leak_index[s.task].leaks(s.text):
-            reason = "leaks_evaluation"
+            reason = DropReason.DUPLICATE
+        elif leaks.leaks(s.text):
+            reason = DropReason.LEAKS_EVALUATION
         if reason:
             dropped.append(DroppedSample(culture=s.culture, task=s.task, material_id=s.provenance.material_id,
                                          reason=reason, text=s.text[:500], label=s.label))
@@ -156,38 +188,3 @@ def filter_samples(cfg: Config, samples: list[Sample]) -> tuple[list[Sample], li
             seen.add(s.id)
             kept.append(s)
     return kept, dropped
-
-
-class LeakIndex:
-    """Normalized evaluation texts and all their n-grams: equal text, or one shared n-gram, is a leak."""
-
-    def __init__(self, texts: list[str], n: int, ngram_only: list[str] | None = None):
-        self.n = n
-        self.exact = {normalize_text(t) for t in texts}
-        self.grams = {g for t in texts + (ngram_only or []) for g in ngrams(leak_tokens(t), n)}
-
-    def leaks(self, text: str) -> bool:
-        return normalize_text(text) in self.exact or any(g in self.grams for g in ngrams(leak_tokens(text),
-                                                                                           self.n))
-
-
-def leak_tokens(text: str) -> list[str]:
-    """Words for alphabetic scripts, single characters for CJK (which has no spaces)."""
-    out: list[str] = []
-    for word in normalize_text(text).split():
-        if any(_is_cjk(ch) for ch in word):
-            out += list(word)
-        else:
-            out.append(word)
-    return out
-
-
-def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF
-
-

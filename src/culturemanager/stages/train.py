@@ -35,11 +35,21 @@ Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt t
 
 
 def train(cfg: Config, rd: RunDir, progress: bool = True) -> dict:
-    counts: dict = {"trained": [], "reused": [], "skipped_too_few_samples": [], "truncated": 0}
+    """Train (or reuse) each culture's adapter. An adapter is removed only when its culture's samples file,
+    which synthesis writes only for a culture whose synthesis succeeded, holds too few samples; a culture
+    without a samples file keeps whatever adapter it has."""
+    rd.need(rd.samples_dir, "synthesize")
+    counts: dict = {"trained": [], "reused": [], "skipped_too_few_samples": [], "no_samples_file": [],
+                    "truncated": 0}
     for culture in cfg.cultures:
         path = rd.samples(culture.name)
-        samples = read_jsonl(path, Sample) if path.exists() else []
         out = rd.adapter(culture.name)
+        if not path.exists():
+            log.warning("%s not found (synthesis wrote nothing for %s): nothing trained, an existing adapter "
+                        "is kept", path, culture.name)
+            counts["no_samples_file"].append(culture.name)
+            continue
+        samples = read_jsonl(path, Sample)
         if len(samples) < cfg.train.min_samples:
             log.warning("culture %s has %d samples (< train.min_samples=%d): no adapter, base model serves it",
                         culture.name, len(samples), cfg.train.min_samples)

