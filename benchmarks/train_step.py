@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from culturemanager.backends.target import load_target
+from culturemanager.backends.trainer import lora_config, train_step
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import TargetConfig, Task, TrainConfig
-from culturemanager.stages.train import lora_config, train_step, training_example
+from culturemanager.stages.train import training_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))

@@ -49,7 +49,7 @@ def test_scoring_with_a_prefix_equals_scoring_without(tiny_model):
 
 
 def test_a_training_step_on_stored_states_gives_the_same_weights(tiny_model):
-    from culturemanager.stages.train import train_step
+    from culturemanager.backends.trainer import train_step
 
     base, tok = load_target(TargetConfig(model=str(tiny_model)))
     a = lora(copy.deepcopy(base), [1])

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from culturemanager import load_config
+from culturemanager.backends import trainer as train_mod
 from culturemanager.pipeline import Run
-from culturemanager.stages import train as train_mod
 
 
 def prepare(cfg_path, *overrides):

@@ -296,6 +296,26 @@ class TrainConfig(Section):
     """Samples per optimizer step."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (default: all epochs)."""
+    max_examples: int | None = Field(None, ge=1)
+    """Training budget in examples seen: at most this many (default: `epochs` passes). A budget that means the
+    same for a 50-example and a 1,000-example adapter."""
+    layers: int | None = Field(None, ge=1)
+    """LoRA on the top this many decoder layers only (default: every layer). The frozen layers below are then the
+    same for every adapter: their states are computed once per example and reused, so a step runs only the top
+    layers (docs/benchmarks.md has the measured speed-up)."""
+    balance: bool = False
+    """Class-balanced batches: every label (answer) drawn equally often, rare labels oversampled."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule after the warm-up: constant, or linear / cosine decay to 0."""
+    warmup: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the steps with a linear learning-rate warm-up."""
+    validation: float = Field(0.0, ge=0.0, lt=0.5)
+    """Share of the adapter's own examples held out (stratified by label) for early stopping; 0: none. Never test
+    data: for CultureManager, synthetic samples only."""
+    eval_every: int = Field(10, ge=1)
+    """Steps between validation losses (with `validation`); the best weights are kept."""
+    patience: int | None = Field(None, ge=1)
+    """Stop after this many validations without improvement (default: train the whole budget, keep the best)."""
     checkpoint_every: int = Field(20, ge=1)
     """Save a resumable checkpoint every this many steps."""
     min_samples: int = Field(4, ge=1)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from culturemanager.backends.target import encode, option_ids
+from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, read_task_rows
 from culturemanager.config import Config, Task
 from culturemanager.rundir import safe_name
-from culturemanager.stages.train import Example
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from culturemanager.backends.target import load_tokenizer
+from culturemanager.backends.trainer import META, Example, fit_adapter
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, chat_examples, pipeline_config, split_task
 from culturemanager.bench.report import paper_numbers, write_report
@@ -39,7 +40,7 @@ from culturemanager.bench.tasks import TasksFile, load_tasks
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import library_versions, safe_name
 from culturemanager.stages.route import OTHERS, Router, route
-from culturemanager.stages.train import META, Example, adapter_is_current, fit_adapter, training_example
+from culturemanager.stages.train import adapter_is_current, training_example
 
 log = logging.getLogger(__name__)
 

@@ -15,23 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import random
 import shutil
 from pathlib import Path
 
-import torch
-
-from culturemanager.backends.prefix import FrozenPrefix
-from culturemanager.backends.target import answer_reserve, encode_task, left_pad, lm_forward, load_target, option_ids
-from culturemanager.config import Config, TargetConfig, Task, TrainConfig
-from culturemanager.records import Sample, read_jsonl, write_json
-from culturemanager.rundir import RunDir, library_versions
+from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
+from culturemanager.backends.trainer import META, Example, fit_adapter
+from culturemanager.config import Config, Task
+from culturemanager.records import Sample, read_jsonl
+from culturemanager.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-META = "culturemanager.json"
-Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
 
 
 def train(cfg: Config, rd: RunDir, progress: bool = True) -> dict:
@@ -101,14 +95,6 @@ def training_example(tok, task: Task, text: str, answer: str, max_length: int) -
     return (enc.ids + ids, [-100] * len(enc.ids) + ids), enc.truncated
 
 
-def lora_config(t: TrainConfig):
-    """The one translation from our settings to peft's."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, target_modules=list(t.target_modules),
-                      task_type="CAUSAL_LM")
-
-
 def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, digest: str,
                   progress: bool) -> int:
     base, tok = load_target(cfg.target)
@@ -118,98 +104,3 @@ def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, d
     fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture,
                 loaded=(base, tok))
     return truncated
-
-
-def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
-                digest: str, meta: dict, progress: bool = True, label: str = "adapter", loaded=None) -> None:
-    """Train one LoRA adapter on token examples and save it as a PEFT folder with `culturemanager.json`
-    (`meta` + data hash, settings, versions, loss curve). Resumes from `.<out>.checkpoint` when its hash matches.
-    Used by the pipeline (culture samples) and by the benchmark (task and survey baselines). `loaded` is a
-    (base model, tokenizer) pair the caller already loaded; the base model is modified in place."""
-    from peft import get_peft_model, set_peft_model_state_dict
-    from peft.utils import get_peft_model_state_dict
-    from rich.progress import Progress
-
-    if not examples:
-        raise ValueError(f"no training examples for adapter {label!r}")
-    torch.manual_seed(seed)
-    base, tok = loaded or load_target(target)
-    model = get_peft_model(base, lora_config(settings))
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-    bs = settings.batch_size
-    per_epoch = math.ceil(len(examples) / bs)
-    total = per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    ckpt = out.parent / f".{out.name}.checkpoint"
-    step, losses = load_checkpoint(ckpt, digest, model, opt, set_peft_model_state_dict)
-    with Progress(disable=not progress, transient=True) as bar:
-        job = bar.add_task(f"train {label}", total=total, completed=step)
-        while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            order = list(range(len(examples)))
-            random.Random(seed * 1000 + epoch).shuffle(order)
-            batch = [examples[i] for i in order[offset * bs:(offset + 1) * bs]]
-            loss = train_step(model, opt, batch, tok.pad_token_id)
-            losses.append(round(loss, 5))
-            step += 1
-            bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
-            if step % settings.checkpoint_every == 0 and step < total:
-                save_checkpoint(ckpt, digest, step, losses, get_peft_model_state_dict(model), opt)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    write_json(tmp / META, {**meta, "data_hash": digest, "examples": len(examples), "steps": total, "seed": seed,
-                            "loss_curve": losses, "target": target.model_dump(mode="json"),
-                            "train": settings.model_dump(mode="json"), "versions": library_versions()})
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("adapter %s: %d examples, %d steps, final loss %.3f", label, len(examples), total,
-             losses[-1] if losses else float("nan"))
-
-
-def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> float:
-    """One optimizer step. Sequences are left-padded so every answer ends at the last position; the model then
-    computes logits only for the answer span (`logits_to_keep`): with Gemma's 262k-token vocabulary the output
-    layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
-    batch's answer tokens, as with full logits. With a `prefix` (LoRA on the top layers only), the frozen lower
-    layers' states come from it and only the upper layers run, forward and backward."""
-    width = max(len(ids) for ids, _ in batch)
-    span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
-    keep = span + 1
-    labels, _ = left_pad([y for _, y in batch], -100)
-    logits = lm_forward(model, [x for x, _ in batch], pad_id, keep, prefix=prefix)
-    # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens
-    pred = logits[:, :-1].float()
-    target = labels[:, width - keep + 1:]
-    loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=-100)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
-
-
-def save_checkpoint(folder: Path, digest: str, step: int, losses: list[float], weights: dict, opt) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"weights": weights, "optimizer": opt.state_dict(), "step": step, "losses": losses,
-                "data_hash": digest}, tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def load_checkpoint(folder: Path, digest: str, model, opt, set_state) -> tuple[int, list[float]]:
-    state_file = folder / "state.pt"
-    if not state_file.exists():
-        return 0, []
-    state = torch.load(state_file, weights_only=True)
-    if state.get("data_hash") != digest:
-        shutil.rmtree(folder, ignore_errors=True)
-        return 0, []
-    set_state(model, state["weights"])
-    opt.load_state_dict(state["optimizer"])
-    log.info("resuming training from step %d", state["step"])
-    return int(state["step"]), list(state["losses"])

@@ -1,0 +1,307 @@
+"""Training one LoRA adapter on token examples: the trainer the pipeline's train stage and the benchmark share.
+
+What a run of `fit_adapter` does, each part a setting of `[train]`:
+- **Budget** in examples seen: `epochs` passes over the examples, capped by `max_examples` (and `max_steps`), so
+  that a 50-example survey set and a 1,000-sample synthetic set get budgets that mean the same thing.
+- **Batches** from a plan fixed by the seed (`plan_batches`), so a killed run resumes at the same batch: shuffled
+  epochs, or with `balance` every label (the answer tokens) drawn equally often, rare ones oversampled: a task
+  with 5% positives would otherwise teach "always 0".
+- **Learning rate** constant, or linear / cosine decay after a linear warm-up (`schedule`, `warmup`).
+- **Early stopping** on a validation slice held out from the adapter's *own* examples (`validation`, stratified
+  by label; never test data): every `eval_every` steps the class-balanced validation loss is measured, the best
+  weights are kept, and `patience` evaluations without improvement end the training.
+- **LoRA on the top `layers` decoder layers only**: the frozen lower layers' states come from a `FrozenPrefix`
+  computed once per example (shared across adapters when the caller passes one), so a step runs the top layers.
+
+The adapter is saved as a PEFT folder plus `culturemanager.json` (settings, data hash, loss and validation
+curves, steps, examples seen). A checkpoint every `checkpoint_every` steps holds weights, optimizer, step and the
+early-stopping state.
+
+Run: imported by `stages/train.py` and `bench/run.py`; no entry point of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
+from culturemanager.backends.target import left_pad, lm_forward, load_target
+from culturemanager.config import TargetConfig, TrainConfig
+from culturemanager.records import write_json
+from culturemanager.rundir import library_versions
+
+log = logging.getLogger(__name__)
+
+META = "culturemanager.json"
+Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
+
+
+def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
+                digest: str, meta: dict, progress: bool = True, label: str = "adapter", loaded=None,
+                prefix: FrozenPrefix | None = None, init: Path | None = None) -> dict:
+    """Train one adapter and save it to `out`; returns its `culturemanager.json` record. `loaded` is a (base
+    model, tokenizer) pair the caller already loaded (modified in place); `prefix` a shared frozen-prefix cache
+    (for `settings.layers`); `init` an adapter folder to continue from (same LoRA settings)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+    from rich.progress import Progress
+
+    if not examples:
+        raise ValueError(f"no training examples for adapter {label!r}")
+    torch.manual_seed(seed)
+    base, tok = loaded or load_target(target)
+    n_layers = len(decoder_layers(base))
+    model = get_peft_model(base, lora_config(settings, n_layers))
+    if init is not None:
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(Path(init) / "adapter_model.safetensors")))
+    k = n_layers - settings.layers if settings.layers else 0
+    if k > 0 and (prefix is None or prefix.k != k):
+        prefix = FrozenPrefix(model, k, target.batch_size, tok.pad_token_id)
+    elif k == 0:
+        prefix = None
+    train_idx, val_idx = split_validation(examples, settings.validation, seed)
+    batches = plan_batches([examples[i] for i in train_idx], settings, seed)
+    val = [examples[i] for i in val_idx]
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(settings, len(batches)))
+    ckpt = out.parent / f".{out.name}.checkpoint"
+    state = load_checkpoint(ckpt, digest, model, opt, sched, set_peft_model_state_dict)
+    train_rows = [examples[i] for i in train_idx]
+    with Progress(disable=not progress, transient=True) as bar:
+        job = bar.add_task(f"train {label}", total=len(batches), completed=state["step"])
+        while state["step"] < len(batches) and not state["stopped"]:
+            batch = [train_rows[i] for i in batches[state["step"]]]
+            loss = train_step(model, opt, batch, tok.pad_token_id, prefix)
+            sched.step()
+            state["losses"].append(round(loss, 5))
+            state["step"] += 1
+            bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
+            if val and (state["step"] % settings.eval_every == 0 or state["step"] == len(batches)):
+                early_stopping(state, validation_loss(model, val, tok.pad_token_id, prefix),
+                               lambda: get_peft_model_state_dict(model), settings)
+            if state["step"] % settings.checkpoint_every == 0 and state["step"] < len(batches):
+                save_checkpoint(ckpt, digest, state, get_peft_model_state_dict(model), opt, sched)
+    if state["best"] is not None:
+        set_peft_model_state_dict(model, state["best"])
+    record = {**meta, "data_hash": digest, "examples": len(examples), "train_examples": len(train_idx),
+              "validation_examples": len(val_idx), "steps": state["step"], "planned_steps": len(batches),
+              "best_step": state["best_step"], "examples_seen": sum(len(b) for b in batches[:state["step"]]),
+              "stopped_early": state["stopped"], "seed": seed, "loss_curve": state["losses"],
+              "validation_curve": state["val_curve"], "layers": settings.layers,
+              "target": target.model_dump(mode="json"), "train": settings.model_dump(mode="json"),
+              "versions": library_versions()}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    write_json(tmp / META, record)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("adapter %s: %d examples, %d of %d steps, final loss %.3f", label, len(examples), state["step"],
+             len(batches), state["losses"][-1] if state["losses"] else float("nan"))
+    return record
+
+
+def lora_config(t: TrainConfig, n_layers: int | None = None):
+    """The one translation from our settings to peft's (`layers`: LoRA on the top layers only)."""
+    from peft import LoraConfig
+
+    layers = None
+    if t.layers is not None and n_layers is not None and t.layers < n_layers:
+        layers = list(range(n_layers - t.layers, n_layers))
+    return LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, target_modules=list(t.target_modules),
+                      layers_to_transform=layers, task_type="CAUSAL_LM")
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+def answer_key(example: Example) -> tuple[int, ...]:
+    """An example's label: its answer tokens (the ones with a loss)."""
+    return tuple(t for t in example[1] if t != -100)
+
+
+def split_validation(examples: list[Example], share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, validation) indices: `share` of each label's examples held out (at least one of a label with
+    three or more examples), by a seeded shuffle. No validation below 10 examples or with share 0."""
+    if share <= 0 or len(examples) < 10:
+        return list(range(len(examples))), []
+    by_label: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        by_label[answer_key(e)].append(i)
+    rng = random.Random(seed * 7919 + 1)
+    train, val = [], []
+    for key in sorted(by_label):
+        idx = by_label[key][:]
+        rng.shuffle(idx)
+        k = max(1, round(len(idx) * share)) if len(idx) >= 3 else 0
+        val += idx[:k]
+        train += idx[k:]
+    return sorted(train), sorted(val)
+
+
+def plan_batches(examples: list[Example], t: TrainConfig, seed: int) -> list[list[int]]:
+    """Every step's batch (indices into `examples`), fixed by the seed. The budget is `epochs` passes, capped by
+    `max_examples` and `max_steps`. With `balance`, each label is drawn equally often (a label's examples are
+    cycled in reshuffled order, rare labels oversampled); otherwise each epoch is a shuffled pass."""
+    n = len(examples)
+    budget = n * t.epochs if t.max_examples is None else min(n * t.epochs, t.max_examples)
+    steps = max(1, math.ceil(budget / t.batch_size))
+    if t.max_steps is not None:
+        steps = min(steps, t.max_steps)
+    rng = random.Random(seed * 1000 + 17)
+    if t.balance:
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, e in enumerate(examples):
+            groups[answer_key(e)].append(i)
+        streams = [_cycle(groups[key], rng) for key in sorted(groups)]
+        start = rng.randrange(len(streams))
+        flat = [next(streams[(start + j) % len(streams)]) for j in range(steps * t.batch_size)]
+    else:
+        flat = []
+        while len(flat) < steps * t.batch_size:
+            order = list(range(n))
+            rng.shuffle(order)
+            flat += order
+    return [flat[s * t.batch_size:(s + 1) * t.batch_size] for s in range(steps)]
+
+
+def _cycle(items: list[int], rng: random.Random):
+    while True:
+        order = items[:]
+        rng.shuffle(order)
+        yield from order
+
+
+def lr_factor(t: TrainConfig, steps: int) -> Callable[[int], float]:
+    """The learning rate's multiplier at each step: linear warm-up over `warmup` of the steps, then constant,
+    linear decay to 0 or cosine decay to 0."""
+    warm = int(round(t.warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if t.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, steps - warm)
+        return max(0.0, 1 - progress) if t.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1, progress)))
+
+    return factor
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> float:
+    """One optimizer step. Sequences are left-padded so every answer ends at the last position; the model then
+    computes logits only for the answer span (`logits_to_keep`): with Gemma's 262k-token vocabulary the output
+    layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
+    batch's answer tokens, as with full logits. With a `prefix` (LoRA on the top layers only), the frozen lower
+    layers' states come from it and only the upper layers run, forward and backward."""
+    loss = answer_loss(model, batch, pad_id, prefix).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def answer_loss(model, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> torch.Tensor:
+    """The cross-entropy of every answer token of the batch (a flat tensor, prompt tokens excluded)."""
+    width = max(len(ids) for ids, _ in batch)
+    span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
+    keep = span + 1
+    labels, _ = left_pad([y for _, y in batch], -100)
+    logits = lm_forward(model, [x for x, _ in batch], pad_id, keep, prefix=prefix)
+    # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens
+    pred = logits[:, :-1].float()
+    target = labels[:, width - keep + 1:]
+    per_token = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1),
+                                                  ignore_index=-100, reduction="none")
+    return per_token[target.reshape(-1) != -100]
+
+
+@torch.no_grad()
+def validation_loss(model, val: list[Example], pad_id: int, prefix: FrozenPrefix | None, batch_size: int = 16
+                    ) -> float:
+    """The mean over labels of each label's mean answer loss: class-balanced, so a model that gets the rare
+    label wrong cannot look good by getting the common one right."""
+    was = model.training
+    model.eval()
+    by_label: dict[tuple[int, ...], list[float]] = defaultdict(list)
+    for s in range(0, len(val), batch_size):
+        chunk = val[s:s + batch_size]
+        for e, loss in zip(chunk, _per_example_loss(model, chunk, pad_id, prefix)):
+            by_label[answer_key(e)].append(loss)
+    model.train(was)
+    return sum(sum(v) / len(v) for v in by_label.values()) / len(by_label)
+
+
+def _per_example_loss(model, chunk: list[Example], pad_id: int, prefix: FrozenPrefix | None) -> list[float]:
+    """Each example's mean answer-token loss, the batch in one forward pass."""
+    width = max(len(ids) for ids, _ in chunk)
+    span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in chunk)
+    keep = span + 1
+    labels, _ = left_pad([y for _, y in chunk], -100)
+    logits = lm_forward(model, [x for x, _ in chunk], pad_id, keep, prefix=prefix)
+    pred = logits[:, :-1].float()
+    target = labels[:, width - keep + 1:]
+    tok_loss = torch.nn.functional.cross_entropy(pred.transpose(1, 2), target, ignore_index=-100, reduction="none")
+    mask = (target != -100).float()
+    return (tok_loss * mask).sum(1).div(mask.sum(1).clamp(min=1)).tolist()
+
+
+def early_stopping(state: dict, loss: float, weights: Callable[[], dict], t: TrainConfig) -> None:
+    """Record a validation loss; keep the weights when it is the best so far; stop after `patience` evaluations
+    without improvement."""
+    state["val_curve"].append([state["step"], round(loss, 5)])
+    if state["best_loss"] is None or loss < state["best_loss"] - 1e-6:
+        state.update(best_loss=loss, best_step=state["step"], bad=0,
+                     best={k: v.detach().clone() for k, v in weights().items()})
+    else:
+        state["bad"] += 1
+        if t.patience is not None and state["bad"] >= t.patience:
+            state["stopped"] = True
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+def new_state() -> dict:
+    return {"step": 0, "losses": [], "val_curve": [], "best_loss": None, "best_step": None, "best": None, "bad": 0,
+            "stopped": False}
+
+
+def save_checkpoint(folder: Path, digest: str, state: dict, weights: dict, opt, sched) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({**state, "weights": weights, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "data_hash": digest}, tmp / "state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, digest: str, model, opt, sched, set_state) -> dict:
+    """The training state of a killed run with the same data hash, loaded into model, optimizer and scheduler;
+    a fresh state otherwise."""
+    state_file = folder / "state.pt"
+    if not state_file.exists():
+        return new_state()
+    saved = torch.load(state_file, weights_only=True)
+    if saved.get("data_hash") != digest:
+        shutil.rmtree(folder, ignore_errors=True)
+        return new_state()
+    set_state(model, saved.pop("weights"))
+    opt.load_state_dict(saved.pop("optimizer"))
+    sched.load_state_dict(saved.pop("scheduler"))
+    saved.pop("data_hash")
+    log.info("resuming training from step %d", saved["step"])
+    return {**new_state(), **saved}

@@ -1,0 +1,97 @@
+"""The trainer's plan (budget, balanced batches, validation split, schedule) and early stopping."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from culturemanager.backends.trainer import (
+    answer_key,
+    early_stopping,
+    fit_adapter,
+    lr_factor,
+    new_state,
+    plan_batches,
+    split_validation,
+    validation_loss,
+)
+from culturemanager.config import TargetConfig, TrainConfig
+
+
+def examples(pos: int, neg: int) -> list:
+    """`pos` examples answering token 31 and `neg` answering token 30, each with its own prompt."""
+    return [([1, 5 + i % 40, 9], [-100, -100, 31]) for i in range(pos)] + \
+           [([1, 6 + i % 40, 8], [-100, -100, 30]) for i in range(neg)]
+
+
+def test_the_budget_is_epochs_capped_by_examples_and_steps():
+    ex = examples(10, 30)
+    assert len(plan_batches(ex, TrainConfig(epochs=3, batch_size=4), 0)) == 30
+    assert len(plan_batches(ex, TrainConfig(epochs=3, batch_size=4, max_examples=50), 0)) == 13
+    assert len(plan_batches(ex, TrainConfig(epochs=3, batch_size=4, max_examples=50, max_steps=5), 0)) == 5
+    plain = plan_batches(ex, TrainConfig(epochs=2, batch_size=8), 3)
+    assert Counter(i for b in plain for i in b) == Counter({i: 2 for i in range(40)})  # each example twice
+    assert plain == plan_batches(ex, TrainConfig(epochs=2, batch_size=8), 3)  # fixed by the seed
+    assert plain != plan_batches(ex, TrainConfig(epochs=2, batch_size=8), 4)
+
+
+def test_balanced_batches_draw_every_label_equally_often():
+    ex = examples(4, 36)  # 10% positives
+    plan = plan_batches(ex, TrainConfig(epochs=2, batch_size=8, balance=True), 0)
+    labels = Counter(answer_key(ex[i]) for b in plan for i in b)
+    assert labels[(31,)] == labels[(30,)] == 40
+    assert all(sum(answer_key(ex[i]) == (31,) for i in b) == 4 for b in plan)  # half of every batch
+    # the rare examples are cycled through evenly
+    assert set(Counter(i for b in plan for i in b if i < 4).values()) == {10}
+
+
+def test_the_validation_slice_is_stratified_and_held_out():
+    ex = examples(10, 40)
+    train, val = split_validation(ex, 0.2, 0)
+    assert sorted(train + val) == list(range(50)) and not set(train) & set(val)
+    assert Counter(answer_key(ex[i]) for i in val) == {(31,): 2, (30,): 8}
+    assert split_validation(ex[:9], 0.2, 0) == (list(range(9)), [])  # too few to hold any out
+    assert split_validation(ex, 0.0, 0)[1] == []
+
+
+def test_learning_rate_schedules():
+    warm = lr_factor(TrainConfig(warmup=0.2, schedule="linear"), 10)
+    assert [round(warm(s), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    cos = lr_factor(TrainConfig(schedule="cosine"), 4)
+    assert [round(cos(s), 3) for s in range(4)] == [1.0, 0.854, 0.5, 0.146]
+    assert lr_factor(TrainConfig(), 5)(3) == 1.0
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_after_patience():
+    state, t = new_state(), TrainConfig(patience=2)
+    for step, loss in [(10, 0.9), (20, 0.5), (30, 0.6), (40, 0.55)]:
+        state["step"] = step
+        early_stopping(state, loss, lambda s=step: {"w": torch.tensor([float(s)])}, t)
+    assert state["best_step"] == 20 and state["best"]["w"].item() == 20.0 and state["stopped"]
+    assert state["val_curve"] == [[10, 0.9], [20, 0.5], [30, 0.6], [40, 0.55]]
+
+
+def test_fit_adapter_saves_the_best_validation_weights(tiny_model, tmp_path):
+    from peft import PeftModel
+
+    from culturemanager.backends.target import load_target
+
+    target = TargetConfig(model=str(tiny_model))
+    ex = examples(12, 12)
+    # a learning rate far too high, so that the validation loss rises after the first step: the best weights are
+    # not the last ones
+    t = TrainConfig(rank=4, alpha=8, epochs=4, batch_size=4, lr=3.0, validation=0.25, eval_every=1, layers=1,
+                    dropout=0.0)
+    record = fit_adapter(target, t, 0, ex, tmp_path / "a", "h", {}, progress=False)
+    curve = record["validation_curve"]
+    assert len(curve) == record["steps"] == 18 and record["validation_examples"] == 6
+    best = min(loss for _, loss in curve)
+    assert record["best_step"] == next(s for s, loss in curve if loss == best) < record["steps"]
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    base, tok = load_target(target)
+    model = PeftModel.from_pretrained(base, tmp_path / "a")
+    _, val = split_validation(ex, 0.25, 0)
+    assert validation_loss(model, [ex[i] for i in val], tok.pad_token_id, None) == pytest.approx(best, abs=1e-4)
