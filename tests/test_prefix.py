@@ -75,3 +75,30 @@ def test_an_adapter_on_every_layer_leaves_no_frozen_prefix(tiny_model):
     base, _ = load_target(TargetConfig(model=str(tiny_model)))
     assert lowest_adapted_layer(base) == 2  # no adapter: every layer is the base model
     assert lowest_adapted_layer(lora(base, None)) == 0
+
+
+def test_the_engine_scores_top_layer_adapters_on_the_frozen_prefix(tiny_model, tmp_path):
+    from culturemanager.config import Task
+    from culturemanager.engine import Engine
+
+    target = TargetConfig(model=str(tiny_model))
+    for i, name in enumerate(("a", "b")):
+        base, _ = load_target(target)
+        lora(base, [1], seed=i + 1).save_pretrained(tmp_path / name)
+    engine = Engine.load(target)
+    task = Task(id="t", label="hate speech")
+    texts = ["hola amigos", "Defol git buradan", "Bu maç harikaydı", "x"]
+    features = engine.features(task, texts)
+    engine.add_adapter("a", tmp_path / "a")
+    engine.add_adapter("b", tmp_path / "b")
+    assert engine.prefix is not None and engine.prefix.k == 1
+    rows = ["a", "b", None, "a"]
+    fast, _ = engine.label_probs(task, texts, rows)
+    assert engine.prefix.computed == 4  # each prompt through the frozen layer once, whatever its adapter
+    engine.label_probs(task, texts, ["b", "a", "b", None])
+    assert engine.prefix.computed == 4
+    engine.prefix = None
+    full, _ = engine.label_probs(task, texts, rows)
+    assert torch.allclose(fast, full, atol=1e-5)
+    # the probe's features are the base model's, whatever adapters are loaded
+    assert features.shape == (4, 32) and torch.allclose(engine.features(task, texts), features, atol=1e-5)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from culturemanager.backends.prefix import FrozenPrefix, lowest_adapted_layer
 from culturemanager.backends.target import (
     BASE,
     Encoded,
@@ -43,6 +44,7 @@ class Engine:
     def __init__(self, model, tok, target: TargetConfig):
         self.model, self.tok, self.target = model, tok, target
         self.adapters: dict[str, str] = {}
+        self.prefix: FrozenPrefix | None = None  # the layers below every loaded adapter, computed once per input
         self._memo: dict[Any, Any] = {}
 
     @classmethod
@@ -67,6 +69,17 @@ class Engine:
             self.model.load_adapter(str(folder), adapter_name=name)
         self.model.eval()
         self.adapters[name] = str(folder)
+        # adapters on the top layers only leave the layers below them frozen for every row: their states are
+        # computed once per input and reused by every adapter (a new adapter reaching lower resets the cache)
+        k = lowest_adapted_layer(self.model)
+        if k == 0:
+            self.prefix = None
+        elif self.prefix is None or self.prefix.k != k:
+            self.prefix = FrozenPrefix(self.model, k, self.target.batch_size, self.pad_id)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
 
     def row_adapters(self, names: Sequence[str | None]) -> list[str] | None:
         """peft's per-row adapter names (`BASE`, or None, for the plain model); None when no adapter is loaded."""
@@ -110,9 +123,33 @@ class Engine:
         names = self.row_adapters(adapters)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         scores = score_options(self.model, self.tok, [prompts[i] for i in order], options,
-                               [names[i] for i in order] if names else None, self.target.batch_size, normalize)
+                               [names[i] for i in order] if names else None, self.target.batch_size, normalize,
+                               self.prefix)
         out = torch.empty_like(scores)
         out[torch.tensor(order)] = scores
+        return out
+
+    @torch.no_grad()
+    def features(self, task: Task, texts: Sequence[str]) -> torch.Tensor:
+        """The base model's mean final hidden state over each text's task prompt ([len(texts), hidden]): what a
+        linear probe reads (no adapter takes part)."""
+        from contextlib import nullcontext
+
+        from culturemanager.backends.target import left_pad
+
+        encoded = self.encode(task, texts)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        off = self.model.disable_adapter() if self.adapters else nullcontext()
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
+        out = torch.zeros(len(encoded), base.config.hidden_size)
+        with off:
+            for s in range(0, len(order), self.target.batch_size):
+                rows = order[s:s + self.target.batch_size]
+                ids, mask = left_pad([encoded[i].ids for i in rows], self.pad_id)
+                hidden = base.base_model(input_ids=ids, attention_mask=mask,
+                                         position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                out[torch.tensor(rows)] = ((hidden * m).sum(1) / m.sum(1)).float()
         return out
 
     def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int
