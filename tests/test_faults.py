@@ -29,7 +29,7 @@ from culturemanager.backends.llm import ChatRequest, fake_answer
 from culturemanager.cli import main
 from culturemanager.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STAGE_FAILED
 
-Reply = tuple[int, dict[str, str], bytes] | str  # (status, headers, body), or "drip"
+Reply = tuple[int, dict[str, str], bytes] | str  # (status, headers, body), "drip" or "drip_headers"
 
 
 def completion(content: str) -> Reply:
@@ -69,6 +69,8 @@ class MockOpenAI:
                 reply = server.behave(n, body)
                 if reply == "drip":
                     return self.drip()
+                if reply == "drip_headers":
+                    return self.drip(headers=True)
                 code, headers, data = reply
                 self.send_response(code)
                 for k, v in {**headers, "Content-Length": str(len(data))}.items():
@@ -81,16 +83,20 @@ class MockOpenAI:
                 server.first_request.set()
                 self.drip()
 
-            def drip(self):
-                """Headers, then one byte of whitespace every 50 ms: each read succeeds, the answer never ends."""
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "1000000")
-                self.end_headers()
+            def drip(self, headers: bool = False):
+                """Headers, then one byte of whitespace every 50 ms: each read succeeds, the answer never ends
+                (with `headers`, the bytes drip inside a header line, before any body)."""
+                if headers:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
                 t0 = time.monotonic()
                 try:
                     while not server.stop.is_set() and time.monotonic() - t0 < 30:
-                        self.wfile.write(b" ")
+                        self.wfile.write(b"a" if headers else b" ")
                         self.wfile.flush()
                         time.sleep(0.05)
                 except (BrokenPipeError, ConnectionResetError):
@@ -291,6 +297,19 @@ def test_a_server_dripping_bytes_is_cut_off_at_the_deadline(rerun, capsys):
     assert "stage queries failed: none of its 4 generator calls" in err and "deadline" in err
     new = assert_unchanged(before, root)
     assert len(new) == 4 and all(c["outcome"] == "error" and c["latency_s"] < 2.5 for c in new)
+
+
+def test_a_server_dripping_its_headers_is_cut_off_by_the_watchdog():
+    from culturemanager.backends.llm import CallFailed
+    from culturemanager.config import LLMConfig
+
+    with MockOpenAI(lambda n, body: "drip_headers") as server:
+        backend = openai_chat.OpenAIBackend(LLMConfig(backend="openai", base_url=server.url, model="m",
+                                                      timeout_s=1, max_retries=0))
+        t0 = time.monotonic()
+        [out] = backend.complete([ChatRequest((("user", "hola"),), 0.0, 8)])
+        assert time.monotonic() - t0 < 3
+    assert isinstance(out, CallFailed) and "DeadlineExceeded" in str(out)
 
 
 def test_a_web_search_api_dripping_bytes_is_cut_off_at_its_deadline():

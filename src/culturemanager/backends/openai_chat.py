@@ -7,7 +7,7 @@
   times, waiting the server's Retry-After (`retry-after-ms` or `retry-after`, capped at MAX_WAIT_S) or else an
   exponential backoff; 4xx and malformed answers fail at once (the stage retries those with another seed).
 - Deadline: `generator.timeout_s` is the wall-clock limit of one attempt, from sending the request to the
-  answer's last byte (`retry.DeadlineTransport`), with a watchdog thread as the backstop
+  answer's last byte (`retry.deadline_hooks`), with a watchdog thread as the backstop
   (`retry.run_with_deadline`); a server that drips bytes cannot hold a call longer.
 - Only the failures this backend expects (HTTP, API, timeouts, unparsable answers) become counted call
   failures (`CallFailed`); anything else is a bug and raises.
@@ -29,8 +29,8 @@ import httpx
 from culturemanager.backends.llm import BackendError, CallFailed, ChatRequest, Completion
 from culturemanager.backends.retry import (
     DeadlineExceeded,
-    DeadlineTransport,
     backoff,
+    deadline_hooks,
     parse_retry_after,
     run_with_deadline,
 )
@@ -63,8 +63,8 @@ class OpenAIBackend:
         self.cfg = cfg
         self.parallel = cfg.concurrency
         self.name = cfg.model if cfg.base_url is None else f"{cfg.model}@{cfg.base_url}"
-        http = httpx.Client(transport=DeadlineTransport(cfg.timeout_s), timeout=cfg.timeout_s,
-                            follow_redirects=True)
+        # an httpx client (openai takes one, whichever HTTP library it uses itself), with the deadline hooks
+        http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=True, event_hooks=deadline_hooks(cfg.timeout_s))
         self.client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0,
                                     http_client=http)
         # what a call may fail with without it being a bug in this program
