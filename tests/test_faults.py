@@ -273,6 +273,30 @@ def test_labels_outside_the_set_for_one_culture_are_counted_dropped_and_keep_its
     assert all(after[k] == v for k, v in before.items() if k.startswith("adapters/"))
 
 
+def test_a_culture_whose_every_call_is_refused_keeps_its_queries_samples_and_adapter(rerun):
+    """A 400 for every prompt of one culture (a content filter, say): a counted skip, and nothing of that
+    culture is lost downstream (an empty query list would have cost it its samples and its adapter)."""
+    root = rerun.parent / "run"
+    before = snapshot(root)
+
+    def refuse_turkish(n: int, body: dict) -> Reply:
+        return status(400) if "Turkish" in body["messages"][-1]["content"] else completion(fake(body))
+
+    with MockOpenAI(refuse_turkish) as server:
+        for stage in ("queries", "search", "synthesize", "train"):
+            assert main([stage, str(rerun), *openai(server.url)]) == 0, stage
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    assert stages["queries"]["counts"]["cultures_failed"] == 1 and stages["queries"]["counts"]["queries[Turkish]"] == 4
+    assert stages["search"]["counts"]["summary_failed_used_raw"] > 0
+    assert stages["synthesize"]["counts"]["cultures_failed"] == 1
+    assert stages["train"]["counts"]["reused"] == ["Spanish", "Turkish"]
+    after = snapshot(root)
+    assert after["samples/Turkish.jsonl"] == before["samples/Turkish.jsonl"]
+    assert all(after[k] == v for k, v in before.items() if k.startswith("adapters/"))
+    turkish = [json.loads(x) for x in after["queries.jsonl"].decode().splitlines() if '"Turkish"' in x]
+    assert {q["generator"] for q in turkish} == {"fake"}  # the earlier run's
+
+
 def test_train_keeps_an_adapter_whose_culture_has_no_samples_file(rerun, capsys):
     """An empty samples file after a failed synthesis deleted the adapters; synthesis now writes a culture's
     file only when it succeeded, and train removes an adapter only on a file that says too few samples."""
