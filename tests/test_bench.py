@@ -204,7 +204,7 @@ def test_a_tasks_file_with_a_missing_field_or_unknown_label_stops_the_bench(tmp_
     tasks = json.loads((tmp_path / "data" / "tasks.json").read_text())
     del tasks["tasks"][1]["text_field"]
     (tmp_path / "data" / "tasks.json").write_text(json.dumps(tasks))
-    assert main(["bench", str(cfg), "--no-progress"]) == 3  # an input error: the tasks file
+    assert main(["bench", str(cfg), "--no-progress"]) == 3  # an input error (exit codes: errors.py)
     err = capsys.readouterr().err
     assert "tr-abusive" in err and "text_field" in err and "tasks.json" in err
     tasks["tasks"][1]["text_field"] = "tweet"

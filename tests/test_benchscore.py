@@ -74,3 +74,11 @@ def test_c_spec_of_a_small_matrix_by_hand():
     assert out["score"]["values"] == pytest.approx([0.9, 1.0])
     assert out["matrix"][0][0] == pytest.approx(0.7) and out["seeds"] == [0, 1]
     assert c_spec_summary({0: [[1.0]]}, ["A"]) is None
+
+
+def test_calibration_subtracts_the_content_free_lean():
+    from culturemanager.bench.score import calibrated
+
+    # a model that gives "1" 0.8 on content-free text: an input it also gives 0.8 is neutral after calibration
+    assert calibrated([0.8, 0.9, 0.5], 0.8) == pytest.approx([0.5, 9 / 13, 0.2])
+    assert calibrated([0.3, 0.7], 0.5) == pytest.approx([0.3, 0.7])  # no lean: unchanged

@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/test_config.py -q
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,90 @@ def test_template_without_input_is_an_error(tmp_path):
 
 def test_predict_task_must_be_a_task_id(tmp_path):
     assert "predict.task" in config_error(write(tmp_path, MINIMAL + '\n[predict]\ntask = "spam"\n'))
+
+
+# ------------------------------------------------------------------------------------------ models, ranges
+
+def test_relative_model_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "configs"
+    (conf_dir / "models" / "tiny").mkdir(parents=True)
+    path = write(conf_dir, MINIMAL + '\n[target]\nmodel = "models/tiny"\n[generator]\nmodel = "./gen.gguf"\n')
+    monkeypatch.chdir(tmp_path)  # "models/tiny" does not exist here, only next to the config
+    cfg = load_config(path, ["generator.backend=fake"])
+    assert cfg.target.model == str(conf_dir.resolve() / "models" / "tiny")
+    assert cfg.generator.model == str(conf_dir.resolve() / "gen.gguf")  # path-like though missing: named in full
+    # hub ids and packaged short names stay as they are
+    cfg = load_config(path, ["target.model=google/gemma-3-270m", "generator.model=gemma3-270m"])
+    assert (cfg.target.model, cfg.generator.model) == ("google/gemma-3-270m", "gemma3-270m")
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("train.lr=0", "train.lr"), ("train.dropout=1.0", "train.dropout"), ("generator.temperature=-0.1",
+                                                                          "generator.temperature"),
+    ("target.max_length=4", "target.max_length"), ("search.top_k=0", "search.top_k"),
+    ("search.web.results=0", "search.web.results"), ("run.seed=-1", "run.seed"),
+    ("train.target_modules=[]", "train.target_modules"), ("generator.concurrency=0", "generator.concurrency"),
+])
+def test_out_of_range_values_are_errors_naming_the_key(tmp_path, setting, key):
+    path = write(tmp_path, MINIMAL)
+    msg = config_error(path, [setting])
+    assert f"`{key}`" in msg and str(path) in msg
+
+
+def test_datafile_ranges_and_format(tmp_path):
+    assert "`tasks.0.demonstrations.0.start`" in config_error(
+        write(tmp_path, MINIMAL + 'demonstrations = [{path = "d.txt", start = -1}]\n'))
+    assert "`tasks.0.demonstrations.0.format`" in config_error(
+        write(tmp_path, MINIMAL + 'demonstrations = [{path = "d.txt", format = "parquet"}]\n'))
+    cfg = load_config(write(tmp_path, MINIMAL + 'demonstrations = [{path = "d.tsv", format = "text"}]\n'))
+    assert cfg.task("hate").demonstrations[0].format == "text"
+
+
+def test_the_example_configs_are_valid(monkeypatch):
+    monkeypatch.setenv("CULTUREMANAGER_DATA", "/data")
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("demo.toml", "culturellm.toml"):
+        load_config(root / name)
+
+
+# ------------------------------------------------------------------------------------------ the reference
+
+def test_every_config_field_has_a_docstring():
+    from pydantic import BaseModel
+
+    from culturemanager.config import Config
+    from culturemanager.configdoc import section_of
+
+    def leaves(model: type[BaseModel], prefix: str = ""):
+        for name, f in model.model_fields.items():
+            yield prefix + name, f
+            if (sub := section_of(f.annotation)) is not None:
+                yield from leaves(sub[0], prefix + name + ".")
+
+    fields = dict(leaves(Config))
+    assert len(fields) > 100
+    assert [k for k, f in fields.items() if not (f.description or "").strip()] == []
+
+
+def test_config_explain_prints_every_field_with_type_default_and_docstring(capsys):
+    from culturemanager.cli import main
+
+    assert main(["config", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "train.epochs: int (>= 1) = 3\n    Passes over a culture's samples." in out
+    assert 'generator.backend: "local" | "openai" | "fake" = "local"' in out
+    assert "tasks[].demonstrations[].format:" in out and "cultures[].name: str (required)" in out
+    lines = [x for x in out.splitlines() if not x.startswith("    ")]
+    assert len(lines) > 100 and all(":" in x for x in lines)
+
+
+def test_config_explain_with_a_file_shows_its_values_and_plain_config_prints_json(tmp_path, capsys):
+    from culturemanager.cli import main
+
+    path = write(tmp_path, MINIMAL + "\n[train]\nepochs = 1\n")
+    assert main(["config", str(path), "--explain"]) == 0
+    assert "train.epochs: int (>= 1) = 3; here: 1" in capsys.readouterr().out
+    assert main(["config", str(path), "--set", "train.rank=2"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["train"] == {**resolved["train"], "epochs": 1, "rank": 2}
+    assert main(["config", str(path), "--set", "train.rank=0"]) == 2

@@ -391,6 +391,22 @@ def test_server_dripping_bytes_hits_the_page_deadline(serve, tmp_path):
     assert e.value.reason == "timeout" and "deadline" in str(e.value) and time.monotonic() - start < 1.5
 
 
+def test_server_dripping_its_headers_hits_the_page_deadline(serve, tmp_path):
+    def drip(h: BaseHTTPRequestHandler) -> None:  # a header line that never ends
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(40):
+            h.wfile.write(b"a")
+            h.wfile.flush()
+            time.sleep(0.05)
+
+    srv = serve({"/drip": drip})
+    cfg = FetchConfig(allowed_hosts=[srv.hostport], connect_timeout_s=0.1, read_timeout_s=0.15)
+    start = time.monotonic()
+    with SafeFetcher(cfg, tmp_path) as f, pytest.raises(FetchError) as e:
+        f.fetch(srv.url("/drip"))
+    assert e.value.reason == "timeout" and "deadline" in str(e.value) and time.monotonic() - start < 1.5
+
+
 def test_http_status_and_empty_pages(serve, tmp_path):
     srv = serve({"/empty": page_route("<script>var x = 1;</script>"), "/gone": redirect("/missing")})
     with SafeFetcher(cfg_for(srv), tmp_path) as f:

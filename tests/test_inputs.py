@@ -233,3 +233,57 @@ def test_only_the_selected_rows_are_checked(tmp_path):
     assert [r.text for r in read_rows(DataFile(path=p, text_field="data", limit=2))] == ["uno", "dos"]
     with pytest.raises(InputFileError, match=r"mixed.jsonl:3: field 'data' is a int"):
         read_rows(DataFile(path=p, text_field="data", start=1, limit=2))
+
+
+# ------------------------------------------------------------------------------------- formats by extension
+
+def test_json_array_and_ndjson_are_read_as_records(tmp_path):
+    """Both were read as one text per line: the input became the raw JSON."""
+    a = tmp_path / "d.json"
+    a.write_text(json.dumps([{"text": "uno", "label": "1"}, {"text": "dos", "label": "0"}]), encoding="utf-8")
+    rows = read_rows(DataFile(path=a, label_field="label"))
+    assert [(r.text, r.label) for r in rows] == [("uno", "1"), ("dos", "0")]
+    assert rows[1].source == f"{a}:item 1"
+    b = jsonl(tmp_path / "d.ndjson", [{"text": "tres"}])
+    assert read_texts([DataFile(path=b)]) == ["tres"]
+
+
+@pytest.mark.parametrize("name", ["d.parquet", "d.tsv", "README"])
+def test_other_extensions_are_errors_unless_the_entry_says_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("uno\ndos\n", encoding="utf-8")
+    msg = input_error(DataFile(path=path))
+    assert msg.startswith(f"{path}: cannot tell how to read") and 'format = "text"' in msg
+    assert read_texts([DataFile(path=path, format="text")]) == ["uno", "dos"]
+
+
+def test_a_csv_row_missing_its_label_column_is_an_error_not_the_label_none(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nhola,1\nadios\n", encoding="utf-8")
+    msg = input_error(DataFile(path=path, label_field="label"))
+    assert msg.startswith(f"{path}:3:") and "1 fields, the header has 2" in msg
+    path.write_text("text,label\nhola,1,extra\n", encoding="utf-8")
+    assert input_error(DataFile(path=path)).startswith(f"{path}:2:")
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.csv", "d.txt"])
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name):
+    path = tmp_path / name
+    head = b"text\n" if name.endswith(".csv") else b""
+    row = (lambda t: json.dumps({"text": t}).encode()) if name.endswith(".jsonl") else (lambda t: t.encode())
+    path.write_bytes(head + row("uno") + b"\n" + row("dos").replace(b"dos", b"d\xf6s") + b"\n")
+    msg = input_error(DataFile(path=path))
+    assert msg.startswith(f"{path}:{3 if head else 2}: not UTF-8")
+
+
+def test_gold_labels_are_checked_against_the_task_before_scoring(tmp_path):
+    from culturemanager.config import Task
+    from culturemanager.datafiles import check_gold_labels
+
+    path = jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": "1"}, {"text": "b", "label": "HS"}])
+    rows = read_rows(DataFile(path=path, label_field="label"))
+    task = Task(id="hate", label="hate speech")
+    with pytest.raises(InputFileError, match=rf"{path}:2: gold label 'HS' is not in task 'hate' labels"):
+        check_gold_labels(rows, [task] * len(rows))
+    check_gold_labels(rows[:1], [task])
+    check_gold_labels(rows, [Task(id="free", label="x", format="free_text")] * 2)  # nothing to check

@@ -143,6 +143,29 @@ def test_truncated_last_cache_line_is_ignored(tmp_path):
     assert len(load_cache(cache)) == 2
 
 
+def test_unreadable_cache_lines_are_counted_and_logged(tmp_path, caplog):
+    """They used to be dropped without a count or a log line."""
+    cached(tmp_path, CountingBackend()).complete([request("a")], stage="s")
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text(cache.read_text(encoding="utf-8") + '[1, 2]\n{"text": "no key"}\n{"key": "k", "te',
+                     encoding="utf-8")
+    llm = cached(tmp_path, CountingBackend())
+    assert llm.unreadable_cache_lines == 3
+    assert "3 line(s) could not be read" in caplog.text and str(cache) in caplog.text
+
+
+def test_an_empty_answer_is_not_cached(tmp_path):
+    class Empty(CountingBackend):
+        def complete(self, requests):
+            self.seen += requests
+            return [Completion("  ") for _ in requests]
+
+    backend = Empty()
+    cached(tmp_path, backend).complete([request("a")], stage="s")
+    cached(tmp_path, backend).complete([request("a")], stage="s")
+    assert len(backend.seen) == 2  # asked again: an empty answer may be a server's hiccup
+
+
 def test_backend_error_gives_none_counted_logged_not_cached(tmp_path, caplog):
     backend = CountingBackend()
     llm = cached(tmp_path, backend)

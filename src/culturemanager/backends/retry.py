@@ -48,7 +48,7 @@ def backoff(attempt: int, first_s: float, cap_s: float) -> float:
 def run_with_deadline(fn: Callable[[], T], seconds: float) -> T:
     """fn() in a daemon thread, waited for at most `seconds`; past that, DeadlineExceeded (the thread is left to
     end on its own: nothing it returns later is used). The backstop for what the transport's own deadline
-    (`DeadlineTransport`) cannot cut, such as a server that drips the status line and headers."""
+    (`deadline_hooks`) cannot cut, such as a server that drips the status line and headers."""
     box: dict[str, object] = {}
 
     def target() -> None:
@@ -67,23 +67,20 @@ def run_with_deadline(fn: Callable[[], T], seconds: float) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-class DeadlineTransport(httpx.BaseTransport):
-    """httpx's transport with a wall-clock deadline per request: httpx's timeouts bound each read, so a server
-    that sends a byte every second never times out; here the body stops with a ReadTimeout once `seconds`
-    have passed since the request was sent."""
+def deadline_hooks(seconds: float) -> dict[str, list[Callable]]:
+    """httpx event hooks (`httpx.Client(event_hooks=...)`) that give each request a wall-clock deadline: httpx's
+    timeouts bound each read, so a server that sends a byte every second never times out; with these the body
+    stops with a ReadTimeout once `seconds` have passed since the request was sent. Hooks rather than a
+    transport, so that the client keeps its own transport (and the proxies of the environment)."""
+    def start(request: httpx.Request) -> None:
+        request.extensions["culturemanager_deadline"] = time.monotonic() + seconds
 
-    def __init__(self, seconds: float, inner: httpx.BaseTransport | None = None):
-        self.seconds = seconds
-        self.inner = inner or httpx.HTTPTransport()
+    def bound(response: httpx.Response) -> None:
+        deadline = response.request.extensions.get("culturemanager_deadline")
+        if deadline is not None:
+            response.stream = _DeadlineStream(response.stream, deadline, seconds, response.request)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = time.monotonic() + self.seconds
-        response = self.inner.handle_request(request)
-        response.stream = _DeadlineStream(response.stream, deadline, self.seconds, request)  # type: ignore[arg-type]
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
+    return {"request": [start], "response": [bound]}
 
 
 class _DeadlineStream(httpx.SyncByteStream):

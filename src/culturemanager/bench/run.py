@@ -376,6 +376,7 @@ class Bench:
         if not self.samples:
             return None
         from culturemanager.leakage import LeakIndex
+        from culturemanager.records import DropReason
 
         index = LeakIndex([x for t in self.ok_tasks for x, _ in t.test], self.cfg.synthesis.leakage_ngram)
         kept = [s for c in self.cultures for s in self.samples.get(c, [])]
@@ -385,7 +386,7 @@ class Bench:
         per = {c: {m: sum(s.provenance.mode == m for s in self.samples.get(c, []))
                    for m in ("task_specific", "task_agnostic")} for c in self.cultures}
         return {"kept_samples_matching_test": sum(index.leaks(s.text) for s in kept),
-                "dropped_as_leakage": reasons.count("leaks_evaluation"), "synthetic_samples": per,
+                "dropped_as_leakage": reasons.count(DropReason.LEAKS_EVALUATION), "synthetic_samples": per,
                 "kept_samples": len(kept), "dropped_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))}}
 
 

@@ -24,9 +24,17 @@ from collections import Counter
 from pathlib import Path
 
 from culturemanager.config import Config, DataFile, Task
-from culturemanager.datafiles import InputFileError, InputRow, read_rows
+from culturemanager.datafiles import InputRow, check_gold_labels, read_rows
 from culturemanager.metrics import accuracy, f1_for, macro_f1
-from culturemanager.records import BASE, Prediction, sha1_text, write_json, write_jsonl
+from culturemanager.records import (
+    BASE,
+    Prediction,
+    append_jsonl_line,
+    read_json_lines,
+    sha1_text,
+    write_json,
+    write_jsonl,
+)
 from culturemanager.rundir import RunDir
 from culturemanager.stages.route import Router, read_router, route
 
@@ -39,7 +47,7 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
     if not rows:
         raise ValueError("nothing to predict: set predict.inputs in the config or pass --input")
     tasks = [row_task(cfg, r) for r in rows]
-    check_gold(rows, tasks)
+    check_gold_labels(rows, tasks)
     router = read_router(rd)
     partial = rd.root / "predictions.partial.jsonl"
     key = predict_key(cfg, router, rows)
@@ -55,8 +63,8 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
             partial.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
         for batch in track(todo, description="predict", disable=not progress, transient=True):
             answers = predict_batch(cfg, tasks[batch[0]], router, engine, [rows[i] for i in batch])
-            with open(partial, "a", encoding="utf-8") as f:
-                f.write("".join(p.model_dump_json() + "\n" for p in answers))
+            for p in answers:
+                append_jsonl_line(partial, p.model_dump(mode="json"))
             done.update({p.id: p for p in answers})
     preds = [done[prediction_id(t, r)] for r, t in zip(rows, tasks)]
     metrics = prediction_metrics(cfg, rows, preds, router)
@@ -74,14 +82,6 @@ def row_task(cfg: Config, row: InputRow) -> Task:
         raise ValueError(f"{row.source}: this run has several tasks: set `task` on the input file or "
                          f"predict.task")
     return cfg.tasks[0]
-
-
-def check_gold(rows: list[InputRow], tasks: list[Task]) -> None:
-    """A gold label outside the task's label set is an error naming the file and line, before any model runs."""
-    for row, task in zip(rows, tasks):
-        if row.label is not None and task.labels and row.label not in task.labels:
-            raise InputFileError(f"{row.source}: gold label {row.label!r} is not in task {task.id!r} labels "
-                                 f"{task.labels}: set label_map on the input file")
 
 
 def batches(cfg: Config, rows: list[InputRow], tasks: list[Task]) -> list[list[int]]:
@@ -140,24 +140,21 @@ def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
 
 def load_partial(path: Path, key: str) -> dict[str, Prediction]:
     """The predictions a killed predict finished with the same key; a half-written last line is redone."""
-    if not path.exists():
-        return {}
-    lines = path.read_text(encoding="utf-8").split("\n")
-    try:
-        if json.loads(lines[0]).get("key") != key:
+    lines, bad = read_json_lines(path)
+    if not lines or not isinstance(lines[0], dict) or lines[0].get("key") != key:
+        if lines:
             log.info("%s is from other settings or inputs: predicting afresh", path)
-            return {}
-    except (json.JSONDecodeError, AttributeError):
         return {}
     done = {}
-    for line in lines[1:]:
+    for obj in lines[1:]:
         try:
-            p = Prediction.model_validate_json(line)
+            p = Prediction.model_validate(obj)
         except ValueError:
-            continue  # the last line of a killed run, or nothing
+            bad += 1
+            continue
         done[p.id] = p
-    if done:
-        log.info("resuming predict: %d predictions kept from an interrupted run", len(done))
+    log.info("resuming predict: %d predictions kept from an interrupted run (%d unreadable lines redone)",
+             len(done), bad)
     return done
 
 

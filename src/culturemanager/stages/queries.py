@@ -4,7 +4,8 @@ task_specific: the prompt shows a seeded random batch of the task's (unlabeled) 
 task_agnostic: no demonstrations, broad cultural knowledge. Answers are parsed, deduplicated, and an
 unparsable answer is retried with another seed (`queries.max_attempts`), then counted as failed. When no call
 gave a single query (the generator is down, or answers nothing usable) the stage fails (`StageFailed`) and
-`queries.jsonl` keeps what an earlier run wrote.
+`queries.jsonl` keeps what an earlier run wrote; a culture whose every call failed keeps its earlier queries
+(`cultures_failed`), so that a partial failure never costs a culture its samples and adapter downstream.
 
 Entry point: `generate_queries(cfg, rd, llm)`; writes `queries.jsonl`.
 Run: `culturemanager queries CONFIG.toml`.
@@ -21,7 +22,7 @@ from culturemanager.config import Config, Culture, Task
 from culturemanager.datafiles import read_rows
 from culturemanager.errors import StageFailed
 from culturemanager.prompts import build_query_messages, parse_queries
-from culturemanager.records import Mode, Query, sha1_text, stable_seed, write_jsonl
+from culturemanager.records import Mode, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
 from culturemanager.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
     jobs = [(c, t, m) for t in cfg.tasks for c in cfg.task_cultures(t) for m in cfg.queries.modes]
     counts: Counter = Counter()
     first_unparsable: str | None = None
+    asked: Counter = Counter()  # per culture: requests made, and how many got any answer
+    answered: Counter = Counter()
     found: dict[tuple[str, str, str], list[Query]] = {(c.name, t.id, m): [] for c, t, m in jobs}
     for attempt in range(cfg.queries.max_attempts):
         pending = [(c, t, m) for c, t, m in jobs if len(found[c.name, t.id, m]) < cfg.queries.per_mode]
@@ -48,6 +51,8 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
         for (c, t, m), req, ans in zip(pending, requests, answers):
             got = parse_queries(ans.text) if ans else []
             counts["requests"] += 1
+            asked[c.name] += 1
+            answered[c.name] += ans is not None
             if not got:
                 counts["unparsable_answers" if ans else "failed_calls"] += 1
                 if ans and first_unparsable is None:
@@ -63,10 +68,17 @@ def generate_queries(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[list[Quer
     queries = [q for j in jobs for q in found[j[0].name, j[1].id, j[2]]]
     if counts["requests"] and not queries:
         raise StageFailed("queries", counts["requests"], llm.first_error.get("queries") or first_unparsable or "?")
+    failed = {c for c in asked if not answered[c]}
+    if failed:  # every call of these cultures failed: they keep the queries of an earlier run
+        earlier = read_jsonl(rd.queries, Query) if rd.queries.exists() else []
+        kept = [q for q in earlier if q.culture in failed]
+        log.warning("every query call for %s failed: %d queries of an earlier run kept", sorted(failed), len(kept))
+        counts["cultures_failed"] = len(failed)
+        queries = [q for q in queries if q.culture not in failed] + kept
     write_jsonl(rd.queries, queries)
     counts.update({"queries": len(queries)})
     for c, t, m in jobs:
-        counts[f"queries[{c.name}]"] += len(found[c.name, t.id, m])
+        counts[f"queries[{c.name}]"] += sum((q.culture, q.task, q.mode) == (c.name, t.id, m) for q in queries)
         if not found[c.name, t.id, m] and m in cfg.queries.modes:
             counts["empty_jobs"] += 1
     return queries, dict(counts)

@@ -13,13 +13,12 @@ Run: `culturemanager route CONFIG.toml` writes router.json; `culturemanager pred
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from culturemanager.config import Config
 from culturemanager.prompts import split_router_template
-from culturemanager.records import BASE, RecordFileError, write_json
+from culturemanager.records import BASE, RecordFileError, read_json, write_json
 from culturemanager.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -63,9 +62,10 @@ def write_router(cfg: Config, rd: RunDir) -> Router:
 
 def read_router(rd: RunDir) -> Router:
     path = rd.need(rd.router, "route")
+    data = read_json(path)
     try:
-        return Router(**json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        return Router(**data)
+    except TypeError as e:
         raise RecordFileError(f"{path}: not a router file ({e}); run `culturemanager route CONFIG.toml` again"
                               ) from None
 

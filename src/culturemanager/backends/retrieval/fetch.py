@@ -13,7 +13,8 @@ with a short machine-readable `reason`. What it guards against:
   proxy would resolve the name itself).
 - Size and time: the body is streamed and cut at `max_bytes` (`Page.truncated`); the Content-Type is checked
   before any of the body is read; connect/read timeouts, plus a whole-page deadline of
-  connect + 4 x read timeout so that a server dripping bytes is cut off too. Only gzip/deflate are accepted.
+  connect + 4 x read timeout so that a server dripping bytes (body or headers) is cut off too. Only gzip/deflate
+  are accepted.
 - Content: nothing from a page is executed or followed; the module only returns text. Cookies are never kept.
 
 Text: decoding, the main text (trafilatura) and the language (py3langid) are in pagetext.py. Pages are cached
@@ -43,6 +44,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from culturemanager.backends.retrieval.pagetext import (  # used by _read, and s
     html_title,
     parse_content_type,
 )
+from culturemanager.backends.retry import DeadlineExceeded, run_with_deadline
 from culturemanager.config import FetchConfig
 
 log = logging.getLogger(__name__)
@@ -157,7 +160,8 @@ class SafeFetcher:
         try:
             for _ in range(self.cfg.max_redirects + 1):
                 ips = check_url(current, self.cfg)
-                response = self._send(current, ips)
+                # the watchdog bounds what the page deadline below cannot: a server dripping its headers
+                response = run_with_deadline(partial(self._send, current, ips), max(0.05, deadline - time.monotonic()))
                 try:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
@@ -172,6 +176,8 @@ class SafeFetcher:
             raise _at_hop(e, url) from e
         except httpx.TimeoutException as e:
             raise FetchError("timeout", url, type(e).__name__) from e
+        except DeadlineExceeded as e:
+            raise FetchError("timeout", url, "page deadline (headers)") from e
         except httpx.InvalidURL as e:
             raise FetchError("bad_scheme", url, str(e)) from e
         except (httpx.HTTPError, httpx.StreamError) as e:

@@ -56,8 +56,8 @@ from culturemanager.backends.retrieval.locales import (  # the tables stay impor
 from culturemanager.backends.retrieval.retriever import Retriever, new_usage
 from culturemanager.backends.retry import (
     DeadlineExceeded,
-    DeadlineTransport,
     backoff,
+    deadline_hooks,
     parse_retry_after,
     run_with_deadline,
 )
@@ -261,7 +261,7 @@ class _Http:
         self.name, self.cfg, self.auth_hint = name, cfg, auth_hint
         self.usage = _new_usage()
         self.client = httpx.Client(headers=headers, timeout=cfg.timeout_s, follow_redirects=True,
-                                   transport=DeadlineTransport(cfg.timeout_s))
+                                   event_hooks=deadline_hooks(cfg.timeout_s))
         self._warned_auth = False
 
     def call(self, method: str, url: str, **kwargs: Any) -> Any | None:
