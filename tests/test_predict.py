@@ -223,3 +223,23 @@ def test_a_corrupt_router_file_is_an_error_naming_it(task_config):
     run.rd.router.write_text('{"enabled": true}')
     with pytest.raises(RecordFileError, match="router.json"):
         run.stage("predict")
+
+
+def test_predict_from_the_command_line_is_recorded_in_the_manifest(task_config, tmp_path):
+    import json
+
+    from culturemanager.cli import main
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    run.stage("route")
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"text": "Çay ister misin?"}) + "\n", encoding="utf-8")
+    assert main(["predict", str(task_config), "--input", str(new), "--no-progress"]) == 0
+    manifest = json.loads(run.rd.manifest.read_text())
+    assert manifest["stages"]["predict"]["counts"]["inputs"] == 1
+    assert manifest["stages"]["predict"]["config_sha256"] == manifest["stages"]["route"]["config_sha256"]
+    # a stage re-run under other settings shows as such
+    assert main(["route", str(task_config), "--set", "router.others=false", "--no-progress"]) == 0
+    manifest = json.loads(run.rd.manifest.read_text())
+    assert manifest["stages"]["predict"]["config_sha256"] != manifest["stages"]["route"]["config_sha256"]

@@ -149,14 +149,13 @@ def cmd_config(args) -> int:
 def cmd_predict(args) -> int:
     from culturemanager.pipeline import Run
     from culturemanager.preflight import preflight
-    from culturemanager.stages.predict import predict
 
     cfg = load_config(args.config, args.set)
     preflight(cfg, ["predict"])
     files = [DataFile(path=args.input, text_field=args.text_field, label_field=args.label_field)] \
         if args.input else None
-    r = Run(cfg, not args.no_progress)
-    _, metrics = predict(cfg, r.rd, files, progress=not args.no_progress)
+    r = Run(cfg, not args.no_progress, predict_files=files)
+    metrics = r.stage("predict")  # recorded in the manifest like every stage
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
     print(f"predictions: {r.rd.predictions}")
     return 0

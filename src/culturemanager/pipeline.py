@@ -13,13 +13,15 @@ Run: `culturemanager run CONFIG.toml` (or `python -m culturemanager run CONFIG.t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from culturemanager.backends.llm import CachedLLM, make_backend
-from culturemanager.config import Config, dump_config
+from culturemanager.config import Config, DataFile, dump_config
 from culturemanager.preflight import preflight
 from culturemanager.records import write_json
 from culturemanager.rundir import STAGES, RunDir, library_versions
@@ -30,8 +32,9 @@ log = logging.getLogger(__name__)
 class Run:
     """One run directory with its lazily created LLM (a run that only trains never loads a generator)."""
 
-    def __init__(self, cfg: Config, progress: bool = True):
-        self.cfg, self.progress = cfg, progress
+    def __init__(self, cfg: Config, progress: bool = True, predict_files: list[DataFile] | None = None):
+        """`predict_files`: what `culturemanager predict --input FILE` predicts instead of `predict.inputs`."""
+        self.cfg, self.progress, self.predict_files = cfg, progress, predict_files
         self.rd = RunDir(cfg.run.dir)
         self._llm: CachedLLM | None = None
         self.rd.root.mkdir(parents=True, exist_ok=True)
@@ -52,10 +55,12 @@ class Run:
             counts["llm"] = {k: v - before.get(k, 0) for k, v in self._llm.counts.items()}
             if self._llm.unreadable_cache_lines:
                 counts["llm"]["unreadable_cache_lines"] = self._llm.unreadable_cache_lines
-        # written only now: a stage that failed leaves the description of the earlier run's outputs as it was
-        write_json(self.rd.config, dump_config(self.cfg))
+        # written only now: a stage that failed leaves the description of the earlier run's outputs as it was;
+        # each stage's entry names the config it ran with, so stages re-run under other settings show as such
+        resolved = dump_config(self.cfg)
+        write_json(self.rd.config, resolved)
         write_json(self.rd.versions, library_versions())
-        self.rd.record_stage(name, counts, time.time() - t0, manifest)
+        self.rd.record_stage(name, counts, time.time() - t0, manifest, config_sha256=config_digest(resolved))
         log.info("stage %s done in %.1fs", name, time.time() - t0)
         return counts
 
@@ -88,11 +93,15 @@ def _route(r: Run) -> dict:
 
 
 def _predict(r: Run) -> dict:
-    if not r.cfg.predict.inputs:
+    if not r.cfg.predict.inputs and not r.predict_files:
         log.info("no predict.inputs in the config: prediction skipped")
         return {"skipped": "no predict.inputs"}
     from culturemanager.stages.predict import predict
-    return predict(r.cfg, r.rd, progress=r.progress)[1]
+    return predict(r.cfg, r.rd, r.predict_files, progress=r.progress)[1]
+
+
+def config_digest(resolved: dict) -> str:
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {

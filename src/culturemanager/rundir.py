@@ -73,10 +73,10 @@ class RunDir:
         return m
 
     def record_stage(self, stage: str, counts: dict[str, Any], seconds: float,
-                     manifest: dict[str, Any] | None = None) -> None:
+                     manifest: dict[str, Any] | None = None, config_sha256: str | None = None) -> None:
         m = manifest if manifest is not None else self.read_manifest()
         m["stages"][stage] = {"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "seconds": round(seconds, 2), "counts": counts}
+                              "seconds": round(seconds, 2), "config_sha256": config_sha256, "counts": counts}
         write_json(self.manifest, m)
 
 
