@@ -202,7 +202,7 @@ def cmd_bench(args) -> int:
 
 def load_any_config(path: Path):
     """A run config, or a bench config (one with a [bench] table)."""
-    from culturemanager.config import read_toml
+    from culturemanager.configfile import read_toml
 
     if "bench" in read_toml(path):
         from culturemanager.bench.config import load_bench_config

@@ -13,15 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from culturemanager.configfile import (  # noqa: F401 - bench/config.py reads TOML through these names
-    _resolve_paths,
-    apply_override,
-    format_validation_error,
-    read_toml,
-)
-from culturemanager.errors import ConfigError
+from culturemanager.configfile import load_toml_config
+from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
 
 Format = Literal["binary", "true_false", "multiple_choice", "free_text"]
 
@@ -424,15 +419,7 @@ class Config(Section):
 # ------------------------------------------------------------------------------------------- loading
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    path = Path(path)
-    raw = read_toml(path)
-    for item in overrides or []:
-        apply_override(raw, item)
-    _resolve_paths(raw, path.parent.resolve())
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, path)) from None
+    return load_toml_config(path, Config, overrides)
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:

@@ -13,12 +13,15 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from culturemanager.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -90,7 +93,26 @@ _PATH_KEYS = {("run", "dir"), ("search", "index_dir")}
 _MODEL_KEYS = {("generator", "model"), ("target", "model")}
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+def load_toml_config(path: str | Path, model: type[M], overrides: list[str] | None = None,
+                     prepare: Callable[[dict[str, Any], Path], None] | None = None,
+                     path_keys: tuple[tuple[str, str], ...] = ()) -> M:
+    """The one TOML config loader (run configs, bench configs): read, `prepare` the raw table (e.g. --quick),
+    apply `--set` overrides, resolve relative paths against the file's folder (plus `path_keys`), validate into
+    `model`. Any problem is a ConfigError naming the file (and the key)."""
+    path = Path(path)
+    raw = read_toml(path)
+    if prepare is not None:
+        prepare(raw, path)
+    for item in overrides or []:
+        apply_override(raw, item)
+    resolve_paths(raw, path.parent.resolve(), path_keys)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path)) from None
+
+
+def resolve_paths(raw: dict[str, Any], base: Path, extra: tuple[tuple[str, str], ...] = ()) -> None:
     """Make the file's relative paths relative to the file's folder, not to where the command runs;
     `$VAR` / `${VAR}` and `~` are expanded (e.g. `${CULTUREMANAGER_DATA}/tasks.json`). A model setting is a
     path when it exists there or looks like one (`./`, `../`, `~`, `.gguf`); otherwise it stays a packaged
@@ -104,8 +126,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             raise ConfigError(f"path {p!r} uses the environment variable {missing[0]}, which is not set")
         return expanded if Path(expanded).is_absolute() else str(base / expanded)
 
-    for sect, key in _PATH_KEYS:
-        if isinstance(raw.get(sect), dict) and key in raw[sect]:
+    for sect, key in (*_PATH_KEYS, *extra):
+        if isinstance(raw.get(sect), dict) and isinstance(raw[sect].get(key), str):
             raw[sect][key] = fix(raw[sect][key])
     for sect, key in _MODEL_KEYS:
         if isinstance(raw.get(sect), dict) and isinstance(raw[sect].get(key), str):

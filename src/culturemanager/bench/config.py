@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from culturemanager.config import (
     ConfigError,
@@ -25,11 +25,8 @@ from culturemanager.config import (
     SynthesisConfig,
     TargetConfig,
     TrainConfig,
-    _resolve_paths,
-    apply_override,
-    format_validation_error,
-    read_toml,
 )
+from culturemanager.configfile import apply_override, load_toml_config
 
 MethodName = Literal[
     "Original", "Prompt", "TaskSFT", "CultureSFT", "CultureSFT-all", "CultureLLM", "CultureLLM-all",
@@ -112,34 +109,20 @@ class BenchConfig(Section):
         return self.bench.data_dir or self.bench.tasks.parent
 
 
+BENCH_PATHS = (("bench", "tasks"), ("bench", "data_dir"), ("bench", "dir"))
+
+
 def load_bench_config(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> BenchConfig:
-    path = Path(path)
-    raw = read_toml(path)
-    if quick:
-        table = raw.get("bench", {}).get("quick", {}) if isinstance(raw.get("bench"), dict) else {}
-        if not table:
-            raise ConfigError(f"{path}: --quick needs a [bench.quick] table of overrides")
-        for key, value in table.items():
-            apply_override(raw, f"{key}={_toml_value(value)}")
-    for item in overrides or []:
-        apply_override(raw, item)
-    base = path.parent.resolve()
-    _resolve_paths(raw, base)
-    bench = raw.get("bench")
-    if isinstance(bench, dict):
-        for key in ("tasks", "data_dir", "dir"):
-            if isinstance(bench.get(key), str):
-                bench[key] = _resolve_one(bench[key], base)
-    try:
-        return BenchConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, path)) from None
+    return load_toml_config(path, BenchConfig, overrides, apply_quick if quick else None, BENCH_PATHS)
 
 
-def _resolve_one(p: str, base: Path) -> str:
-    holder = {"run": {"dir": p}}
-    _resolve_paths(holder, base)
-    return holder["run"]["dir"]
+def apply_quick(raw: dict[str, Any], path: Path) -> None:
+    """`--quick`: the file's own [bench.quick] overrides, before the command line's `--set`s."""
+    table = raw.get("bench", {}).get("quick", {}) if isinstance(raw.get("bench"), dict) else {}
+    if not table:
+        raise ConfigError(f"{path}: --quick needs a [bench.quick] table of overrides")
+    for key, value in table.items():
+        apply_override(raw, f"{key}={_toml_value(value)}")
 
 
 def _toml_value(value: Any) -> str:
