@@ -11,7 +11,8 @@ LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "cultu
          "culturemanager.stages.queries", "culturemanager.stages.search", "culturemanager.stages.synthesize",
          "culturemanager.stages.predict", "culturemanager.bench.score", "culturemanager.bench.tasks",
          "culturemanager.bench.config", "culturemanager.bench.split", "culturemanager.bench.report",
-         "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets"]
+         "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets",
+         "culturemanager.leakage", "culturemanager.stages.spec", "culturemanager.errors", "culturemanager.preflight"]
 
 BLOCK_TORCH = """
 import sys

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import sys
 
+import regex
+
 from culturemanager.config import Config
-from culturemanager.datafiles import read_texts
 from culturemanager.records import normalize_text
 
-# code point ranges of the scripts written without spaces between words, one token per character
-UNSPACED = ((0x3040, 0x30FF),  # Hiragana, Katakana
-            (0x31F0, 0x31FF),  # Katakana phonetic extensions
-            (0x3400, 0x4DBF),  # CJK unified ideographs extension A
-            (0x4E00, 0x9FFF),  # CJK unified ideographs
-            (0xF900, 0xFAFF),  # CJK compatibility ideographs
-            (0x20000, 0x3FFFF))  # CJK unified ideographs extensions B and later
+# The scripts written without spaces between words (Chinese, Japanese kana; U+30FC, the prolonged sound mark, is
+# script Common): one token per character here, and character n-grams in the BM25 tokenizer. Hangul is not among
+# them for leaks: Korean separates words with spaces.
+UNSPACED_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc"
+_UNSPACED_SPLIT = regex.compile(rf"[{UNSPACED_SCRIPTS}]|[^{UNSPACED_SCRIPTS}]+")
 
 
 class LeakIndex:
@@ -46,34 +45,18 @@ class LeakIndex:
 def evaluation_index(cfg: Config) -> LeakIndex:
     """Every evaluation input of the run, whatever its task: a sample of one task that repeats a test input of
     another is still trained on test data."""
-    return LeakIndex(read_texts([f for t in cfg.tasks for f in t.evaluation]), cfg.synthesis.leakage_ngram)
+    from culturemanager.stages.spec import evaluation_texts
+
+    return LeakIndex(evaluation_texts(cfg), cfg.synthesis.leakage_ngram)
 
 
 def leak_tokens(text: str) -> list[str]:
     """Words at whitespace; each character of an unspaced script (Chinese, Japanese kana) is a word of its own."""
-    out: list[str] = []
-    for word in normalize_text(text).split():
-        run = ""
-        for ch in word:
-            if is_unspaced(ch):
-                if run:
-                    out.append(run)
-                    run = ""
-                out.append(ch)
-            else:
-                run += ch
-        if run:
-            out.append(run)
-    return out
+    return [t for word in normalize_text(text).split() for t in _UNSPACED_SPLIT.findall(word)]
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def is_unspaced(ch: str) -> bool:
-    o = ord(ch)
-    return any(lo <= o <= hi for lo, hi in UNSPACED)
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ from collections import Counter
 
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Culture, Task
-from culturemanager.datafiles import read_rows
 from culturemanager.errors import StageFailed
 from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import Mode, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
 from culturemanager.rundir import RunDir
+from culturemanager.stages.spec import demonstrations_by_culture
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,3 @@ def query_request(cfg: Config, culture: Culture, task: Task, mode: Mode, demos: 
         if mode == "task_specific" else []
     messages = build_query_messages(culture, task, mode, batch, cfg.queries.per_mode)
     return ChatRequest(messages, cfg.generator.temperature, min(cfg.generator.max_new_tokens, 256), seed)
-
-
-def demonstrations_by_culture(cfg: Config, task: Task) -> dict[str, list[str]]:
-    """A demonstration file with a `culture` belongs to that culture; one without belongs to all."""
-    out: dict[str, list[str]] = {c.name: [] for c in cfg.task_cultures(task)}
-    for f in task.demonstrations:
-        rows = [r.text for r in read_rows(f)]
-        for name in out:
-            if f.culture in (None, name):
-                out[name] += rows
-    return out

@@ -41,7 +41,7 @@ from culturemanager.records import (
     write_jsonl,
 )
 from culturemanager.rundir import RunDir
-from culturemanager.stages.queries import demonstrations_by_culture
+from culturemanager.stages.spec import demonstrations_by_culture
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ import regex
 from culturemanager.backends.retrieval.corpus import PASSAGE_MAX_CHARS, PASSAGE_MIN_CHARS, load_corpus
 from culturemanager.backends.retrieval.retriever import new_usage
 from culturemanager.backends.retrieval.store import read_meta, swap_in, temp_sibling
+from culturemanager.leakage import UNSPACED_SCRIPTS
 from culturemanager.records import Document, read_jsonl, write_json, write_jsonl
 
 if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may one day import this module
@@ -163,7 +164,9 @@ def _save_index(retriever: BM25Retriever, index_dir: Path, fingerprint: str) -> 
 STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "is", "it", "its",
                        "of", "on", "or", "that", "the", "this", "to", "was", "were", "with"])
 
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u30fc"  # U+30FC (ー) is script Common, not Katakana
+# character unigrams + bigrams for the unspaced scripts and for Hangul (whose words agglutinate particles, so
+# "김치를" would not match "김치" as a word)
+_CJK = UNSPACED_SCRIPTS + r"\p{Hangul}"
 # Marks (\p{M}) belong to words: Bengali vowel signs and viramas are Mn/Mc, and Python's re \w excludes
 # them, which would cut "সংস্কৃতি" into pieces.
 _TOKEN = regex.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>(?:(?![{_CJK}])[\p{{L}}\p{{M}}\p{{N}}])+)")
