@@ -135,7 +135,7 @@ class Engine:
         linear probe reads (no adapter takes part)."""
         from contextlib import nullcontext
 
-        from culturemanager.backends.target import left_pad
+        from culturemanager.backends.prefix import left_pad
 
         encoded = self.encode(task, texts)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

@@ -29,57 +29,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.progress import MofNCompleteColumn, Progress
 
+from culturemanager.backends.chat import BackendError, CallFailed, ChatRequest, Completion, LLMBackend
 from culturemanager.backends.secrets import redact
 from culturemanager.config import LLMConfig
 from culturemanager.records import CallRecord, append_jsonl_line, read_json_lines
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: tuple[tuple[str, str], ...]  # (role, content)
-    temperature: float = 0.7
-    max_tokens: int = 384
-    seed: int = 0
-
-    def prompt_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached: bool = False
-    retried: list[str] = field(default_factory=list)  # the errors of the attempts before this answer
-
-
-class CallFailed(Exception):
-    """A request that failed in a way its backend expects (HTTP error, timeout, malformed answer), after its
-    retries; `retried` holds the errors of the attempts before the last one."""
-
-    def __init__(self, error: str, retried: list[str] | None = None):
-        super().__init__(error)
-        self.retried = list(retried or [])
-
-
-class LLMBackend(Protocol):
-    """`name` is the model's identity (in provenance and the cache key). A backend may set `parallel`: how
-    many requests it answers at once (the cache stores answers after each such chunk)."""
-
-    name: str
-
-    def complete(self, requests: list[ChatRequest]) -> list[Completion | Exception]: ...
-
-
-class BackendError(RuntimeError):
-    """A backend cannot be used (missing key, missing model); the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------- the cached LLM

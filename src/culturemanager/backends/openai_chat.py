@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from culturemanager.backends.llm import BackendError, CallFailed, ChatRequest, Completion
+from culturemanager.backends.chat import BackendError, CallFailed, ChatRequest, Completion
 from culturemanager.backends.retry import (
     DeadlineExceeded,
     backoff,

@@ -46,6 +46,17 @@ def lowest_adapted_layer(model) -> int:
     return lowest
 
 
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of sequences padded on the left, so that every sequence ends at the last position."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s):] = torch.tensor(s)
+        mask[row, width - len(s):] = 1
+    return ids, mask
+
+
 class _Stop(Exception):
     pass
 
@@ -75,8 +86,6 @@ class FrozenPrefix:
     @torch.no_grad()
     def states(self, seqs: Sequence[list[int]]) -> list[torch.Tensor]:
         """[len(seq), hidden] per sequence: the input of layer k (the output of layer k-1)."""
-        from culturemanager.backends.target import left_pad
-
         missing = list(dict.fromkeys(tuple(s) for s in seqs if tuple(s) not in self._states))
         missing.sort(key=len)
         layer = decoder_layers(self.model)[self.k - 1]

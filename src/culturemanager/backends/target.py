@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from culturemanager.backends.models import resolve_hf
-from culturemanager.backends.prefix import FrozenPrefix
+from culturemanager.backends.prefix import FrozenPrefix, left_pad
 from culturemanager.config import TargetConfig, Task
 from culturemanager.prompts import split_task_template
 from culturemanager.records import BASE  # noqa: F401 - peft's name for "no adapter" in a mixed batch
@@ -142,16 +142,6 @@ def lm_forward(model, seqs: list[list[int]], pad: int, keep: int, adapters: list
     with prefix.inject(model, seqs, ids.shape[1]) if prefix is not None else nullcontext():
         return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                      logits_to_keep=keep, **kwargs).logits
-
-
-def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, width - len(s):] = torch.tensor(s)
-        mask[row, width - len(s):] = 1
-    return ids, mask
 
 
 @torch.no_grad()

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
-from culturemanager.backends.target import left_pad, lm_forward, load_target
+from culturemanager.backends.prefix import FrozenPrefix, decoder_layers, left_pad
+from culturemanager.backends.target import lm_forward, load_target
 from culturemanager.config import TargetConfig, TrainConfig
 from culturemanager.records import write_json
 from culturemanager.rundir import library_versions
