@@ -10,7 +10,7 @@ from conftest import write_corpus
 
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import chat_examples
-from culturemanager.bench.run import METHODS
+from culturemanager.bench.methods import METHODS, TRAINED
 from culturemanager.cli import main
 from culturemanager.config import ConfigError
 
@@ -54,6 +54,10 @@ def write_bench(root: Path, model: Path, extra: str = "") -> Path:
          "text_field": "tweet", "label_field": "label", "positive_labels": ["Spam"], "negative_labels": ["NOT"]},
     ]}
     (data / "tasks.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    paper = {"source": "test", "paper": "test", "model": "big", "metric": "F1", "tasks": ["es-stereo", "tr-abusive"],
+             "rows": {"TaskSFT": {"es-stereo": 50.0, "tr-abusive": 40.0},
+                      "CultureManager": {"es-stereo": 60.0, "tr-abusive": 45.0}}}
+    (data / "paper.json").write_text(json.dumps(paper), encoding="utf-8")
     for culture, folder in (("Spanish", "Spanish"), ("Turkish", "Turkey")):
         lines = [{"messages": [{"role": "system", "content": f"You are a {culture} chatbot."},
                                {"role": "user", "content": f"Give me the answer from 1 to 4: question {k}?"},
@@ -76,6 +80,8 @@ test_cap = 12
 seeds = [0, 1]
 survey.folders = {{Turkish = "Turkey"}}
 quick = {{"bench.seeds" = [0], "bench.test_cap" = 6}}
+paper = "data/paper.json"
+bootstrap = 200
 
 [generator]
 backend = "fake"
@@ -102,6 +108,8 @@ epochs = 1
 max_steps = 2
 batch_size = 4
 min_samples = 2
+layers = 1
+balance = true
 {extra}
 """, encoding="utf-8")
     return cfg
@@ -123,11 +131,27 @@ def test_bench_end_to_end_writes_every_method_the_router_c_spec_and_the_report(b
     ok = [t["id"] for t in results["tasks"] if t["status"] == "ok"]
     assert ok == ["es-stereo", "tr-abusive"]
     for m in results["methods"]:
-        assert set(m["tasks"]) == set(ok), m["name"]
-        assert set(m["cultures"]) == {"Spanish", "Turkish"}
-        f1 = m["overall"]["f1_positive"]
-        assert 0.0 <= f1["mean"] <= 1.0
-        assert len(f1["values"]) == (2 if m["trained"] else 1) and m["seeds"] == ([0, 1] if m["trained"] else [])
+        trained = m["name"] in TRAINED
+        for kind in ("raw", "calibrated"):
+            assert set(m[kind]["tasks"]) == set(ok), m["name"]
+            assert set(m[kind]["cultures"]) == {"Spanish", "Turkish"}
+            f1 = m[kind]["overall"]["f1_positive"]
+            assert 0.0 <= f1["mean"] <= 1.0 and len(f1["values"]) == (2 if trained else 1)
+            lo, hi = m[kind]["overall_ci"]["macro_f1"]
+            assert lo <= m[kind]["overall"]["macro_f1"]["mean"] + 1e-9 and hi >= lo
+            assert 0.0 <= m[kind]["overall"]["auc"]["mean"] <= 1.0
+        assert m["seeds"] == ([0, 1] if trained else [0])
+    # paired comparisons with a verdict read from their interval
+    cm = {(c["a"], c["b"]): c for c in results["comparisons"]}
+    x = cm[("CultureManager", "TaskSFT")]["raw"]["macro_f1"]
+    assert x["ci"][0] <= x["ci"][1] and x["verdict"] in ("better", "worse", "not distinguishable")
+    assert results["best_baseline"] in METHODS and results["paper"]["rows"]["TaskSFT"]["es-stereo"] == 50.0
+    # the probe is a logistic regression on the base model's features, one answer per test input
+    probe = json.loads((out / "preds" / "probe" / "es-stereo.json").read_text())["p_positive"]
+    assert len(probe) == len(json.loads((out / "preds" / "base" / "es-stereo.json").read_text())["p_positive"])
+    # the two-stage variant continued from the culture's CultureSFT adapter, on the top layer only
+    two = json.loads((out / "adapters" / "cm-2s" / "Spanish" / "seed0" / "adapter_config.json").read_text())
+    assert two["layers_to_transform"] == [1]
     # a trained adapter answers differently from the base model it sits on
     base = json.loads((out / "preds" / "base" / "es-stereo.json").read_text())["p_positive"]
     tuned = json.loads((out / "preds" / "tasksft_es-stereo_s0" / "es-stereo.json").read_text())["p_positive"]
@@ -159,6 +183,7 @@ def test_bench_end_to_end_writes_every_method_the_router_c_spec_and_the_report(b
     report = (out / "report.md").read_text(encoding="utf-8")
     for name in METHODS:
         assert name in report
+    assert "## Reading" in report and "Orderings" in report and "calibrated" in report
     for png in ("c_spec.png", "router_confusion.png", "f1_by_task.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -179,7 +204,7 @@ def test_bench_rerun_resumes_without_training_or_scoring_again(bench_run, monkey
     monkeypatch.setattr(Engine, "option_scores", fail)
     assert main(["bench", str(cfg), "--no-progress"]) == 0
     after = json.loads((root / "out" / "results.json").read_text())
-    assert [m["overall"] for m in after["methods"]] == [m["overall"] for m in before["methods"]]
+    assert [m["raw"]["overall"] for m in after["methods"]] == [m["raw"]["overall"] for m in before["methods"]]
     assert after["pipeline"]["synthesize"]["llm"].get("calls", 0) == 0
 
 

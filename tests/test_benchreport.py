@@ -17,7 +17,7 @@ def stat(*values):
     return {"mean": mean, "std": std, "values": list(values)}
 
 
-def method(name, seeds, f1, macro, trained=False):
+def scores(seeds, f1, macro):
     """f1/macro: {task: tuple of per-seed values}; culture and overall averages taken from them."""
     tasks = {t: {"f1_positive": stat(*f1[t]), "macro_f1": stat(*macro[t]), "n": 50} for t in f1}
     cultures = {c: {m: stat(*[sum(src[t][i] for t in ts) / len(ts) for i in range(len(seeds))])
@@ -25,8 +25,14 @@ def method(name, seeds, f1, macro, trained=False):
                 for c, ts in (("Arabic", ["ar-hate"]), ("Bengali", ["bn-offensive"])) if all(t in f1 for t in ts)}
     overall = {m: stat(*[sum(src[t][i] for t in src) / len(src) for i in range(len(seeds))])
                for m, src in (("f1_positive", f1), ("macro_f1", macro))}
-    return {"name": name, "group": "g", "description": "d", "trained": trained, "seeds": seeds if trained else [],
-            "tasks": tasks, "cultures": cultures, "overall": overall, "seconds": 75.0}
+    ci = {m: [overall[m]["mean"] - 0.05, overall[m]["mean"] + 0.04] for m in ("macro_f1", "f1_positive")}
+    return {"tasks": tasks, "cultures": cultures, "overall": overall, "overall_ci": ci}
+
+
+def method(name, seeds, f1, macro):
+    calibrated = {t: tuple(v + 0.1 for v in vals) for t, vals in macro.items()}
+    return {"name": name, "group": "g", "description": "d", "seeds": seeds, "raw": scores(seeds, f1, macro),
+            "calibrated": scores(seeds, f1, calibrated)}
 
 
 @pytest.fixture
@@ -50,8 +56,15 @@ def results():
                    {"ar-hate": (0.45,), "bn-offensive": (0.55,)}),
             method("CultureLLM", [0], {"ar-hate": (0.350,)}, {"ar-hate": (0.60,)}),  # bn-offensive missing
             method("CultureManager", [0, 1], {"ar-hate": (0.40, 0.44), "bn-offensive": (0.60, 0.66)},
-                   {"ar-hate": (0.50, 0.52), "bn-offensive": (0.50, 0.54)}, trained=True),
+                   {"ar-hate": (0.50, 0.52), "bn-offensive": (0.50, 0.54)}),
         ],
+        "best_baseline": "Original",
+        "comparisons": [{"a": "CultureManager", "b": "Original",
+                         "raw": {"macro_f1": {"difference": 0.015, "ci": [-0.02, 0.05],
+                                              "verdict": "not distinguishable"},
+                                 "f1_positive": {"difference": 0.125, "ci": [0.05, 0.2], "verdict": "better"},
+                                 "auc": {"difference": -0.1, "ci": [-0.2, -0.01], "verdict": "worse"}},
+                         "calibrated": {"macro_f1": {"difference": 0.02, "ci": [0.01, 0.03], "verdict": "better"}}}],
         "router": {"options": ["Arabic", "Bengali", "Others"], "accuracy": 0.85,
                    "per_task": {"ar-hate": 0.8, "bn-offensive": 0.9},
                    "confusion": {"rows": ["Arabic", "Bengali"], "cols": ["Arabic", "Bengali", "Others"],
@@ -62,8 +75,9 @@ def results():
                           "synthetic_samples": {"Arabic": {"task_specific": 20, "task_agnostic": 15},
                                                 "Bengali": {"task_specific": 18, "task_agnostic": 12}}},
         "paper": {"source": "https://example.org/paper", "paper": "CultureManager", "model": "GPT-3.5",
-                  "metric": "F1 (%)", "tasks": ["Arabic", "Bengali"],
-                  "rows": {"Original": {"Arabic": 55.2, "Bengali": 48.0}, "CultureManager": {"Arabic": 61.7}}},
+                  "metric": "F1 (%)", "tasks": ["ar-hate", "bn-offensive"],
+                  "rows": {"Original": {"ar-hate": 55.2, "bn-offensive": 48.0},
+                           "CultureManager": {"ar-hate": 61.7, "bn-offensive": 50.3}}},
         "timings": {"split": 1.2, "pipeline": 843.0, "train": 2000.0, "evaluate": 1500.0, "total": 4320.0},
         "versions": {"torch": "2.13.0"},
     }
@@ -81,8 +95,11 @@ def row_of(text: str, first_cell: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+TABLE1 = "Positive-class F1"
+
+
 def test_table1_rows_columns_and_skipped_task(results):
-    t1 = section(render_markdown(results), "Table 1")
+    t1 = section(render_markdown(results), TABLE1)
     head = row_of(t1, "Method")
     assert head == ["Method", "ar-hate", "bn-offensive", "Arabic avg", "Bengali avg", "Avg"]
     assert "bn-spam" not in t1  # skipped task: no score column
@@ -91,7 +108,7 @@ def test_table1_rows_columns_and_skipped_task(results):
 
 
 def test_cells_bold_best_and_seed_formatting(results):
-    t1 = section(render_markdown(results), "Table 1")
+    t1 = section(render_markdown(results), TABLE1)
     # one seed: plain value, no ±
     assert row_of(t1, "Original")[1] == "30.0"
     assert row_of(t1, "CultureLLM")[1] == "35.0"
@@ -101,21 +118,40 @@ def test_cells_bold_best_and_seed_formatting(results):
     # missing value renders as a dash
     assert row_of(t1, "CultureLLM")[2] == "–"
     assert row_of(t1, "CultureLLM")[4] == "–"
-    macro = section(render_markdown(results), "Macro-F1")
+    macro = section(render_markdown(results), "Macro-F1 (%), uncalibrated")
     assert row_of(macro, "CultureLLM")[1] == "**60.0**"  # a one-seed method can be the best too
     assert row_of(macro, "Original")[2] == "**55.0**"
+    # the average carries its bootstrap interval; the calibrated table has its own numbers
+    assert row_of(macro, "Original")[-1] == "50.0 [45.0, 54.0]"
+    assert row_of(section(render_markdown(results), "Macro-F1 (%), calibrated"), "Original")[1] == "55.0"
     assert "Seeds per method: Original 1, CultureLLM 1, CultureManager 2" in render_markdown(results)
 
 
 def test_paper_table_and_its_absence(results):
     md = render_markdown(results)
     paper = section(md, "The paper's numbers")
-    assert "Reported in the paper for a different, much larger model (GPT-3.5); not comparable" in paper
+    assert "Reported for a different, much larger model (GPT-3.5): not comparable in level" in paper
     assert "https://example.org/paper" in paper
-    assert row_of(paper, "Original") == ["Original", "55.2", "48.0"]
-    assert row_of(paper, "CultureManager") == ["CultureManager", "61.7", "–"]
+    assert row_of(paper, "Original (paper)") == ["Original (paper)", "55.2", "48.0", "51.6"]
+    assert row_of(paper, "Original (here)") == ["Original (here)", "30.0", "50.0", "40.0"]
+    # the paper's CultureManager - Original is +4.4 F1; here +12.5 with an interval above 0
+    assert row_of(paper, "CultureManager − Original") == ["CultureManager − Original", "+4.4",
+                                                          "+12.5 [+5.0, +20.0]", "same sign, better"]
     results["paper"] = None
-    assert "The paper's numbers were not available offline." in render_markdown(results)
+    assert "Not shown: set `bench.paper`" in render_markdown(results)
+
+
+def test_reading_and_differences_come_from_the_intervals(results):
+    md = render_markdown(results)
+    reading = section(md, "Reading")
+    assert "CultureManager vs Original (raw): **not distinguishable** — macro-F1 difference +1.5 points, 95% " \
+           "interval [-2.0, +5.0]" in reading
+    assert "CultureManager vs Original (calibrated): **better**" in reading
+    assert "The best baseline here is Original." in reading
+    diff = section(md, "Paired differences")
+    assert row_of(diff, "CultureManager − Original") == ["CultureManager − Original", "+1.5 [-2.0, +5.0]",
+                                                         "+2.0 [+1.0, +3.0] ▲", "+12.5 [+5.0, +20.0] ▲",
+                                                         "-10.0 [-20.0, -1.0] ▼"]
 
 
 def test_other_sections(results):
@@ -134,12 +170,13 @@ def test_other_sections(results):
     assert "0.90 ± 0.05" in cspec and "1.0 = every culture is served best by its own adapter" in cspec
     assert row_of(section(md, "Contamination"), "Arabic") == ["Arabic", "20", "15"]
     assert row_of(section(md, "Timings"), "pipeline") == ["pipeline", "14 min 3 s"]
+    assert "## Adapters" in md
 
 
 def test_partial_results_render_dashes_instead_of_failing():
     md = render_markdown({"methods": [{"name": "Original"}], "tasks": [{"id": "x", "status": "ok"}],
                           "router": None, "c_spec": None, "paper": None, "timings": {"total": None}})
-    assert row_of(section(md, "Table 1"), "Original") == ["Original", "–", "–"]
+    assert row_of(section(md, TABLE1), "Original") == ["Original", "–", "–"]
     assert "Total wall time: –" in md
     assert render_markdown({})  # nothing at all still renders
 
@@ -203,7 +240,8 @@ def test_main_adds_the_papers_numbers_from_a_file(results, tmp_path, monkeypatch
                                       str(tmp_path / "table1.json")])
     main()
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert row_of(section(md, "The paper's numbers"), "Original") == ["Original", "55.2", "48.0"]
+    assert row_of(section(md, "The paper's numbers"), "Original (paper)") == ["Original (paper)", "55.2", "48.0",
+                                                                              "51.6"]
 
     (tmp_path / "table1.json").write_text(json.dumps({"Original": 55.2}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"table1\.json: the paper's numbers need an object with 'rows'"):

@@ -193,9 +193,15 @@ def cmd_bench(args) -> int:
     command = " ".join(["culturemanager bench", str(args.config)] + (["--quick"] if args.quick else [])
                        + [f"--set {x}" for x in args.set])
     results = bench(cfg, progress=not args.no_progress, command=command, quick=args.quick)
+    print(f"{'method':36s} macro-F1 [95% interval]  calibrated  AUC")
     for m in results["methods"]:
-        f1 = m["overall"].get("f1_positive", {}).get("mean")
-        print(f"{m['name']:36s} avg F1 {f1 * 100:5.1f}" if f1 is not None else f"{m['name']:36s} –")
+        raw, cal = m["raw"]["overall"], m["calibrated"]["overall"]
+        if not raw:
+            print(f"{m['name']:36s} –")
+            continue
+        lo, hi = m["raw"]["overall_ci"]["macro_f1"]
+        print(f"{m['name']:36s} {100 * raw['macro_f1']['mean']:5.1f} [{100 * lo:4.1f}, {100 * hi:4.1f}]"
+              f"   {100 * cal['macro_f1']['mean']:5.1f}    {100 * raw['auc']['mean']:5.1f}")
     print(f"results: {cfg.bench.dir / 'results.json'}\nreport:  {cfg.bench.dir / 'report.md'}")
     return 0
 

@@ -11,10 +11,11 @@ Run: imported by `culturemanager bench CONFIG.toml [--quick] [--set KEY=VALUE]`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
+from culturemanager.bench.methods import METHODS
 from culturemanager.config import (
     ConfigError,
     LLMConfig,
@@ -28,11 +29,7 @@ from culturemanager.config import (
 )
 from culturemanager.configfile import apply_override, load_toml_config
 
-MethodName = Literal[
-    "Original", "Prompt", "TaskSFT", "CultureSFT", "CultureSFT-all", "CultureLLM", "CultureLLM-all",
-    "CultureManager", "CultureManager (known culture)", "CultureManager-all",
-    "CultureManager task-specific only", "CultureManager task-agnostic only"]
-ALL_METHODS: list[str] = list(MethodName.__args__)  # type: ignore[attr-defined]
+ALL_METHODS: list[str] = list(METHODS)
 
 ANTHROPOLOGICAL = (
     "You are a person who was born and raised in {culture} culture and lives there today. Before you answer, "
@@ -75,7 +72,8 @@ class BenchSection(Section):
     split_seed: int = 0
     seeds: list[int] = [0]
     """Training seeds of the trained methods (mean ± std over them)."""
-    methods: list[MethodName] = Field(default_factory=lambda: list(ALL_METHODS))
+    methods: list[str] = Field(default_factory=lambda: list(ALL_METHODS))
+    """The rows to run (bench/methods.py lists them; default: all)."""
     task_ids: list[str] | None = None
     """Run only these tasks of the tasks file (default: all)."""
     prompt_preamble: str = ANTHROPOLOGICAL
@@ -85,6 +83,28 @@ class BenchSection(Section):
     """Optional search hints per culture (country code, description)."""
     quick: dict[str, Any] = Field(default_factory=dict)
     """Overrides applied by `--quick`, as `"section.key" = value`."""
+    survey_train: dict[str, Any] = Field(default_factory=lambda: {"balance": False})
+    """[train] settings overridden for the survey baselines' adapters (CultureSFT, CultureLLM and their -all
+    rows), e.g. {max_examples = 400}: their answers are 1-10 ratings, so no class balancing by default."""
+    bootstrap: int = Field(1000, ge=100)
+    """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
+    paper: Path | None = None
+    """The paper's reported numbers (a JSON file shaped like ../shared/data/paper_table1.json): shown as reference
+    rows, and the orderings of methods there compared with the orderings here."""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown} (known: {list(METHODS)})")
+        return v
+
+    @field_validator("survey_train")
+    @classmethod
+    def _survey_train(cls, v: dict[str, Any]) -> dict[str, Any]:
+        TrainConfig(**v)  # an unknown key or an impossible value is an error here, at load time
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -109,7 +129,7 @@ class BenchConfig(Section):
         return self.bench.data_dir or self.bench.tasks.parent
 
 
-BENCH_PATHS = (("bench", "tasks"), ("bench", "data_dir"), ("bench", "dir"))
+BENCH_PATHS = (("bench", "tasks"), ("bench", "data_dir"), ("bench", "dir"), ("bench", "paper"))
 
 
 def load_bench_config(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> BenchConfig:

@@ -15,9 +15,11 @@ from pathlib import Path
 from culturemanager.backends.target import encode, option_ids
 from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
+from culturemanager.bench.methods import Job
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, read_task_rows
 from culturemanager.config import Config, Task
+from culturemanager.records import Sample
 from culturemanager.rundir import safe_name
 
 log = logging.getLogger(__name__)
@@ -111,3 +113,32 @@ def write_lines(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
+
+
+def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dict[str, list[Sample]],
+                 cultures: list[str], tok) -> list[Example]:
+    """A job's training examples: a task's labelled demonstrations (TaskSFT), a culture's survey answers
+    (CultureSFT / CultureLLM, or every culture's for the -all rows), or synthetic samples (CultureManager: one
+    culture's, every culture's for -all, one query mode's for the ablations), each in the layout used at
+    inference."""
+    from culturemanager.stages.train import training_example
+
+    ml = cfg.target.max_length
+    s = cfg.bench.survey
+    survey_dir = s.dir if s.dir.is_absolute() else cfg.data_dir / s.dir
+    folder = lambda c: s.folders.get(c, c)  # noqa: E731
+    by_id = {t.spec.id: t.task for t in tasks}
+    if job.kind == "tasksft":
+        td = next(t for t in tasks if t.spec.id == job.name)
+        return [training_example(tok, td.task, text, label, ml)[0] for text, label in td.demos]
+    if job.kind in ("culturesft", "culturellm"):
+        pattern = s.survey if job.kind == "culturesft" else s.augmented
+        return chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml)
+    if job.kind == "culturesft-all":
+        return [e for c in cultures for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)]
+    if job.kind == "culturellm-all":
+        return chat_examples(tok, survey_dir / s.augmented_all, ml)
+    mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
+    pool = [x for c in cultures for x in samples.get(c, [])] if job.kind == "cm-all" else samples.get(job.name, [])
+    return [training_example(tok, by_id[x.task], x.text, x.label, ml)[0] for x in pool
+            if x.task in by_id and (mode is None or x.provenance.mode == mode)]

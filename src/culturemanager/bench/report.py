@@ -1,7 +1,8 @@
 """The benchmark's report: `results.json` (the source of truth) rendered into `report.md` and three PNG plots.
 
 `render_markdown(results)` is pure; `write_report(results, out_dir)` writes report.md, c_spec.png,
-router_confusion.png and f1_by_task.png (a plot whose data is missing is skipped and the report says so).
+router_confusion.png and f1_by_task.png (bench/plots.py; a plot whose data is missing is skipped and the report
+says so).
 matplotlib is imported only when a plot is drawn (the `bench` extra). Partial runs have missing or null keys:
 they render as "–" instead of failing.
 
@@ -15,8 +16,20 @@ import argparse
 import json
 from pathlib import Path
 
-DASH = "–"
-PLOTS = {"c_spec": "c_spec.png", "router": "router_confusion.png", "f1": "f1_by_task.png"}
+from culturemanager.bench.format import (
+    DASH,
+    cell,
+    duration,
+    get,
+    has_mean,
+    n_seeds,
+    ok_tasks,
+    pct,
+    pct_or_dash,
+    show,
+    table,
+)
+from culturemanager.bench.plots import PLOTS, plot_c_spec, plot_data, plot_f1_by_task, plot_router
 
 
 def write_report(results: dict, out_dir: Path) -> list[Path]:
@@ -36,66 +49,160 @@ def write_report(results: dict, out_dir: Path) -> list[Path]:
 
 
 def render_markdown(results: dict) -> str:
-    sections = [header, scores, paper, router, c_spec, contamination, tasks_section, timings]
+    sections = [header, reading, scores, comparisons_section, paper, router, c_spec, contamination, tasks_section,
+                adapters_section, timings]
     return "\n\n".join(s(results) for s in sections) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- sections
 
+KIND_NAMES = {"raw": "uncalibrated", "calibrated": "calibrated (each variant's content-free lean removed)"}
+
+
 def header(r: dict) -> str:
     p, m = r.get("protocol") or {}, r.get("models") or {}
     seeds = ", ".join(str(s) for s in p.get("seeds") or []) or DASH
     share = f"{p['demo_share']:.0%}" if isinstance(p.get("demo_share"), int | float) else DASH
+    t = p.get("train") or {}
+    train = ", ".join(f"{k} {show(t.get(k))}" for k in ("layers", "target_modules", "max_examples", "epochs",
+                                                        "batch_size", "lr", "schedule", "balance", "validation",
+                                                        "patience") if k in t) or DASH
     return "\n".join([
         "# CultureManager benchmark", "",
         f"- Command: `{show(r.get('command'))}`", f"- Created: {show(r.get('created'))}",
         f"- Quick run: {show({True: 'yes', False: 'no'}.get(r.get('quick')))}",
         f"- Models: target {show(m.get('target'))}, generator {show(m.get('generator'))}",
         f"- Protocol: demo share {share}, test cap per task {show(p.get('test_cap'))}, split seed "
-        f"{show(p.get('split_seed'))}, training seeds {seeds}, train steps {show(p.get('train_steps'))}, batch size "
-        f"{show(p.get('batch_size'))}, max_length {show(p.get('max_length'))}",
+        f"{show(p.get('split_seed'))}, training seeds {seeds}, max_length {show(p.get('max_length'))}, "
+        f"{show(p.get('bootstrap'))} paired bootstrap resamples of the test inputs for every interval",
+        f"- Training: {train}",
         f"- Total wall time: {duration(get(r, 'timings', 'total'))}"])
+
+
+def reading(r: dict) -> str:
+    """The verdicts, from the paired intervals only (never from a point estimate)."""
+    rows = []
+    for c in r.get("comparisons") or []:
+        for kind in ("raw", "calibrated"):
+            x = get(c, kind, "macro_f1")
+            if x:
+                rows.append(f"- {c['a']} vs {c['b']} ({kind}): **{x['verdict']}** — macro-F1 difference "
+                            f"{signed(x['difference'])} points, 95% interval [{signed(x['ci'][0])}, "
+                            f"{signed(x['ci'][1])}]")
+    if not rows:
+        return "## Reading\n\nNo comparisons in this run."
+    best = r.get("best_baseline")
+    return "\n".join(["## Reading", "",
+                      "Each line is a paired difference over the same test inputs (method A minus method B, mean over "
+                      "tasks and seeds) with its 95% bootstrap interval: *better* or *worse* when the interval "
+                      "excludes 0, *not distinguishable* when it contains 0." +
+                      (f" The best baseline here is {best}." if best else ""), ""] + rows)
 
 
 def scores(r: dict) -> str:
     methods = r.get("methods") or []
     counts = ", ".join(f"{m.get('name', DASH)} {n_seeds(m)}" for m in methods) or DASH
-    return "\n\n".join([
-        "## Table 1: positive-class F1 (%)", score_table(r, "f1_positive"),
-        "## Macro-F1 (%)", score_table(r, "macro_f1"),
-        "## Share of test inputs answered positive (%)",
-        "A method that answers \"1\" to everything scores a positive-class F1 of 2p/(1+p) (p: the positive share) "
-        "with no skill at all; this table shows which rows above are that (100) or its opposite (0).",
-        score_table(r, "positive_rate", bold=False),
-        f"Seeds per method: {counts}. Trained methods are mean ± std over training seeds; a method with one "
-        "seed shows its single value. Best mean per column in bold.",
-        f"![F1 by task]({PLOTS['f1']})" if plot_data(r)["f1"] else "No F1-by-task plot: no task has a score."])
+    parts = []
+    for kind in ("raw", "calibrated"):
+        parts += [f"## Macro-F1 (%), {KIND_NAMES[kind]}", score_table(r, "macro_f1", kind)]
+    parts += ["## Positive-class F1 (%), the paper's metric (uncalibrated)", score_table(r, "f1_positive", "raw"),
+              "## ROC-AUC (%) of P(positive): threshold-free, 50 for a constant answer", score_table(r, "auc", "raw"),
+              "## Share of test inputs answered positive (%)",
+              "A method that answers \"1\" to everything scores a positive-class F1 of 2p/(1+p) (p: the positive "
+              "share) with no skill at all; this table shows which rows above are that (100) or its opposite (0).",
+              score_table(r, "positive_rate", "raw", bold=False),
+              f"Seeds per method: {counts}. Task and culture cells are mean ± std over training seeds; **Avg** is the "
+              "mean over tasks, with its 95% paired bootstrap interval over test inputs. Best mean per column in "
+              "bold.",
+              f"![F1 by task]({PLOTS['f1']})" if plot_data(r)["f1"] else "No F1-by-task plot: no task has a score."]
+    return "\n\n".join(parts)
 
 
-def score_table(r: dict, metric: str, bold: bool = True) -> str:
+def score_table(r: dict, metric: str, kind: str = "raw", bold: bool = True) -> str:
     cols = [(t, ("tasks", t)) for t in ok_tasks(r)] + [(f"{c} avg", ("cultures", c)) for c in r.get("cultures") or []]
     cols.append(("Avg", ("overall",)))
-    stats = [[get(m, *path, metric) for _, path in cols] for m in r.get("methods") or []]
+    methods = r.get("methods") or []
+    stats = [[get(m, kind, *path, metric) for _, path in cols] for m in methods]
     best = [max((pct(s["mean"]) for s in col if has_mean(s)), default=None) if bold else None
             for col in zip(*stats)]
-    rows = [[m.get("name", DASH)] + [cell(s, b) for s, b in zip(row, best)]
-            for m, row in zip(r.get("methods") or [], stats)]
+    rows = []
+    for m, row in zip(methods, stats):
+        cells = [cell(s, b) for s, b in zip(row, best)]
+        ci = get(m, kind, "overall_ci", metric)
+        if ci and all(isinstance(v, int | float) and v == v for v in ci):
+            cells[-1] += f" [{pct(ci[0]):.1f}, {pct(ci[1]):.1f}]"
+        rows.append([m.get("name", DASH)] + cells)
     return table(["Method"] + [name for name, _ in cols], rows)
+
+
+def comparisons_section(r: dict) -> str:
+    rows = []
+    for c in r.get("comparisons") or []:
+        row = [f"{c.get('a')} − {c.get('b')}"]
+        for kind, metric in (("raw", "macro_f1"), ("calibrated", "macro_f1"), ("raw", "f1_positive"), ("raw", "auc")):
+            x = get(c, kind, metric)
+            row.append(DASH if not x else f"{signed(x['difference'])} [{signed(x['ci'][0])}, {signed(x['ci'][1])}]"
+                                          f" {MARK.get(x['verdict'], '')}")
+        rows.append(row)
+    return "\n\n".join(["## Paired differences (points, 95% interval)",
+                         "▲ better, ▼ worse (the interval excludes 0); no mark: not distinguishable.",
+                         table(["A − B", "macro-F1", "macro-F1 calibrated", "F1 positive", "AUC"], rows)])
+
+
+MARK = {"better": "▲", "worse": "▼"}
+
+
+def signed(x) -> str:
+    return f"{100 * x:+.1f}" if isinstance(x, int | float) and x == x else DASH
 
 
 def paper(r: dict) -> str:
     p = r.get("paper")
     if not p:
-        return ("## The paper's numbers\n\nThe paper's numbers were not available offline. To show them here, write "
-                "them as JSON ({source, paper, model, metric, tasks, rows: {method: {task: number}}, notes}) and "
-                "re-render: `python -m culturemanager.bench.report results.json --paper table1.json`.")
-    cols = p.get("tasks") or []
-    rows = [[name] + [show(vals.get(c)) for c in cols] for name, vals in (p.get("rows") or {}).items()]
-    lines = ["## The paper's numbers (reference only)", "",
-             f"Reported in the paper for a different, much larger model ({show(p.get('model'))}); not comparable in "
-             f"absolute terms, shown for reference. Source: {show(p.get('source'))}",
-             "", f"{show(p.get('paper'))}, metric {show(p.get('metric'))}.", "", table(["Method"] + cols, rows)]
+        return ("## The paper's numbers\n\nNot shown: set `bench.paper` to the paper's numbers (a JSON file shaped "
+                "like ../shared/data/paper_table1.json), or re-render: `python -m culturemanager.bench.report "
+                "results.json --paper table1.json`.")
+    cols = [t for t in p.get("tasks") or [] if t in ok_tasks(r)] or (p.get("tasks") or [])
+    ours = {m.get("name"): m for m in r.get("methods") or []}
+    rows = []
+    for name, vals in (p.get("rows") or {}).items():
+        avg = [vals[t] for t in cols if isinstance(vals.get(t), int | float)]
+        rows.append([f"{name} (paper)"] + [show(vals.get(t)) for t in cols] +
+                    [f"{sum(avg) / len(avg):.1f}" if avg else DASH])
+        if name in ours:
+            rows.append([f"{name} (here)"] + [pct_or_dash(get(ours[name], "raw", "tasks", t, "f1_positive", "mean"))
+                                              for t in cols] +
+                        [pct_or_dash(get(ours[name], "raw", "overall", "f1_positive", "mean"))])
+    lines = ["## The paper's numbers beside ours (positive-class F1, %)", "",
+             f"Reported for a different, much larger model ({show(p.get('model'))}): not comparable in level, "
+             f"comparable in *ordering*. Source: {show(p.get('source'))}", "", table(["Method"] + cols + ["Avg"], rows)]
+    order = orderings(r)
+    if order:
+        lines += ["", "Orderings: does the paper's difference between two methods (avg F1 over these tasks) have the "
+                  "same sign here, and is ours distinguishable from 0?", "",
+                  table(["A − B", "paper", "here [95% interval]", "here"], order)]
     return "\n".join(lines + (["", f"Notes: {p['notes']}"] if p.get("notes") else []))
+
+
+def orderings(r: dict) -> list[list[str]]:
+    p = r.get("paper") or {}
+    cols = [t for t in p.get("tasks") or [] if t in ok_tasks(r)]
+    prow = p.get("rows") or {}
+
+    def avg(name):
+        vals = [prow[name][t] for t in cols if isinstance(prow.get(name, {}).get(t), int | float)]
+        return sum(vals) / len(vals) if vals else None
+
+    out = []
+    for c in r.get("comparisons") or []:
+        a, b, x = avg(c.get("a")), avg(c.get("b")), get(c, "raw", "f1_positive")
+        if a is None or b is None or not x:
+            continue
+        same = (a - b > 0) == (x["difference"] > 0)
+        out.append([f"{c['a']} − {c['b']}", f"{a - b:+.1f}",
+                    f"{signed(x['difference'])} [{signed(x['ci'][0])}, {signed(x['ci'][1])}]",
+                    f"{'same sign' if same else 'opposite sign'}, {x['verdict']}"])
+    return out
 
 
 def router(r: dict) -> str:
@@ -161,170 +268,34 @@ def tasks_section(r: dict) -> str:
     return "## Tasks\n\n" + table(head, rows)
 
 
+def adapters_section(r: dict) -> str:
+    """How much each kind of adapter trained: examples, steps of the plan done, where early stopping kept it."""
+    kinds: dict[str, list[dict]] = {}
+    for a in (r.get("adapters") or {}).values():
+        if a.get("trained"):
+            kinds.setdefault(a.get("kind", DASH), []).append(a)
+    rows = []
+    for kind, items in kinds.items():
+        rows.append([kind, str(len(items))] + [_mean(items, k) for k in ("examples", "examples_seen", "steps",
+                                                                         "best_step")]
+                    + [str(sum(bool(x.get("stopped_early")) for x in items))])
+    return "## Adapters\n\n" + table(["Kind", "Adapters", "Examples", "Examples seen", "Steps", "Best step",
+                                       "Stopped early"], rows)
+
+
+def _mean(items: list[dict], key: str) -> str:
+    vals = [x[key] for x in items if isinstance(x.get(key), int | float)]
+    return f"{sum(vals) / len(vals):.0f}" if vals else DASH
+
+
 def timings(r: dict) -> str:
     t = [[k, duration(v)] for k, v in (r.get("timings") or {}).items()]
-    m = [[x.get("name", DASH), duration(x.get("seconds"))] for x in r.get("methods") or []]
-    return "\n\n".join(["## Timings", table(["Phase", "Time"], t), "Per method:", table(["Method", "Time"], m)])
+    return "\n\n".join(["## Timings", table(["Phase", "Time"], t)])
 
 
-# ---------------------------------------------------------------------------------------------- formatting
-
-def get(d, *keys):
-    """d[k1][k2]... or None where any level is missing or null."""
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def show(v) -> str:
-    return DASH if v is None or v == "" else str(v).replace("|", "\\|")
-
-
-def has_mean(stat) -> bool:
-    return isinstance(stat, dict) and isinstance(stat.get("mean"), int | float)
-
-
-def pct(x: float) -> float:
-    return round(100 * x, 1)
-
-
-def pct_or_dash(x) -> str:
-    return f"{pct(x):.1f}" if isinstance(x, int | float) else DASH
-
-
-def cell(stat, best: float | None) -> str:
-    """'41.2', '41.2 ± 3.1' for more than one seed, bold when it is the column's best mean, '–' when missing."""
-    if not has_mean(stat):
-        return DASH
-    text = f"{pct(stat['mean']):.1f}"
-    if len(stat.get("values") or []) > 1:
-        text += f" ± {pct(stat.get('std') or 0.0):.1f}"
-    return f"**{text}**" if pct(stat["mean"]) == best else text
-
-
-def n_seeds(method: dict) -> int:
-    return len(method.get("seeds") or []) or len(get(method, "overall", "f1_positive", "values") or []) or 1
-
-
-def duration(seconds) -> str:
-    """'1 h 12 min', '14 min 3 s', '4.2 s'."""
-    if not isinstance(seconds, int | float):
-        return DASH
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    s = round(seconds)
-    if s >= 3600:
-        minutes = round(s / 60)  # rounded once, so 7170 s is "2 h 0 min", not "1 h 60 min"
-        return f"{minutes // 60} h {minutes % 60} min"
-    return f"{s // 60} min {s % 60} s"
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "(none)"
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def ok_tasks(r: dict) -> list[str]:
-    return [t["id"] for t in r.get("tasks") or [] if t.get("status") == "ok" and t.get("id")]
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-def plot_data(r: dict) -> dict[str, bool]:
-    """Which plots have something to draw (the same test decides the report's text and write_report's files)."""
-    grid = lambda m: bool(m) and all(isinstance(row, list) and row for row in m)
-    return {"c_spec": grid(get(r, "c_spec", "matrix")), "router": grid(get(r, "router", "confusion", "counts")),
-            "f1": bool(ok_tasks(r)) and any(has_mean(get(x, "tasks", t, "f1_positive"))
-                                            for x in r.get("methods") or [] for t in ok_tasks(r))}
-
-
-def pyplot():
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise RuntimeError("the benchmark plots need matplotlib: install the bench extra "
-                           "(pip install 'culturemanager[bench]'); report.md was written already") from e
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def heatmap(path: Path, values, shading, rows, cols, labels: tuple[str, str, str], fmt) -> Path:
-    """Annotated heatmap: `values` are written in the cells, `shading` (0..1) colours them; labels = title, y, x."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 3, 0.8 * len(rows) + 2))
-    try:
-        ax.imshow(shading, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-        ax.set_yticks(range(len(rows)), rows)
-        for i, row in enumerate(values):
-            for j, v in enumerate(row):
-                ax.text(j, i, fmt(v), ha="center", va="center", color="white" if shading[i][j] > 0.6 else "black")
-        ax.set_title(labels[0])
-        ax.set_ylabel(labels[1])
-        ax.set_xlabel(labels[2])
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def plot_c_spec(r: dict, path: Path) -> Path:
-    cs = r["c_spec"]
-    m = [[v if isinstance(v, int | float) else 0.0 for v in row] for row in cs["matrix"]]
-    top = max(max(row) for row in m) or 1.0
-    names = cs.get("cultures") or [str(i) for i in range(len(m))]
-    return heatmap(path, m, [[v / top for v in row] for row in m], names, names,
-                   ("C-SPEC: F1 (%)", "adapter culture", "task culture"), lambda v: f"{100 * v:.1f}")
-
-
-def plot_router(r: dict, path: Path) -> Path:
-    conf = r["router"]["confusion"]
-    counts = conf["counts"]
-    shading = [[v / (sum(row) or 1) for v in row] for row in counts]  # row-normalised: share of a true culture
-    rows = conf.get("rows") or [str(i) for i in range(len(counts))]
-    cols = conf.get("cols") or [str(j) for j in range(len(counts[0]))]
-    return heatmap(path, counts, shading, rows, cols, ("Router decisions (counts)", "true culture", "routed option"),
-                   str)
-
-
-def plot_f1_by_task(r: dict, path: Path) -> Path:
-    plt = pyplot()
-    tasks, methods = ok_tasks(r), r.get("methods") or []
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.3 * len(tasks) + 2), 5))
-    try:
-        colours = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
-        for k, m in enumerate(methods):
-            stats = [get(m, "tasks", t, "f1_positive") for t in tasks]
-            means = [100 * s["mean"] if has_mean(s) else float("nan") for s in stats]
-            errs = [100 * (s.get("std") or 0) if has_mean(s) and len(s.get("values") or []) > 1 else 0
-                    for s in stats]
-            xs = [i - 0.4 + width * (k + 0.5) for i in range(len(tasks))]
-            ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=m.get("name", DASH),
-                   color=colours(k % colours.N))
-        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
-        ax.set_ylabel("positive-class F1 (%)")
-        ax.set_ylim(0, 100)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def paper_numbers(path: Path | None = None) -> dict | None:
-    """The paper's Table 1 (reference only: a different, larger model): `path`, or the copy shipped with the
-    package as paper_table1.json if there is one."""
-    if path is None:
-        path = Path(__file__).with_name("paper_table1.json")
-        if not path.exists():
-            return None
+def paper_numbers(path: Path) -> dict:
+    """The paper's Table 1 (reference only: a different, larger model), from `bench.paper` or `--paper`."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (the paper's numbers)")
     try:

@@ -5,11 +5,15 @@ Phases, each resumable from the files it leaves in `bench.dir`:
            demonstrations, the rest (capped, stratified) the test set      -> data/<task>/{demos,test}.jsonl
 2. pipeline  queries, search and synthesis for every culture and task, with the test inputs as evaluation data
            (so leaking samples are dropped)                                  -> pipeline/ (a normal run dir)
-3. train   one LoRA adapter per method, culture/task and seed; an adapter whose data and settings did not change
-           is reused, a killed training resumes from its checkpoint           -> adapters/<kind>/<name>/seed<k>/
-4. evaluate  the router once on the base model, then every (model variant, task) pair, scoring the labels
-           with the task's template; each pair's answers are kept            -> router/<task>.json, preds/...
-5. report  methods assembled from those answers, metrics, C-SPEC, contamination -> results.json, report.md, PNGs
+3. train   one LoRA adapter per method, culture/task and seed (bench/methods.py); an adapter whose data and
+           settings did not change is reused, a killed training resumes from its checkpoint. With `train.layers`
+           every adapter trains on the top layers only, and the frozen lower layers' states of an example are
+           computed once for all adapters and seeds                        -> adapters/<kind>/<name>/seed<k>/
+4. evaluate  the router once on the base model, then every (model variant, task) pair: P(positive) of every test
+           input and of content-free input (for calibration); the linear probe -> router/<task>.json, preds/...
+5. report  methods assembled from those answers (bench/results.py): scores with and without calibration, AUC,
+           paired bootstrap intervals, comparisons with verdicts, C-SPEC, contamination, the paper's numbers
+                                                                             -> results.json, report.md, PNGs
 
 Entry point: `bench(cfg)`. Run: `culturemanager bench CONFIG.toml [--quick]` (`make bench`).
 """
@@ -19,18 +23,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from culturemanager.backends.target import load_tokenizer
-from culturemanager.backends.trainer import META, Example, fit_adapter
+from culturemanager.backends.target import load_target, load_tokenizer
+from culturemanager.backends.trainer import META, fit_adapter
 from culturemanager.bench.config import BenchConfig
-from culturemanager.bench.data import TaskData, chat_examples, pipeline_config, split_task
+from culturemanager.bench.data import TaskData, job_examples, pipeline_config, split_task
+from culturemanager.bench.methods import CM_METHODS, FIXED_VARIANT, METHODS, SURVEY_KINDS, TRAINED, Job, job_for, jobs
 from culturemanager.bench.report import paper_numbers, write_report
+from culturemanager.bench.results import Answers, best_baseline, comparisons, method_results
 from culturemanager.bench.score import (
-    aggregate,
     c_spec_summary,
+    calibrated,
     culture_matrix,
     routed_labels,
     router_summary,
@@ -39,43 +45,10 @@ from culturemanager.bench.score import (
 from culturemanager.bench.tasks import TasksFile, load_tasks
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import library_versions, safe_name
-from culturemanager.stages.route import OTHERS, Router, route
-from culturemanager.stages.train import adapter_is_current, training_example
+from culturemanager.stages.route import CONTENT_FREE, OTHERS, Router, route
+from culturemanager.stages.train import adapter_is_current
 
 log = logging.getLogger(__name__)
-
-BASELINE, CM_GROUP, ABLATION = "baseline", "culturemanager", "ablation"
-METHODS: dict[str, tuple[str, str]] = {  # name -> (group, description)
-    "Original": (BASELINE, "the target model as is"),
-    "Prompt": (BASELINE, "anthropological prompting: answer as a person of the task's culture"),
-    "TaskSFT": (BASELINE, "LoRA per task on its demonstrations with their labels"),
-    "CultureSFT": (BASELINE, "LoRA per culture on its World Values Survey answers (50 questions)"),
-    "CultureSFT-all": (BASELINE, "one LoRA on every culture's survey answers"),
-    "CultureLLM": (BASELINE, "LoRA per culture on CultureLLM's augmented survey data (1000 sets)"),
-    "CultureLLM-all": (BASELINE, "one LoRA on all cultures' augmented survey data"),
-    "CultureManager": (CM_GROUP, "per-culture adapters on synthetic task data, the router picks per input"),
-    "CultureManager (known culture)": (CM_GROUP, "the same adapters, the task's culture given"),
-    "CultureManager-all": (ABLATION, "one adapter on all cultures' synthetic data (no culture management)"),
-    "CultureManager task-specific only": (ABLATION, "adapters on samples from task-specific queries, culture given"),
-    "CultureManager task-agnostic only": (ABLATION, "adapters on samples from task-agnostic queries, culture given"),
-}
-TRAINED = {m for m in METHODS if m not in ("Original", "Prompt")}
-CM_METHODS = {m for m in METHODS if m.startswith("CultureManager")}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One adapter to train: kind (tasksft, culturesft, culturellm, cm, cm-ts, cm-ta, *-all), name, seed."""
-    kind: str
-    name: str
-    seed: int
-
-    @property
-    def slug(self) -> str:  # a valid peft adapter name
-        return safe_name(f"{self.kind}_{self.name}_s{self.seed}")
-
-    def folder(self, root: Path) -> Path:
-        return root / "adapters" / self.kind / safe_name(self.name) / f"seed{self.seed}"
 
 
 class Bench:
@@ -156,99 +129,65 @@ class Bench:
             self.samples[c] = read_jsonl(path, Sample) if path.exists() else []
 
     def train(self, seeds: list[int]) -> None:
-        jobs = self.jobs(seeds)
+        """Every job's adapter, reused when its examples, settings and starting point are unchanged. One frozen
+        prefix serves all of them (an example's lower-layer states are computed once per bench run)."""
+        todo = jobs(set(self.cfg.bench.methods), [t.spec.id for t in self.ok_tasks], self.cultures, seeds)
         tok = load_tokenizer(self.cfg.target)
-        for k, job in enumerate(jobs, 1):
-            examples = self.examples(job, tok)
+        prefix = None
+        for k, job in enumerate(todo, 1):
+            examples = job_examples(job, self.cfg, self.ok_tasks, self.samples, self.cultures, tok)
             out = job.folder(self.root)
-            if len(examples) < self.cfg.train.min_samples:
+            settings = self.settings_for(job)
+            init = self.adapters.get(job.init) if job.init else None
+            if len(examples) < settings.min_samples:
                 log.warning("%s: %d examples (< train.min_samples): no adapter, the base model stands in",
                             job.slug, len(examples))
                 self.adapters[job] = None
                 continue
-            digest = examples_hash(examples, self.cfg, job.seed)
+            start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
+            digest = stable_hash([examples, settings.model_dump(mode="json"), self.cfg.target.model, job.seed, start])
             if not adapter_is_current(out, digest):
-                log.info("[%d/%d] training %s on %d examples", k, len(jobs), job.slug, len(examples))
-                fit_adapter(self.cfg.target, self.cfg.train, job.seed, examples, out, digest,
-                            {"job": job.__dict__}, self.progress, label=f"{job.slug} ({k}/{len(jobs)})")
+                if prefix is None and settings.layers:
+                    from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
+
+                    model, _ = load_target(self.cfg.target)
+                    prefix = FrozenPrefix(model, len(decoder_layers(model)) - settings.layers,
+                                          self.cfg.target.batch_size, tok.pad_token_id)
+                log.info("[%d/%d] training %s on %d examples", k, len(todo), job.slug, len(examples))
+                fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, {"job": job.__dict__},
+                            self.progress, label=f"{job.slug} ({k}/{len(todo)})", prefix=prefix, init=init)
             self.adapters[job] = out
 
-    def jobs(self, seeds: list[int]) -> list[Job]:
-        methods, out = set(self.cfg.bench.methods), []
-        for seed in seeds:
-            if "TaskSFT" in methods:
-                out += [Job("tasksft", t.spec.id, seed) for t in self.ok_tasks]
-            for method, kind in [("CultureSFT", "culturesft"), ("CultureLLM", "culturellm"), ("CultureManager", "cm"),
-                                 ("CultureManager (known culture)", "cm"),
-                                 ("CultureManager task-specific only", "cm-ts"),
-                                 ("CultureManager task-agnostic only", "cm-ta")]:
-                if method in methods:
-                    out += [Job(kind, c, seed) for c in self.cultures]
-            for method, kind in [("CultureSFT-all", "culturesft-all"), ("CultureLLM-all", "culturellm-all"),
-                                 ("CultureManager-all", "cm-all")]:
-                if method in methods:
-                    out.append(Job(kind, "all", seed))
-        return list(dict.fromkeys(out))
-
-    def examples(self, job: Job, tok) -> list[Example]:
-        ml = self.cfg.target.max_length
-        s = self.cfg.bench.survey
-        survey_dir = s.dir if s.dir.is_absolute() else self.cfg.data_dir / s.dir
-        folder = lambda c: s.folders.get(c, c)  # noqa: E731
-        tasks = {t.spec.id: t.task for t in self.ok_tasks}
-        if job.kind == "tasksft":
-            td = next(t for t in self.ok_tasks if t.spec.id == job.name)
-            return [training_example(tok, td.task, text, label, ml)[0] for text, label in td.demos]
-        if job.kind in ("culturesft", "culturellm"):
-            pattern = s.survey if job.kind == "culturesft" else s.augmented
-            return chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml)
-        if job.kind == "culturesft-all":
-            return [e for c in self.cultures for e in chat_examples(
-                tok, survey_dir / s.survey.format(folder=folder(c)), ml)]
-        if job.kind == "culturellm-all":
-            return chat_examples(tok, survey_dir / s.augmented_all, ml)
-        mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
-        pool = [x for c in self.cultures for x in self.samples.get(c, [])] if job.kind == "cm-all" \
-            else self.samples.get(job.name, [])
-        return [training_example(tok, tasks[x.task], x.text, x.label, ml)[0] for x in pool
-                if x.task in tasks and (mode is None or x.provenance.mode == mode)]
+    def settings_for(self, job: Job):
+        """The [train] settings, with `bench.survey_train` on top for the survey baselines (their answers are
+        1-10 ratings: no class balancing by default)."""
+        if job.kind in SURVEY_KINDS and self.cfg.bench.survey_train:
+            return self.cfg.train.model_copy(update=self.cfg.bench.survey_train)
+        return self.cfg.train
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def variants(self, seeds: list[int]) -> dict[str, set[str]]:
-        """model variant ("base", "prompt" or an adapter job slug) -> the task ids it must answer."""
-        methods, need = set(self.cfg.bench.methods), {}
-        ids = [t.spec.id for t in self.ok_tasks]
-        for task in self.ok_tasks:
-            for method in methods:
-                for seed in seeds:
-                    for v in self.method_variants(method, task, seed):
-                        need.setdefault(v, set()).add(task.spec.id)
-        if CM_METHODS & methods:  # the C-SPEC matrix: every culture adapter on every task
-            for seed in seeds:
-                for c in self.cultures:
-                    need.setdefault(self.variant(Job("cm", c, seed)), set()).update(ids)
-        return need
-
-    def variant(self, job: Job) -> str:
+    def variant(self, job: Job | None, method: str) -> str:
+        if job is None:
+            return FIXED_VARIANT[method]
         return job.slug if self.adapters.get(job) else "base"
 
+    def variants(self, seeds: list[int]) -> dict[str, set[str]]:
+        """model variant ("base", "prompt", "probe" or an adapter job slug) -> the task ids it must answer."""
+        methods, need = set(self.cfg.bench.methods), {}
+        for t in self.ok_tasks:
+            for method in methods:
+                for seed in seeds:
+                    for v in self.method_variants(method, t, seed):
+                        need.setdefault(v, set()).add(t.spec.id)
+        return need
+
     def method_variants(self, method: str, task: TaskData, seed: int) -> list[str]:
-        c, t = task.spec.culture, task.spec.id
-        fixed = {"Original": "base", "Prompt": "prompt"}
-        if method in fixed:
-            return [fixed[method]]
-        if method == "CultureManager":
-            return ["base"] + [self.variant(Job("cm", x, seed)) for x in self.cultures]
-        job = {"TaskSFT": Job("tasksft", t, seed), "CultureSFT": Job("culturesft", c, seed),
-               "CultureSFT-all": Job("culturesft-all", "all", seed), "CultureLLM": Job("culturellm", c, seed),
-               "CultureLLM-all": Job("culturellm-all", "all", seed),
-               "CultureManager (known culture)": Job("cm", c, seed), "CultureManager-all": Job("cm-all", "all", seed),
-               "CultureManager task-specific only": Job("cm-ts", c, seed),
-               "CultureManager task-agnostic only": Job("cm-ta", c, seed)}[method]
-        return [self.variant(job)]
+        if method == "CultureManager":  # routed: every culture's adapter may answer any task, and the base model
+            return ["base"] + [self.variant(Job("cm", c, seed), method) for c in self.cultures]
+        return [self.variant(job_for(method, task.spec.id, task.spec.culture, seed), method)]
 
     def evaluate(self, seeds: list[int]) -> tuple[dict, dict]:
-        """(routed[task] -> router choice per test input, answers[(variant, task)] -> P(positive) per input)."""
+        """(routed[task] -> router choice per test input, answers[(variant, task)] -> {p_positive, prior})."""
         from rich.progress import Progress
 
         from culturemanager.engine import Engine
@@ -256,9 +195,9 @@ class Bench:
         engine = Engine.load(self.cfg.target)
         need = self.variants(seeds)
         routed = self.route_all(engine) if "CultureManager" in self.cfg.bench.methods else {}
-        answers: dict[tuple[str, str], list[float]] = {}
+        answers: dict[tuple[str, str], dict] = {}
         slugs = {job.slug: path for job, path in self.adapters.items() if path}
-        order = sorted(need, key=lambda v: (v not in ("base", "prompt"), v))
+        order = sorted(need, key=lambda v: (v not in ("base", "prompt", "probe"), v))
         with Progress(disable=not self.progress, transient=True) as bar:
             job_bar = bar.add_task("evaluate", total=sum(len(need[v]) for v in order))
             for v in order:
@@ -269,31 +208,35 @@ class Bench:
                         bar.advance(job_bar)
         return routed, answers
 
-    def answer(self, engine, variant: str, task: TaskData, folder: Path | None) -> list[float]:
-        """P(positive) per test input for one model variant, cached on disk by everything that decides it."""
+    def answer(self, engine, variant: str, task: TaskData, folder: Path | None) -> dict:
+        """P(positive) per test input for one model variant, and on content-free input (the variant's lean, for
+        calibration), cached on disk by everything that decides them."""
         adapter_hash = ""
-        if variant not in ("base", "prompt"):
-            adapter_hash = json.loads((self.slug_folder(variant) / META).read_text(encoding="utf-8"))["data_hash"]
+        if folder is not None:
+            adapter_hash = json.loads((folder / META).read_text(encoding="utf-8"))["data_hash"]
         preamble = self.cfg.bench.prompt_preamble.replace("{culture}", task.spec.culture) if variant == "prompt" \
             else ""
         key = stable_hash([variant, adapter_hash, preamble, task.task.template, task.test, self.cfg.target.model,
-                           self.cfg.target.max_length])
+                           self.cfg.target.max_length, task.demos if variant == "probe" else None, "v2"])
         path = self.root / "preds" / variant / f"{safe_name(task.spec.id)}.json"
-        if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("key") == key:
-            return json.loads(path.read_text(encoding="utf-8"))["p_positive"]
+        if path.exists() and (saved := json.loads(path.read_text(encoding="utf-8"))).get("key") == key:
+            return saved
         t0 = time.time()
-        if folder is not None:
-            engine.add_adapter(variant, folder)
         texts = [x for x, _ in task.test]
-        probs, _ = engine.label_probs(task.task, texts, [variant if folder else None] * len(texts), preamble)
-        positive = (task.task.labels or []).index(task.task.positive_label or "1")
-        p = [round(x, 5) for x in probs[:, positive].tolist()]
-        write_json(path, {"key": key, "variant": variant, "task": task.spec.id, "p_positive": p,
-                          "seconds": round(time.time() - t0, 2)})
-        return p
-
-    def slug_folder(self, slug: str) -> Path:
-        return next(path for job, path in self.adapters.items() if path and job.slug == slug)
+        if variant == "probe":
+            p, prior = probe_answers(engine, task), 0.5
+        else:
+            if folder is not None:
+                engine.add_adapter(variant, folder)
+            name = variant if folder else None
+            positive = (task.task.labels or []).index(task.task.positive_label or "1")
+            probs, _ = engine.label_probs(task.task, texts + list(CONTENT_FREE), [name] * (len(texts) + 3), preamble)
+            p = [round(x, 5) for x in probs[:len(texts), positive].tolist()]
+            prior = round(statistics.fmean(probs[len(texts):, positive].tolist()), 5)
+        saved = {"key": key, "variant": variant, "task": task.spec.id, "p_positive": p, "prior": prior,
+                 "seconds": round(time.time() - t0, 2)}
+        write_json(path, saved)
+        return saved
 
     def router(self) -> Router:
         options = self.router_options = self.cultures + ([OTHERS] if self.cfg.router.others else [])
@@ -317,67 +260,80 @@ class Bench:
         return out
 
     # ------------------------------------------------------------------------------------------ results
-    def method_answers(self, method: str, task: TaskData, seed: int, routed: dict, answers: dict) -> list[float]:
-        variants = self.method_variants(method, task, seed)
+    def method_answers(self, method: str, task: TaskData, seed: int, routed: dict, answers: dict
+                       ) -> tuple[list[float], list[float]]:
+        """(P(positive), calibrated P(positive)) per test input of one method, seed and task."""
+        def both(variant: str) -> tuple[list[float], list[float]]:
+            a = answers[(variant, task.spec.id)]
+            return a["p_positive"], calibrated(a["p_positive"], a["prior"])
+
         if method != "CultureManager":
-            return answers[(variants[0], task.spec.id)]
+            return both(self.method_variants(method, task, seed)[0])
         # the same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
         # culture without an adapter (Router.adapter_for)
-        router = replace(self.router(), adapters={c: str(self.adapters.get(Job("cm", c, seed)) or "") or None
-                                                  for c in self.cultures})
-        by_adapter = {c: answers[(self.variant(Job("cm", c, seed)), task.spec.id)] for c in self.cultures}
-        by_adapter[BASE] = answers[("base", task.spec.id)]
-        return routed_labels(by_adapter, [router.adapter_for(c) for c in routed[task.spec.id]])
+        router = Router(True, self.router().options, "", {c: str(self.adapters.get(Job("cm", c, seed)) or "")
+                                                         or None for c in self.cultures}, 0)
+        by_adapter = {c: both(self.variant(Job("cm", c, seed), method)) for c in self.cultures}
+        by_adapter[BASE] = both("base")
+        rows = [router.adapter_for(c) for c in routed[task.spec.id]]
+        return tuple(routed_labels({a: v[i] for a, v in by_adapter.items()}, rows) for i in (0, 1))
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
-        methods = []
-        for name in [m for m in METHODS if m in self.cfg.bench.methods]:
+        names = [m for m in METHODS if m in self.cfg.bench.methods]
+        a = Answers({t.spec.id: [y for _, y in t.test] for t in self.ok_tasks}, culture_of)
+        for name in names:
             seeds = seeds_done if name in TRAINED else seeds_done[:1]
-            per_seed = {s: {t.spec.id: task_scores([y for _, y in t.test], labels_of(
-                self.method_answers(name, t, s, routed, answers))) for t in self.ok_tasks} for s in seeds}
-            agg = aggregate(per_seed, culture_of)
-            finished = agg.pop("seeds")
-            methods.append({"name": name, "group": METHODS[name][0], "description": METHODS[name][1],
-                            "trained": name in TRAINED, "seeds": finished if name in TRAINED else [], **agg})
-        matrices = {}
-        if CM_METHODS & set(self.cfg.bench.methods):
-            for s in seeds_done:
-                f1 = {(a, t.spec.id): task_scores([y for _, y in t.test], labels_of(
-                    answers[(self.variant(Job("cm", a, s)), t.spec.id)]))["f1_positive"]
-                    for a in self.cultures for t in self.ok_tasks}
-                matrices[s] = culture_matrix(f1, self.cultures, culture_of)
+            a.p[name] = {s: {t.spec.id: self.method_answers(name, t, s, routed, answers) for t in self.ok_tasks}
+                         for s in seeds}
         b = self.cfg.bench
+        methods = method_results(a, b.split_seed, b.bootstrap)
+        best = best_baseline(methods)
+        pairs = [("CultureManager", "TaskSFT"), ("CultureManager", best or ""), ("CultureManager", "Original"),
+                 ("CultureManager", "CultureManager (known culture)"), ("CultureManager", "CultureManager-all"),
+                 ("CultureManager task-specific only", "CultureManager task-agnostic only"),
+                 ("CultureManager", "CultureSFT"), ("CultureManager", "CultureLLM"),
+                 ("CultureSFT -> CultureManager", "CultureSFT"),
+                 ("CultureSFT -> CultureManager", "CultureManager (known culture)"), ("TaskSFT", "Probe (linear)")]
+        paper = paper_numbers(b.paper) if b.paper else None
         return {
-            "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, "quick": self.quick,
+            "schema": 2, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, "quick": self.quick,
             "models": {"target": self.cfg.target.model, "generator": self.cfg.generator.model
                        if CM_METHODS & set(b.methods) else None},
             "protocol": {"demo_share": b.demo_share, "test_cap": b.test_cap, "split_seed": b.split_seed,
-                         "seeds": seeds_done, "seeds_planned": b.seeds, "train_steps": self.cfg.train.max_steps,
-                         "epochs": self.cfg.train.epochs,
-                         "batch_size": self.cfg.train.batch_size, "lr": self.cfg.train.lr,
+                         "seeds": seeds_done, "seeds_planned": b.seeds, "bootstrap": b.bootstrap,
+                         "train": self.cfg.train.model_dump(mode="json"), "survey_train": b.survey_train,
                          "max_length": self.cfg.target.max_length, "prompt_template": self.tf.prompt_template,
                          "prompt_preamble": b.prompt_preamble, "tasks_file": str(b.tasks)},
             "tasks": [t.info for t in self.tasks], "cultures": self.cultures, "methods": methods,
+            "best_baseline": best, "comparisons": comparisons(a, pairs, b.split_seed, b.bootstrap),
             "router": router_summary(routed, culture_of, self.router_options) if routed else None,
-            "c_spec": c_spec_summary(matrices, self.cultures),
+            "c_spec": c_spec_summary(self.c_spec_matrices(answers, seeds_done), self.cultures),
             "contamination": self.contamination(),
             "adapters": {j.slug: {"kind": j.kind, "name": j.name, "seed": j.seed, "trained": bool(p),
                                   **(adapter_meta(p) if p else {})} for j, p in self.adapters.items()},
-            "pipeline": self.pipeline_counts,
-            "paper": paper_numbers(),
+            "pipeline": self.pipeline_counts, "paper": paper,
             "timings": self.timings, "versions": library_versions(),
         }
 
+    def c_spec_matrices(self, answers: dict, seeds_done: list[int]) -> dict:
+        """F1 of each culture's adapter on each culture's tasks, per seed (every adapter answers every task)."""
+        if "CultureManager" not in self.cfg.bench.methods:
+            return {}
+        matrices = {}
+        for s in seeds_done:
+            f1 = {(c, t.spec.id): task_scores([y for _, y in t.test], ["1" if x > 0.5 else "0" for x in answers[(
+                self.variant(Job("cm", c, s), "CultureManager"), t.spec.id)]["p_positive"]])["f1_positive"]
+                  for c in self.cultures for t in self.ok_tasks}
+            matrices[s] = culture_matrix(f1, self.cultures, self.culture_of())
+        return matrices
+
     def contamination(self) -> dict | None:
-        """Kept samples that leak a test input, by the one definition synthesis drops them by (leakage.py), over
-        every task's test inputs, as synthesis checks every evaluation input of the run: 0 unless the two
-        disagree."""
         if not self.samples:
             return None
         from culturemanager.leakage import LeakIndex
-        from culturemanager.records import DropReason
 
+        # one definition of a leak: the synthesis check's, over every test input of the bench
         index = LeakIndex([x for t in self.ok_tasks for x, _ in t.test], self.cfg.synthesis.leakage_ngram)
         kept = [s for c in self.cultures for s in self.samples.get(c, [])]
         dropped = self.root / "pipeline" / "samples" / "dropped.jsonl"
@@ -386,18 +342,25 @@ class Bench:
         per = {c: {m: sum(s.provenance.mode == m for s in self.samples.get(c, []))
                    for m in ("task_specific", "task_agnostic")} for c in self.cultures}
         return {"kept_samples_matching_test": sum(index.leaks(s.text) for s in kept),
-                "dropped_as_leakage": reasons.count(DropReason.LEAKS_EVALUATION), "synthetic_samples": per,
+                "dropped_as_leakage": reasons.count("leaks_evaluation"), "synthetic_samples": per,
                 "kept_samples": len(kept), "dropped_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))}}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def labels_of(p: list[float]) -> list[str]:
-    return ["1" if x > 0.5 else "0" for x in p]
+def probe_answers(engine, task: TaskData) -> list[float]:
+    """The linear probe's P(positive) per test input: logistic regression (class-balanced, standardised features)
+    on the base model's mean final hidden state, trained on the task's labelled demonstrations."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-
-def examples_hash(examples: list[Example], cfg: BenchConfig, seed: int) -> str:
-    return stable_hash([examples, cfg.train.model_dump(mode="json"), cfg.target.model, seed])
+    x_train = engine.features(task.task, [x for x, _ in task.demos]).numpy()
+    x_test = engine.features(task.task, [x for x, _ in task.test]).numpy()
+    scaler = StandardScaler().fit(x_train)
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    clf.fit(scaler.transform(x_train), np.array([y == "1" for _, y in task.demos]))
+    return [round(float(p), 5) for p in clf.predict_proba(scaler.transform(x_test))[:, 1]]
 
 
 def stable_hash(obj) -> str:
@@ -406,8 +369,8 @@ def stable_hash(obj) -> str:
 
 def adapter_meta(folder: Path) -> dict:
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    return {"examples": meta.get("examples"), "steps": meta.get("steps"),
-            "final_loss": (meta.get("loss_curve") or [None])[-1]}
+    return {k: meta.get(k) for k in ("examples", "steps", "planned_steps", "best_step", "examples_seen",
+                                     "stopped_early")} | {"final_loss": (meta.get("loss_curve") or [None])[-1]}
 
 
 def bench(cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False) -> dict:

@@ -15,7 +15,7 @@ import statistics
 
 from culturemanager.metrics import accuracy, c_spec, confusion, f1_for, macro_f1
 
-METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate")
+METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc")
 
 
 def task_scores(gold: list[str], pred: list[str], positive: str = "1", labels: tuple[str, ...] = ("0", "1")
@@ -42,16 +42,17 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]], culture_of: dict
     out: dict = {"seeds": seeds, "tasks": {}, "cultures": {}, "overall": {}}
     if not seeds or not tasks:
         return out
+    metrics = [m for m in METRICS if m in per_seed[seeds[0]][tasks[0]]]
     for t in tasks:
-        out["tasks"][t] = {m: spread([per_seed[s][t][m] for s in seeds]) for m in METRICS}
+        out["tasks"][t] = {m: spread([per_seed[s][t][m] for s in seeds]) for m in metrics}
         out["tasks"][t]["n"] = per_seed[seeds[0]][t]["n"]
     cultures = list(dict.fromkeys(culture_of[t] for t in tasks))
     for c in cultures:
         mine = [t for t in tasks if culture_of[t] == c]
         out["cultures"][c] = {m: spread([statistics.fmean(per_seed[s][t][m] for t in mine) for s in seeds])
-                              for m in METRICS}
+                              for m in metrics}
     out["overall"] = {m: spread([statistics.fmean(per_seed[s][t][m] for t in tasks) for s in seeds])
-                      for m in METRICS}
+                      for m in metrics}
     return out
 
 

@@ -1,0 +1,99 @@
+"""The benchmark's methods: the table of rows, the adapters each needs, and which model variant answers each task.
+
+A *job* is one adapter to train (kind, culture or task, seed). A *variant* is what answers a task: "base" (the
+target model), "prompt" (the base model behind the anthropological preamble), "probe" (a linear read-out, not a
+language model answer) or a trained job's adapter (its slug). Every method is a pure function of variants' answers:
+`method_variants` says which, and CultureManager with its router takes, per input, the answer of the variant of
+the culture it was routed to.
+
+Run: imported by `bench/run.py`; no entry point of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from culturemanager.rundir import safe_name
+
+BASELINE, CM_GROUP, ABLATION, REFERENCE = "baseline", "culturemanager", "ablation", "reference"
+METHODS: dict[str, tuple[str, str]] = {  # name -> (group, description)
+    "Original": (BASELINE, "the target model as is"),
+    "Prompt": (BASELINE, "anthropological prompting: answer as a person of the task's culture"),
+    "TaskSFT": (BASELINE, "LoRA per task on its demonstrations with their labels"),
+    "CultureSFT": (BASELINE, "LoRA per culture on its World Values Survey answers (50 questions)"),
+    "CultureSFT-all": (BASELINE, "one LoRA on every culture's survey answers"),
+    "CultureLLM": (BASELINE, "LoRA per culture on CultureLLM's augmented survey data (1000 sets)"),
+    "CultureLLM-all": (BASELINE, "one LoRA on all cultures' augmented survey data"),
+    "CultureManager": (CM_GROUP, "per-culture adapters on synthetic task data, the router picks per input"),
+    "CultureManager (known culture)": (CM_GROUP, "the same adapters, the task's culture given"),
+    "CultureSFT -> CultureManager": (CM_GROUP, "the culture's CultureSFT adapter trained further on its synthetic "
+                                               "task data (the paper's two-stage variant), culture given"),
+    "CultureManager-all": (ABLATION, "one adapter on all cultures' synthetic data (no culture management)"),
+    "CultureManager task-specific only": (ABLATION, "adapters on samples from task-specific queries, culture given"),
+    "CultureManager task-agnostic only": (ABLATION, "adapters on samples from task-agnostic queries, culture given"),
+    "Probe (linear)": (REFERENCE, "logistic regression on the frozen model's mean hidden state, trained on "
+                                  "TaskSFT's labelled demonstrations: what a linear read-out of these features "
+                                  "reaches"),
+}
+UNTRAINED = {"Original", "Prompt", "Probe (linear)"}
+TRAINED = {m for m in METHODS if m not in UNTRAINED}
+CM_METHODS = {m for m in METHODS if m.startswith("CultureManager") or "-> CultureManager" in m}
+FIXED_VARIANT = {"Original": "base", "Prompt": "prompt", "Probe (linear)": "probe"}
+SURVEY_KINDS = {"culturesft", "culturellm", "culturesft-all", "culturellm-all"}
+
+# method -> (job kind, per culture / per task / one for all); the adapter that answers a task of culture c
+_JOB_OF: dict[str, tuple[str, str]] = {
+    "TaskSFT": ("tasksft", "task"), "CultureSFT": ("culturesft", "culture"),
+    "CultureSFT-all": ("culturesft-all", "all"), "CultureLLM": ("culturellm", "culture"),
+    "CultureLLM-all": ("culturellm-all", "all"), "CultureManager": ("cm", "culture"),
+    "CultureManager (known culture)": ("cm", "culture"), "CultureSFT -> CultureManager": ("cm-2s", "culture"),
+    "CultureManager-all": ("cm-all", "all"), "CultureManager task-specific only": ("cm-ts", "culture"),
+    "CultureManager task-agnostic only": ("cm-ta", "culture"),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One adapter to train: kind (tasksft, culturesft, culturellm, cm, cm-ts, cm-ta, cm-2s, *-all), name, seed."""
+    kind: str
+    name: str
+    seed: int
+
+    @property
+    def slug(self) -> str:  # a valid peft adapter name
+        return safe_name(f"{self.kind}_{self.name}_s{self.seed}")
+
+    def folder(self, root: Path) -> Path:
+        return root / "adapters" / self.kind / safe_name(self.name) / f"seed{self.seed}"
+
+    @property
+    def init(self) -> Job | None:
+        """The adapter this one continues from (the two-stage variant starts from CultureSFT)."""
+        return Job("culturesft", self.name, self.seed) if self.kind == "cm-2s" else None
+
+
+def job_for(method: str, task_id: str, culture: str, seed: int) -> Job | None:
+    """The adapter that answers `task_id` (of `culture`) for a trained method (None for untrained methods)."""
+    if method not in _JOB_OF:
+        return None
+    kind, per = _JOB_OF[method]
+    return Job(kind, {"task": task_id, "culture": culture, "all": "all"}[per], seed)
+
+
+def jobs(methods: set[str], task_ids: list[str], cultures: list[str], seeds: list[int]) -> list[Job]:
+    """Every adapter the methods need, each once, in training order (an adapter another continues from first).
+    CultureManager with its router needs every culture's adapter (it also answers other cultures' tasks)."""
+    out: list[Job] = []
+    for seed in seeds:
+        for method in (m for m in METHODS if m in methods):
+            if method not in _JOB_OF:
+                continue
+            kind, per = _JOB_OF[method]
+            names = {"task": task_ids, "culture": cultures, "all": ["all"]}[per]
+            for name in names:
+                job = Job(kind, name, seed)
+                if job.init is not None:
+                    out.append(job.init)
+                out.append(job)
+    return list(dict.fromkeys(out))
