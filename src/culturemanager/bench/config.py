@@ -86,6 +86,9 @@ class BenchSection(Section):
     survey_train: dict[str, Any] = Field(default_factory=lambda: {"balance": False})
     """[train] settings overridden for the survey baselines' adapters (CultureSFT, CultureLLM and their -all
     rows), e.g. {max_examples = 400}: their answers are 1-10 ratings, so no class balancing by default."""
+    survey_examples: int | None = Field(None, ge=1)
+    """At most this many survey examples per survey adapter (a fixed sample, the same for every seed; CultureLLM's
+    augmented sets hold 2,100 per culture and 10,500 together). Default: all."""
     bootstrap: int = Field(1000, ge=100)
     """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
     paper: Path | None = None

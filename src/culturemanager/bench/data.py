@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
     return out
 
 
+def subsample(examples: list[Example], cap: int | None) -> list[Example]:
+    """At most `cap` examples, the same ones for every seed (a fixed-seed sample, in file order), so that the
+    survey baselines' frozen-prefix states are computed once for all seeds."""
+    if cap is None or len(examples) <= cap:
+        return examples
+    keep = sorted(random.Random(0).sample(range(len(examples)), cap))
+    return [examples[i] for i in keep]
+
+
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -131,13 +141,15 @@ def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dic
     if job.kind == "tasksft":
         td = next(t for t in tasks if t.spec.id == job.name)
         return [training_example(tok, td.task, text, label, ml)[0] for text, label in td.demos]
+    cap = cfg.bench.survey_examples
     if job.kind in ("culturesft", "culturellm"):
         pattern = s.survey if job.kind == "culturesft" else s.augmented
-        return chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml)
+        return subsample(chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml), cap)
     if job.kind == "culturesft-all":
-        return [e for c in cultures for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)]
+        return subsample([e for c in cultures
+                          for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)], cap)
     if job.kind == "culturellm-all":
-        return chat_examples(tok, survey_dir / s.augmented_all, ml)
+        return subsample(chat_examples(tok, survey_dir / s.augmented_all, ml), cap)
     mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
     pool = [x for c in cultures for x in samples.get(c, [])] if job.kind == "cm-all" else samples.get(job.name, [])
     return [training_example(tok, by_id[x.task], x.text, x.label, ml)[0] for x in pool
