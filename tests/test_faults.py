@@ -460,3 +460,14 @@ def test_a_corrupt_manifest_is_an_error_naming_it_and_nothing_runs(rerun, capsys
     err = capsys.readouterr().err
     assert f"{root / 'manifest.json'}: not valid JSON" in err and "Traceback" not in err
     assert snapshot(root) == before
+
+
+def test_a_device_that_is_not_here_stops_the_run_before_any_llm_call(tmp_path, tiny_model, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    cfg = write_task(tmp_path, tiny_model)
+    assert main(["run", str(cfg), "--set", "target.device=cuda", "--no-progress"]) == EXIT_CONFIG
+    assert "target.device = 'cuda'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "calls.jsonl").exists()

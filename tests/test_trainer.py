@@ -95,3 +95,48 @@ def test_fit_adapter_saves_the_best_validation_weights(tiny_model, tmp_path):
     model = PeftModel.from_pretrained(base, tmp_path / "a")
     _, val = split_validation(ex, 0.25, 0)
     assert validation_loss(model, [ex[i] for i in val], tok.pad_token_id, None) == pytest.approx(best, abs=1e-4)
+
+
+def test_gradient_accumulation_gives_the_whole_batchs_step(tiny_model):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from culturemanager.backends.target import load_target
+    from culturemanager.backends.trainer import train_step
+
+    base, tok = load_target(TargetConfig(model=str(tiny_model)))
+    batch = [([1, 5, 9, 12, 30, 31], [-100, -100, -100, -100, 30, 31]), ([1, 7, 8, 40], [-100, -100, -100, 40]),
+             ([1, 3, 4, 5, 6, 7, 8, 50], [-100] * 7 + [50])]
+    models = []
+    for micro in (None, 1):
+        torch.manual_seed(0)
+        m = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False, task_type="CAUSAL_LM"))
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+        losses = [train_step(m, opt, batch, tok.pad_token_id, None, micro) for _ in range(2)]
+        models.append((m, losses))
+    (a, la), (b, lb) = models
+    assert la == pytest.approx(lb, rel=1e-5)
+    wa = {k: v for k, v in a.named_parameters() if v.requires_grad}
+    wb = {k: v for k, v in b.named_parameters() if v.requires_grad}
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_device_selection_on_this_machine(tiny_model):
+    from culturemanager.backends.target import load_target, resolve_device, resolve_dtype
+    from culturemanager.errors import ConfigError
+
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:1")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    model, _ = load_target(TargetConfig(model=str(tiny_model), device="cpu"))
+    assert next(model.parameters()).device.type == "cpu"
+    with pytest.raises(Exception, match="device"):
+        TargetConfig(device="gpu")  # not a device name

@@ -159,8 +159,15 @@ class TargetConfig(Section):
     max_length: int = Field(256, ge=16)
     """Token budget of one prompt + answer. Longer inputs are truncated (the input text's tail is cut;
     template and answer are kept) and counted."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weights' dtype when the target is loaded (training and inference)."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """Where the target runs for training, routing, prediction, the benchmark and the server: "auto" (CUDA, then
+    Apple MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps". A device that is not here is an error."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype: "auto" is bfloat16 on a CUDA device that supports it (else float16), float16 on MPS and
+    float32 on the CPU."""
+    load_in_4bit: bool = False
+    """Load the target in 4-bit (bitsandbytes NF4, CUDA only, the `gpu` extra) to train LoRA adapters on a large
+    target in little GPU memory (QLoRA-style)."""
     batch_size: int = Field(8, ge=1)
     """Inference batch size (routing and prediction)."""
 
@@ -288,7 +295,10 @@ class TrainConfig(Section):
     lr: float = Field(3e-4, gt=0)
     """AdamW learning rate."""
     batch_size: int = Field(4, ge=1)
-    """Samples per optimizer step."""
+    """Samples per optimizer step (the effective batch size)."""
+    micro_batch: int | None = Field(None, ge=1)
+    """Run each step's batch in pieces of this many samples whose gradients are accumulated (gradient
+    accumulation: a large effective batch in little memory). Default: the whole batch at once."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (default: all epochs)."""
     max_examples: int | None = Field(None, ge=1)

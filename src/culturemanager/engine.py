@@ -126,7 +126,7 @@ class Engine:
                                [names[i] for i in order] if names else None, self.target.batch_size, normalize,
                                self.prefix)
         out = torch.empty_like(scores)
-        out[torch.tensor(order)] = scores
+        out[torch.tensor(order, device=scores.device)] = scores
         return out
 
     @torch.no_grad()
@@ -145,11 +145,12 @@ class Engine:
         with off:
             for s in range(0, len(order), self.target.batch_size):
                 rows = order[s:s + self.target.batch_size]
-                ids, mask = left_pad([encoded[i].ids for i in rows], self.pad_id)
+                device = next(base.parameters()).device
+                ids, mask = (t.to(device) for t in left_pad([encoded[i].ids for i in rows], self.pad_id))
                 hidden = base.base_model(input_ids=ids, attention_mask=mask,
                                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
-                out[torch.tensor(rows)] = ((hidden * m).sum(1) / m.sum(1)).float()
+                out[torch.tensor(rows)] = ((hidden * m).sum(1) / m.sum(1)).float().cpu()
         return out
 
     def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int

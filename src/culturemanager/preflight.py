@@ -31,6 +31,9 @@ def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
         check_model(cfg.generator.model, "generator.model", gguf=cfg.generator.engine == "llama_cpp")
     if TARGET_STAGES & set(stages):
         check_model(cfg.target.model, "target.model")
+        from culturemanager.backends.target import resolve_device
+
+        resolve_device(cfg.target.device)  # "cuda" where there is none: an error now, not after the LLM stages
 
 
 def check_model(name: str, key: str, gguf: bool = False) -> None:

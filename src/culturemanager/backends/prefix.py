@@ -93,7 +93,8 @@ class FrozenPrefix:
         self.model.eval()  # the frozen layers' states, without any dropout
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
-            ids, mask = left_pad([list(s) for s in chunk], self.pad_id)
+            device = next(self.model.parameters()).device
+            ids, mask = (t.to(device) for t in left_pad([list(s) for s in chunk], self.pad_id))
             got: list[torch.Tensor] = []
 
             def grab(module, args, output, got=got):
@@ -120,7 +121,7 @@ class FrozenPrefix:
         states (`model` shares the frozen lower layers with the one the states were computed on)."""
         states = self.states(seqs)
         hidden = states[0].shape[-1]
-        batch = torch.zeros(len(seqs), width, hidden, dtype=states[0].dtype)
+        batch = torch.zeros(len(seqs), width, hidden, dtype=states[0].dtype, device=states[0].device)
         for row, st in enumerate(states):
             batch[row, width - len(st):] = st
         layers = decoder_layers(model)

@@ -34,12 +34,72 @@ def load_tokenizer(cfg: TargetConfig):
 
 
 def load_target(cfg: TargetConfig):
-    """(model in eval mode, tokenizer), the model name resolved once for both."""
+    """(model in eval mode on `target.device`, tokenizer), the model name resolved once for both."""
     from transformers import AutoModelForCausalLM
 
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
     path, local = resolve_hf(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], local_files_only=local)
+    kwargs: dict = {}
+    if cfg.load_in_4bit:
+        kwargs = {"quantization_config": four_bit(device, dtype), "device_map": {"": device.index or 0}}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
+    if not cfg.load_in_4bit:
+        model = model.to(device)
     return model.eval(), _tokenizer(path, local)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": the best device here (CUDA, then Apple MPS, then the CPU); an explicit device that is not here
+    is an error saying what torch sees."""
+    from culturemanager.errors import ConfigError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"target.device = {name!r}, but torch sees no CUDA device here (torch "
+                              f"{torch.__version__}, cuda {torch.version.cuda}): use 'auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"target.device = {name!r}, but only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not _mps():
+        raise ConfigError(f"target.device = {name!r}, but torch sees no Apple MPS device here: use 'auto' or 'cpu'")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 on a CUDA device that supports it (float16 otherwise, and on MPS), float32 on the CPU."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.float32
+
+
+def four_bit(device: torch.device, compute: torch.dtype):
+    """bitsandbytes 4-bit (NF4) loading for QLoRA-style training of large targets; CUDA only."""
+    from culturemanager.errors import ConfigError
+
+    if device.type != "cuda":
+        raise ConfigError("target.load_in_4bit needs a CUDA device (bitsandbytes)")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise ConfigError("target.load_in_4bit needs bitsandbytes: pip install 'culturemanager[gpu]'") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                              bnb_4bit_use_double_quant=True)
+
+
+def _mps() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _tokenizer(path: str, local: bool):
@@ -109,7 +169,7 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
         # 262k-token vocabulary (Gemma) the full logits tensor would dominate time and memory
         names = [adapters[i] for i, _, _ in chunk] if adapters is not None else None
         logits = lm_forward(model, [s for _, _, s in chunk], pad, keep, names, prefix)
-        logp = torch.log_softmax(logits[:, -keep:].float(), -1)
+        logp = torch.log_softmax(logits[:, -keep:].float(), -1).cpu()
         for row, (i, k, _) in enumerate(chunk):
             n = len(options[k])
             # option token j sits at width-n+j and is predicted by the logits one position earlier
@@ -128,7 +188,7 @@ def score_next_token(model, tok, prompts: list[list[int]], token_ids: list[int],
         chunk = prompts[start:start + batch_size]
         names = adapters[start:start + batch_size] if adapters is not None else None
         logits = lm_forward(model, chunk, pad, 1, names, prefix)
-        out[start:start + len(chunk)] = torch.log_softmax(logits[:, -1].float(), -1)[:, token_ids]
+        out[start:start + len(chunk)] = torch.log_softmax(logits[:, -1].float(), -1)[:, token_ids].cpu()
     return out
 
 
@@ -137,7 +197,8 @@ def lm_forward(model, seqs: list[list[int]], pad: int, keep: int, adapters: list
     """Logits at the last `keep` positions of left-padded sequences, each under its own adapter (peft's
     `adapter_names`), running only the layers above `prefix` when one is given. The one forward call of the
     package: scoring, routing and training all go through it."""
-    ids, mask = left_pad(seqs, pad)
+    device = model_device(model)
+    ids, mask = (t.to(device) for t in left_pad(seqs, pad))
     kwargs = {"adapter_names": adapters} if adapters is not None else {}
     with prefix.inject(model, seqs, ids.shape[1]) if prefix is not None else nullcontext():
         return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
@@ -147,7 +208,7 @@ def lm_forward(model, seqs: list[list[int]], pad: int, keep: int, adapters: list
 @torch.no_grad()
 def generate(model, tok, prompt: list[int], max_new_tokens: int, adapter: str | None = None) -> str:
     kwargs = {"adapter_names": [adapter]} if adapter is not None else {}
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt], device=model_device(model))
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tok.pad_token_id, **kwargs)
     return tok.decode(out[0, len(prompt):], skip_special_tokens=True).strip()

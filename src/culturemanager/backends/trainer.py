@@ -82,7 +82,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         job = bar.add_task(f"train {label}", total=len(batches), completed=state["step"])
         while state["step"] < len(batches) and not state["stopped"]:
             batch = [train_rows[i] for i in batches[state["step"]]]
-            loss = train_step(model, opt, batch, tok.pad_token_id, prefix)
+            loss = train_step(model, opt, batch, tok.pad_token_id, prefix, settings.micro_batch)
             sched.step()
             state["losses"].append(round(loss, 5))
             state["step"] += 1
@@ -99,6 +99,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
               "best_step": state["best_step"], "examples_seen": sum(len(b) for b in batches[:state["step"]]),
               "stopped_early": state["stopped"], "seed": seed, "loss_curve": state["losses"],
               "validation_curve": state["val_curve"], "layers": settings.layers,
+              "effective_batch": settings.batch_size, "micro_batch": settings.micro_batch or settings.batch_size,
               "target": target.model_dump(mode="json"), "train": settings.model_dump(mode="json"),
               "versions": library_versions()}
     tmp = out.with_name(out.name + ".tmp")
@@ -109,8 +110,9 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("adapter %s: %d examples, %d of %d steps, final loss %.3f", label, len(examples), state["step"],
-             len(batches), state["losses"][-1] if state["losses"] else float("nan"))
+    log.info("adapter %s: %d examples, %d of %d steps of effective batch %d (micro-batches of %d), final loss %.3f",
+             label, len(examples), state["step"], len(batches), settings.batch_size,
+             settings.micro_batch or settings.batch_size, state["losses"][-1] if state["losses"] else float("nan"))
     return record
 
 
@@ -202,17 +204,24 @@ def lr_factor(t: TrainConfig, steps: int) -> Callable[[int], float]:
 
 # ------------------------------------------------------------------------------------------------ steps
 
-def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> float:
+def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None,
+               micro_batch: int | None = None) -> float:
     """One optimizer step. Sequences are left-padded so every answer ends at the last position; the model then
     computes logits only for the answer span (`logits_to_keep`): with Gemma's 262k-token vocabulary the output
     layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
     batch's answer tokens, as with full logits. With a `prefix` (LoRA on the top layers only), the frozen lower
-    layers' states come from it and only the upper layers run, forward and backward."""
-    loss = answer_loss(model, batch, pad_id, prefix).mean()
-    loss.backward()
+    layers' states come from it and only the upper layers run, forward and backward. With `micro_batch`, the
+    batch runs in pieces of that size whose gradients add up to the whole batch's (gradient accumulation)."""
+    size = micro_batch or len(batch)
+    tokens = sum(len(answer_key(e)) for e in batch)
+    total = 0.0
+    for start in range(0, len(batch), size):
+        loss = answer_loss(model, batch[start:start + size], pad_id, prefix).sum() / tokens
+        loss.backward()
+        total += loss.item()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss.item()
+    return total
 
 
 def answer_loss(model, batch: list[Example], pad_id: int, prefix: FrozenPrefix | None = None) -> torch.Tensor:
@@ -220,8 +229,8 @@ def answer_loss(model, batch: list[Example], pad_id: int, prefix: FrozenPrefix |
     width = max(len(ids) for ids, _ in batch)
     span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in batch)
     keep = span + 1
-    labels, _ = left_pad([y for _, y in batch], -100)
     logits = lm_forward(model, [x for x, _ in batch], pad_id, keep, prefix=prefix)
+    labels = left_pad([y for _, y in batch], -100)[0].to(logits.device)
     # logits at position t predict token t+1: the kept positions width-keep..width-2 predict the last keep-1 tokens
     pred = logits[:, :-1].float()
     target = labels[:, width - keep + 1:]
@@ -251,8 +260,8 @@ def _per_example_loss(model, chunk: list[Example], pad_id: int, prefix: FrozenPr
     width = max(len(ids) for ids, _ in chunk)
     span = max(len(y) - next((k for k, v in enumerate(y) if v != -100), len(y)) for _, y in chunk)
     keep = span + 1
-    labels, _ = left_pad([y for _, y in chunk], -100)
     logits = lm_forward(model, [x for x, _ in chunk], pad_id, keep, prefix=prefix)
+    labels = left_pad([y for _, y in chunk], -100)[0].to(logits.device)
     pred = logits[:, :-1].float()
     target = labels[:, width - keep + 1:]
     tok_loss = torch.nn.functional.cross_entropy(pred.transpose(1, 2), target, ignore_index=-100, reduction="none")
