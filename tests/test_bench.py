@@ -256,3 +256,33 @@ def test_chat_examples_put_the_loss_on_the_answer_and_name_a_bad_line(tmp_path, 
     answer = tok("3", add_special_tokens=False)["input_ids"]
     assert ids[-len(answer):] == answer and labels[-len(answer):] == answer
     assert all(x == -100 for x in labels[:-len(answer)])
+
+
+def test_two_bench_shards_train_disjoint_adapters_and_the_full_run_trains_nothing(tmp_path, tiny_model, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from culturemanager.bench import run as bench_mod
+
+    cfg = write_bench(tmp_path, tiny_model, extra="")
+    cfg.write_text(cfg.read_text().replace("seeds = [0, 1]", "seeds = [0]"), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-m", "culturemanager", "bench", str(cfg), "--shard", f"{i}/2",
+                               "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    trained = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        line = next(x for x in out.splitlines() if x.startswith("shard "))
+        trained.append(set(line.split(": ", 2)[2].split(", ")))
+    assert trained[0] and trained[1] and not trained[0] & trained[1]
+
+    def fail(*a, **k):
+        raise AssertionError("an adapter was trained twice")
+
+    monkeypatch.setattr(bench_mod, "fit_adapter", fail)
+    assert main(["bench", str(cfg), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {s for s, a in results["adapters"].items() if a["trained"]} == trained[0] | trained[1]

@@ -19,6 +19,7 @@ ARTIFACTS = {
     "index/bm25/indices.csc.index.npy", "index/bm25/indptr.csc.index.npy", "index/bm25/params.index.json",
     "index/bm25/vocab.index.json", "queries.jsonl", "materials.jsonl", "samples/Spanish.jsonl",
     "samples/Turkish.jsonl", "samples/dropped.jsonl", "router.json", "predictions.jsonl", "metrics.json",
+    ".locks/manifest.lock", ".locks/adapter-Spanish.lock", ".locks/adapter-Turkish.lock",
     *(f"adapters/{c}/{f}" for c in ("Spanish", "Turkish")
       for f in ("adapter_config.json", "adapter_model.safetensors", "culturemanager.json", "README.md")),
 }

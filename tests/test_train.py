@@ -137,3 +137,36 @@ def test_train_step_loss_on_the_answer_span_equals_the_full_logits_loss(tiny_mod
 
     got = train_mod.train_step(model, NoStep(), batch, pad_id=2)
     assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_two_shard_processes_train_disjoint_adapters_and_nothing_twice(task_config):
+    """`culturemanager train --shard I/N` in two processes at once on one run directory: each trains its own
+    culture, the manifest keeps both entries, and a third run trains nothing."""
+    import os
+    import subprocess
+    import sys
+
+    run = prepare(task_config, "train.min_samples=1")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-m", "culturemanager", "train", str(task_config), "--shard", f"{i}/2",
+                               "--no-progress", "--set", "train.min_samples=1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    stages = json.loads(run.rd.manifest.read_text())["stages"]
+    assert stages["train@0/2"]["counts"]["trained"] == ["Spanish"]
+    assert stages["train@1/2"]["counts"]["trained"] == ["Turkish"]
+    again = run.stage("train")
+    assert again["trained"] == [] and again["reused"] == ["Spanish", "Turkish"]
+
+
+def test_an_adapter_locked_by_another_process_is_skipped_not_trained_twice(task_config):
+    from culturemanager.rundir import file_lock
+
+    run = prepare(task_config, "train.min_samples=1")
+    with file_lock(run.rd.lock("adapter-Spanish"), blocking=False) as held:  # another trainer holds Spanish
+        assert held
+        counts = run.stage("train")
+    assert counts["locked_elsewhere"] == ["Spanish"] and counts["trained"] == ["Turkish"]
+    assert not (run.rd.adapter("Spanish") / "adapter_model.safetensors").exists()

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=1")
         p.add_argument("--no-progress", action="store_true")
+        if name == "train":
+            p.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters (N "
+                           "processes side by side on one run directory; 0-based I)")
         if name == "predict":
             p.add_argument("--input", type=Path, help="predict this file instead of predict.inputs")
             p.add_argument("--text-field", default="text")
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="the benchmark: every baseline and CultureManager on a tasks file")
     b.add_argument("config", type=Path)
     b.add_argument("--quick", action="store_true", help="apply the config's [bench.quick] overrides")
+    b.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters, then stop (run "
+                   "N such processes side by side, then the bench without --shard evaluates everything)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("models", help="list the packaged models, or prepare the named ones")
@@ -125,8 +130,10 @@ def cmd_run(args) -> int:
 
 def cmd_stage(args) -> int:
     from culturemanager.pipeline import run
+    from culturemanager.rundir import shard_of
 
-    counts = run(load_config(args.config, args.set), [args.command], not args.no_progress)[args.command]
+    shard = shard_of(getattr(args, "shard", None))
+    counts = run(load_config(args.config, args.set), [args.command], not args.no_progress, shard)[args.command]
     print(json.dumps(counts, indent=2, ensure_ascii=False))
     return 0
 
@@ -192,7 +199,13 @@ def cmd_bench(args) -> int:
     cfg = load_bench_config(args.config, args.set, quick=args.quick)
     command = " ".join(["culturemanager bench", str(args.config)] + (["--quick"] if args.quick else [])
                        + [f"--set {x}" for x in args.set])
-    results = bench(cfg, progress=not args.no_progress, command=command, quick=args.quick)
+    from culturemanager.rundir import shard_of
+
+    shard = shard_of(args.shard)
+    results = bench(cfg, progress=not args.no_progress, command=command, quick=args.quick, shard=shard)
+    if shard[1] > 1:
+        print(f"shard {args.shard}: trained {len(results['trained'])} adapters: {', '.join(results['trained'])}")
+        return 0
     print(f"{'method':36s} macro-F1 [95% interval]  calibrated  AUC")
     for m in results["methods"]:
         raw, cal = m["raw"]["overall"], m["calibrated"]["overall"]

@@ -32,12 +32,19 @@ log = logging.getLogger(__name__)
 class Run:
     """One run directory with its lazily created LLM (a run that only trains never loads a generator)."""
 
-    def __init__(self, cfg: Config, progress: bool = True, predict_files: list[DataFile] | None = None):
-        """`predict_files`: what `culturemanager predict --input FILE` predicts instead of `predict.inputs`."""
-        self.cfg, self.progress, self.predict_files = cfg, progress, predict_files
+    def __init__(self, cfg: Config, progress: bool = True, predict_files: list[DataFile] | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+        """`predict_files`: what `culturemanager predict --input FILE` predicts instead of `predict.inputs`;
+        `shard` (I, N): train only the I-th of N shares of the adapters (`culturemanager train --shard I/N`)."""
+        self.cfg, self.progress, self.predict_files, self.shard = cfg, progress, predict_files, shard
         self.rd = RunDir(cfg.run.dir)
         self._llm: CachedLLM | None = None
         self.rd.root.mkdir(parents=True, exist_ok=True)
+
+    def stage_key(self, name: str) -> str:
+        """The stage's manifest entry: "train@1/4" for a training shard, so shards never overwrite each other."""
+        i, n = self.shard
+        return f"{name}@{i}/{n}" if n > 1 and name == "train" else name
 
     @property
     def llm(self) -> CachedLLM:
@@ -49,7 +56,7 @@ class Run:
     def stage(self, name: str) -> dict[str, Any]:
         t0 = time.time()
         before = dict(self._llm.counts) if self._llm else {}
-        manifest = self.rd.read_manifest()  # a corrupt manifest stops the stage before it does any work
+        self.rd.read_manifest()  # a corrupt manifest stops the stage before it does any work
         counts = STAGE_FUNCS[name](self)
         if self._llm:
             counts["llm"] = {k: v - before.get(k, 0) for k, v in self._llm.counts.items()}
@@ -60,7 +67,7 @@ class Run:
         resolved = dump_config(self.cfg)
         write_json(self.rd.config, resolved)
         write_json(self.rd.versions, library_versions())
-        self.rd.record_stage(name, counts, time.time() - t0, manifest, config_sha256=config_digest(resolved))
+        self.rd.record_stage(self.stage_key(name), counts, time.time() - t0, config_sha256=config_digest(resolved))
         log.info("stage %s done in %.1fs", name, time.time() - t0)
         return counts
 
@@ -82,7 +89,7 @@ def _synthesize(r: Run) -> dict:
 
 def _train(r: Run) -> dict:
     from culturemanager.stages.train import train
-    return train(r.cfg, r.rd, r.progress)
+    return train(r.cfg, r.rd, r.progress, r.shard)
 
 
 def _route(r: Run) -> dict:
@@ -111,9 +118,10 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
 assert tuple(STAGE_FUNCS) == STAGES
 
 
-def run(cfg: Config, stages: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+def run(cfg: Config, stages: list[str] | None = None, progress: bool = True, shard: tuple[int, int] = (0, 1)
+        ) -> dict[str, dict]:
     """The stages (default: all) in order, after checking that the models they need are here."""
     stages = list(stages or STAGES)
     preflight(cfg, stages)
-    r = Run(cfg, progress)
+    r = Run(cfg, progress, shard=shard)
     return {name: r.stage(name) for name in stages}

@@ -20,6 +20,8 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +64,10 @@ class RunDir:
     def adapter(self, culture: str) -> Path:
         return self.adapters_dir / safe_name(culture)
 
+    def lock(self, name: str) -> Path:
+        """The lock file of one shared thing (the manifest, an adapter): `.locks/<name>.lock`."""
+        return self.root / ".locks" / f"{safe_name(name)}.lock"
+
     def read_manifest(self) -> dict[str, Any]:
         """The manifest; a file that is not one is a `RecordFileError` naming it (never overwritten blindly)."""
         if not self.manifest.exists():
@@ -73,11 +79,47 @@ class RunDir:
         return m
 
     def record_stage(self, stage: str, counts: dict[str, Any], seconds: float,
-                     manifest: dict[str, Any] | None = None, config_sha256: str | None = None) -> None:
-        m = manifest if manifest is not None else self.read_manifest()
-        m["stages"][stage] = {"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "seconds": round(seconds, 2), "config_sha256": config_sha256, "counts": counts}
-        write_json(self.manifest, m)
+                     config_sha256: str | None = None) -> None:
+        """Record one stage's entry. Read afresh and written under a lock, so processes working on one run
+        directory side by side (training shards) never drop each other's entries."""
+        with file_lock(self.lock("manifest")):
+            m = self.read_manifest()
+            m["stages"][stage] = {"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "seconds": round(seconds, 2), "config_sha256": config_sha256, "counts": counts}
+            write_json(self.manifest, m)
+
+
+@contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock (flock) on `path` for the block; yields whether it was acquired (always, when
+    blocking). The operating system releases it when its process dies, so a killed run never leaves a stale
+    lock behind."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def shard_of(spec: str | None) -> tuple[int, int]:
+    """"I/N" (0 <= I < N) -> (I, N); None -> (0, 1), everything."""
+    if spec is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N (e.g. 0/4), got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {spec}: I must be in 0..N-1")
+    return i, n
 
 
 def safe_name(name: str) -> str:

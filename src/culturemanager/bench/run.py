@@ -44,7 +44,7 @@ from culturemanager.bench.score import (
 )
 from culturemanager.bench.tasks import TasksFile, load_tasks
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
-from culturemanager.rundir import library_versions, safe_name
+from culturemanager.rundir import file_lock, library_versions, safe_name
 from culturemanager.stages.route import CONTENT_FREE, OTHERS, Router, route
 from culturemanager.stages.train import adapter_is_current
 
@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 
 class Bench:
-    def __init__(self, cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False):
-        self.cfg, self.progress, self.command, self.quick = cfg, progress, command, quick
+    def __init__(self, cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
+        self.cfg, self.progress, self.command, self.quick, self.shard = cfg, progress, command, quick, shard
         self.root = cfg.bench.dir
         self.timings: dict[str, float] = {}
         self.tf: TasksFile = load_tasks(cfg.bench.tasks)
@@ -62,6 +63,7 @@ class Bench:
         self.adapters: dict[Job, Path | None] = {}  # None: too few examples, the base model stands in
         self.pipeline_counts: dict = {}
         self.router_options: list[str] = []
+        self.trained: list[str] = []  # adapters this process trained (a shard reports them)
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -74,7 +76,11 @@ class Bench:
             raise ValueError("no task is left to benchmark: " + "; ".join(
                 f"{t.spec.id}: {t.info.get('skip_reason')}" for t in self.tasks))
         if CM_METHODS & set(self.cfg.bench.methods):
-            self._timed("pipeline", self.pipeline)
+            with file_lock(self.root / ".locks" / "pipeline.lock"):  # shards wait: the LLM calls are made once
+                self._timed("pipeline", self.pipeline)
+        if self.shard[1] > 1:  # a training shard: its share of the adapters, then the last run evaluates
+            self._timed("train", self.train, self.cfg.bench.seeds)
+            return {"shard": list(self.shard), "trained": self.trained}
         routed: dict = {}
         answers: dict = {}
         seeds = self.cfg.bench.seeds
@@ -134,29 +140,44 @@ class Bench:
         todo = jobs(set(self.cfg.bench.methods), [t.spec.id for t in self.ok_tasks], self.cultures, seeds)
         tok = load_tokenizer(self.cfg.target)
         prefix = None
+        i, n = self.shard
+        groups = list(dict.fromkeys((j.init or j) for j in todo))  # a job and the one it continues from together
         for k, job in enumerate(todo, 1):
-            examples = job_examples(job, self.cfg, self.ok_tasks, self.samples, self.cultures, tok)
-            out = job.folder(self.root)
-            settings = self.settings_for(job)
-            init = self.adapters.get(job.init) if job.init else None
-            if len(examples) < settings.min_samples:
-                log.warning("%s: %d examples (< train.min_samples): no adapter, the base model stands in",
-                            job.slug, len(examples))
-                self.adapters[job] = None
+            if groups.index(job.init or job) % n != i:
                 continue
-            start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
-            digest = stable_hash([examples, settings.model_dump(mode="json"), self.cfg.target.model, job.seed, start])
-            if not adapter_is_current(out, digest):
-                if prefix is None and settings.layers:
-                    from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
+            # a shard skips an adapter another process is training; the full run waits for it
+            with file_lock(self.root / ".locks" / f"{job.slug}.lock", blocking=n == 1) as mine:
+                if not mine:
+                    log.warning("%s is being trained by another process: skipped here", job.slug)
+                    continue
+                prefix = self.train_job(job, k, len(todo), tok, prefix)
 
-                    model, _ = load_target(self.cfg.target)
-                    prefix = FrozenPrefix(model, len(decoder_layers(model)) - settings.layers,
-                                          self.cfg.target.batch_size, tok.pad_token_id)
-                log.info("[%d/%d] training %s on %d examples", k, len(todo), job.slug, len(examples))
-                fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, {"job": job.__dict__},
-                            self.progress, label=f"{job.slug} ({k}/{len(todo)})", prefix=prefix, init=init)
-            self.adapters[job] = out
+    def train_job(self, job: Job, k: int, total: int, tok, prefix):
+        """Train (or reuse) one job's adapter; returns the frozen prefix, created on first need and shared."""
+        examples = job_examples(job, self.cfg, self.ok_tasks, self.samples, self.cultures, tok)
+        out = job.folder(self.root)
+        settings = self.settings_for(job)
+        init = self.adapters.get(job.init) if job.init else None
+        if len(examples) < settings.min_samples:
+            log.warning("%s: %d examples (< train.min_samples): no adapter, the base model stands in",
+                        job.slug, len(examples))
+            self.adapters[job] = None
+            return prefix
+        start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
+        digest = stable_hash([examples, settings.model_dump(mode="json"), self.cfg.target.model, job.seed, start])
+        if not adapter_is_current(out, digest):
+            if prefix is None and settings.layers:
+                from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
+
+                model, _ = load_target(self.cfg.target)
+                prefix = FrozenPrefix(model, len(decoder_layers(model)) - settings.layers,
+                                      self.cfg.target.batch_size, tok.pad_token_id)
+            log.info("[%d/%d] training %s on %d examples", k, total, job.slug, len(examples))
+            fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, {"job": job.__dict__},
+                        self.progress, label=f"{job.slug} ({k}/{total})", prefix=prefix, init=init)
+            self.trained.append(job.slug)
+        self.adapters[job] = out
+        return prefix
 
     def settings_for(self, job: Job):
         """The [train] settings, with `bench.survey_train` on top for the survey baselines (their answers are
@@ -373,5 +394,6 @@ def adapter_meta(folder: Path) -> dict:
                                      "stopped_early")} | {"final_loss": (meta.get("loss_curve") or [None])[-1]}
 
 
-def bench(cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False) -> dict:
-    return Bench(cfg, progress, command, quick).run()
+def bench(cfg: BenchConfig, progress: bool = True, command: str = "", quick: bool = False,
+          shard: tuple[int, int] = (0, 1)) -> dict:
+    return Bench(cfg, progress, command, quick, shard).run()

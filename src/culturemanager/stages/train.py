@@ -22,41 +22,54 @@ from culturemanager.backends.target import answer_reserve, encode_task, load_tar
 from culturemanager.backends.trainer import META, Example, fit_adapter
 from culturemanager.config import Config, Task
 from culturemanager.records import Sample, read_jsonl
-from culturemanager.rundir import RunDir
+from culturemanager.rundir import RunDir, file_lock
 
 log = logging.getLogger(__name__)
 
 
-
-def train(cfg: Config, rd: RunDir, progress: bool = True) -> dict:
+def train(cfg: Config, rd: RunDir, progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict:
     """Train (or reuse) each culture's adapter. An adapter is removed only when its culture's samples file,
     which synthesis writes only for a culture whose synthesis succeeded, holds too few samples; a culture
-    without a samples file keeps whatever adapter it has."""
+    without a samples file keeps whatever adapter it has.
+
+    `shard` (I, N): only every N-th culture from the I-th, so N processes (a Slurm array, one per GPU) train a
+    run's adapters side by side. Each adapter is trained under a lock: one that another process is training
+    is skipped (counted as `locked_elsewhere`), and a finished one is reused, never trained twice."""
     rd.need(rd.samples_dir, "synthesize")
     counts: dict = {"trained": [], "reused": [], "skipped_too_few_samples": [], "no_samples_file": [],
-                    "truncated": 0}
-    for culture in cfg.cultures:
-        path = rd.samples(culture.name)
-        out = rd.adapter(culture.name)
-        if not path.exists():
-            log.warning("%s not found (synthesis wrote nothing for %s): nothing trained, an existing adapter "
-                        "is kept", path, culture.name)
-            counts["no_samples_file"].append(culture.name)
-            continue
-        samples = read_jsonl(path, Sample)
-        if len(samples) < cfg.train.min_samples:
-            log.warning("culture %s has %d samples (< train.min_samples=%d): no adapter, base model serves it",
-                        culture.name, len(samples), cfg.train.min_samples)
-            counts["skipped_too_few_samples"].append(culture.name)
-            shutil.rmtree(out, ignore_errors=True)  # a stale adapter must not outlive its data
-            continue
-        digest = data_hash(cfg, samples)
-        if adapter_is_current(out, digest):
-            counts["reused"].append(culture.name)
-            continue
-        counts["truncated"] += train_adapter(cfg, culture.name, samples, out, digest, progress)
-        counts["trained"].append(culture.name)
+                    "locked_elsewhere": [], "truncated": 0}
+    i, n = shard
+    for culture in cfg.cultures[i::n]:
+        with file_lock(rd.lock(f"adapter-{culture.name}"), blocking=False) as mine:
+            if not mine:
+                log.warning("adapter %s is being trained by another process: skipped here", culture.name)
+                counts["locked_elsewhere"].append(culture.name)
+                continue
+            train_culture(cfg, rd, culture.name, counts, progress)
     return counts
+
+
+def train_culture(cfg: Config, rd: RunDir, culture: str, counts: dict, progress: bool) -> None:
+    """One culture's adapter: trained, reused, removed (too few samples) or kept (no samples file)."""
+    path, out = rd.samples(culture), rd.adapter(culture)
+    if not path.exists():
+        log.warning("%s not found (synthesis wrote nothing for %s): nothing trained, an existing adapter is kept",
+                    path, culture)
+        counts["no_samples_file"].append(culture)
+        return
+    samples = read_jsonl(path, Sample)
+    if len(samples) < cfg.train.min_samples:
+        log.warning("culture %s has %d samples (< train.min_samples=%d): no adapter, base model serves it",
+                    culture, len(samples), cfg.train.min_samples)
+        counts["skipped_too_few_samples"].append(culture)
+        shutil.rmtree(out, ignore_errors=True)  # a stale adapter must not outlive its data
+        return
+    digest = data_hash(cfg, samples)
+    if adapter_is_current(out, digest):
+        counts["reused"].append(culture)
+        return
+    counts["truncated"] += train_adapter(cfg, culture, samples, out, digest, progress)
+    counts["trained"].append(culture)
 
 
 def data_hash(cfg: Config, samples: list[Sample]) -> str:
