@@ -286,3 +286,28 @@ def test_two_bench_shards_train_disjoint_adapters_and_the_full_run_trains_nothin
     assert main(["bench", str(cfg), "--no-progress"]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {s for s, a in results["adapters"].items() if a["trained"]} == trained[0] | trained[1]
+
+
+def test_the_paper_config_validates_and_its_first_stages_run_with_the_fake_generator(tmp_path, monkeypatch):
+    """examples/paper.toml (Llama-3.1-8B on a GPU, GPT-4o, web search, ~1,000 samples per culture) on one real task
+    with the fake generator and the local corpus: the split and the pipeline's LLM stages run as configured."""
+    from conftest import DATA, REPO
+
+    from culturemanager.bench.run import Bench
+
+    if not (DATA / "tasks.json").exists():
+        pytest.skip(f"benchmark data not found in {DATA}")
+    monkeypatch.setenv("CULTUREMANAGER_DATA", str(DATA))
+    cfg = load_bench_config(REPO / "examples" / "paper.toml")
+    assert cfg.target.model == "meta-llama/Llama-3.1-8B-Instruct" and cfg.generator.model == "gpt-4o"
+    assert cfg.bench.seeds == [0, 1, 2] and cfg.bench.test_cap is None and cfg.bench.paper.exists()
+    cfg = load_bench_config(REPO / "examples" / "paper.toml", [
+        f"bench.dir={tmp_path / 'paper'}", "bench.task_ids=['es-stereotype']", "generator.backend=fake",
+        "search.backend=local", "queries.per_mode=1", "synthesis.samples_per_material=4"])
+    bench = Bench(cfg, progress=False)
+    bench.split()
+    [task] = bench.ok_tasks
+    # the paper's protocol: 10% demonstrations, every other input (976 after duplicates are dropped) is a test input
+    assert len(task.demos) + len(task.test) == task.info["rows_used"] == 976 and 95 <= len(task.demos) <= 100
+    bench.pipeline()
+    assert bench.pipeline_counts["queries"]["queries"] == 2 and bench.samples["Spanish"]
