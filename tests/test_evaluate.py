@@ -43,3 +43,12 @@ def test_c_spec_by_hand():
     assert c_spec([[0.0]]) == 0.0
     with pytest.raises(ValueError):
         c_spec([[1.0, 2.0]])
+
+
+def test_calibration_divides_by_the_content_free_probabilities():
+    from culturemanager.metrics import calibrate
+
+    # a lean to the first label of 0.8: an input with the same 0.8 becomes neutral, 0.5 tips to the second label
+    assert calibrate([0.8, 0.2], [0.8, 0.2]) == pytest.approx([0.5, 0.5])
+    assert calibrate([0.5, 0.5], [0.8, 0.2]) == pytest.approx([0.2, 0.8])
+    assert calibrate([0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]) == pytest.approx([0.2, 0.3, 0.5])

@@ -243,3 +243,24 @@ def test_predict_from_the_command_line_is_recorded_in_the_manifest(task_config, 
     assert main(["route", str(task_config), "--set", "router.others=false", "--no-progress"]) == 0
     manifest = json.loads(run.rd.manifest.read_text())
     assert manifest["stages"]["predict"]["config_sha256"] != manifest["stages"]["route"]["config_sha256"]
+
+
+def test_calibrated_predictions_divide_by_each_adapters_content_free_lean(task_config):
+    from culturemanager.metrics import calibrate
+    from culturemanager.records import Prediction, read_jsonl
+    from culturemanager.stages.route import CONTENT_FREE
+
+    cfg = load_config(task_config, ["predict.calibrate=true"])
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    run.stage("predict")
+    preds = read_jsonl(run.rd.predictions, Prediction)
+    engine = Engine.load(cfg.target, {c: p for c, p in read_router(run.rd).adapters.items() if p})
+    task = cfg.tasks[0]
+    for p in preds:
+        adapter = read_router(run.rd).adapter_for(p.culture)
+        prior = engine.label_probs(task, list(CONTENT_FREE), [adapter] * 3)[0].mean(0).tolist()
+        want = calibrate([p.label_scores[x] for x in task.labels], prior)
+        assert [p.calibrated_scores[x] for x in task.labels] == pytest.approx(want, abs=2e-3)
+        assert p.label == task.labels[max(range(2), key=want.__getitem__)]

@@ -350,6 +350,10 @@ class PredictConfig(Section):
     """Task id for inputs whose file names none (default: the run's only task)."""
     max_new_tokens: int = Field(64, ge=1)
     """free_text tasks only."""
+    calibrate: bool = False
+    """Label calibration: each answering adapter's probabilities are divided by the ones it gives on content-free
+    input (its lean for the task) and renormalised before the label is chosen. `label_scores` keep the raw
+    probabilities; `calibrated_scores` hold the calibrated ones."""
 
 
 class RunConfig(Section):

@@ -110,6 +110,18 @@ class Engine:
         scores = self.option_scores([e.ids for e in encoded], option_ids(self.tok, task.labels), adapters)
         return torch.softmax(scores, -1), [e.truncated for e in encoded]
 
+    def label_prior(self, task: Task, adapter: str | None, preamble: str = "") -> list[float]:
+        """P(label) on content-free input ("", "N/A", "...") under one adapter, averaged: the adapter's lean for
+        this task, the reference of contextual calibration. Computed once per engine, task and adapter."""
+        from culturemanager.stages.route import CONTENT_FREE
+
+        def compute() -> list[float]:
+            probs, _ = self.label_probs(task, list(CONTENT_FREE), [adapter] * len(CONTENT_FREE), preamble)
+            return probs.mean(0).tolist()
+
+        return self.memo(("label-prior", task.id, task.template, tuple(task.labels or []), adapter, preamble),
+                         compute)
+
     def option_scores(self, prompts: Sequence[list[int]], options: list[list[int]], adapters: Sequence[str | None],
                       normalize: bool = False) -> torch.Tensor:
         """Log-likelihood of each option after each prompt ([len(prompts), len(options)]), in input order.

@@ -40,3 +40,12 @@ def c_spec(matrix: list[list[float]]) -> float:
         raise ValueError("c_spec needs a non-empty square matrix")
     col_max = [max(matrix[i][j] for i in range(n)) for j in range(n)]
     return sum(matrix[j][j] / col_max[j] if col_max[j] > 0 else 0.0 for j in range(n)) / n
+
+
+def calibrate(probs: list[float], prior: list[float], eps: float = 1e-6) -> list[float]:
+    """Contextual calibration (Zhao et al. 2021): each label's probability divided by the one the same model gives
+    it on content-free input, renormalised. A model that leans to one label whatever the text is then judged on
+    what the text adds to that lean."""
+    w = [p / max(q, eps) for p, q in zip(probs, prior, strict=True)]
+    total = sum(w)
+    return [x / total for x in w] if total > 0 else list(probs)

@@ -138,6 +138,7 @@ class Prediction(Record):
     label: str
     score: float | None = None
     label_scores: dict[str, float] = Field(default_factory=dict)
+    calibrated_scores: dict[str, float] = Field(default_factory=dict)  # with predict.calibrate
     gold: str | None = None
     truncated: bool = False
 

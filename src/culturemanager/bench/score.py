@@ -10,10 +10,9 @@ Run: imported by `culturemanager bench`; no entry point of its own.
 
 from __future__ import annotations
 
-import math
 import statistics
 
-from culturemanager.metrics import accuracy, c_spec, confusion, f1_for, macro_f1
+from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, macro_f1
 
 METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc")
 
@@ -97,14 +96,6 @@ def c_spec_summary(matrices: dict[int, list[list[float]]], cultures: list[str]) 
             "seeds": seeds}
 
 
-def calibrated(p_positive: list[float], prior: float, eps: float = 1e-6) -> list[float]:
-    """Contextual calibration of binary answers (Zhao et al. 2021): divide each label's probability by the one
-    the model gives it on content-free input and renormalise, i.e. subtract the prior's log-odds. A model that
-    leans to "1" whatever the text is then scored on what the text adds, not on its lean."""
-    shift = _logit(prior, eps)
-    return [1 / (1 + math.exp(-(_logit(p, eps) - shift))) for p in p_positive]
-
-
-def _logit(p: float, eps: float) -> float:
-    p = min(max(p, eps), 1 - eps)
-    return math.log(p / (1 - p))
+def calibrated(p_positive: list[float], prior: float) -> list[float]:
+    """Binary answers calibrated on the content-free P(positive) (`metrics.calibrate`, the one definition)."""
+    return [calibrate([1 - p, p], [1 - prior, prior])[1] for p in p_positive]

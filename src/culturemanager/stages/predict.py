@@ -25,7 +25,7 @@ from pathlib import Path
 
 from culturemanager.config import Config, DataFile, Task
 from culturemanager.datafiles import InputRow, check_gold_labels, read_rows
-from culturemanager.metrics import accuracy, f1_for, macro_f1
+from culturemanager.metrics import accuracy, calibrate, f1_for, macro_f1
 from culturemanager.records import (
     BASE,
     Prediction,
@@ -105,12 +105,15 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
     out = []
     if task.labels:
         probs, truncated = engine.label_probs(task, texts, adapters)
-        for row, cut, c, rs, p in zip(batch, truncated, cultures, route_scores, probs):
-            k = int(p.argmax())
+        for row, cut, c, rs, a, p in zip(batch, truncated, cultures, route_scores, adapters, probs.tolist()):
+            cal = calibrate(p, engine.label_prior(task, a)) if cfg.predict.calibrate else None
+            chosen = cal or p
+            k = max(range(len(chosen)), key=chosen.__getitem__)
             out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
-                                  route_scores=rs, label=task.labels[k], score=round(float(p[k]), 4),
-                                  label_scores={lab: round(float(v), 4) for lab, v in zip(task.labels, p)},
-                                  gold=row.label, truncated=cut))
+                                  route_scores=rs, label=task.labels[k], score=round(chosen[k], 4),
+                                  label_scores={lab: round(v, 4) for lab, v in zip(task.labels, p)},
+                                  calibrated_scores={lab: round(v, 4) for lab, v in zip(task.labels, cal)}
+                                  if cal else {}, gold=row.label, truncated=cut))
     else:
         answers, truncated = engine.generate(task, texts, adapters, cfg.predict.max_new_tokens)
         for row, cut, c, rs, a in zip(batch, truncated, cultures, route_scores, answers):
@@ -133,7 +136,7 @@ def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
             if meta and meta.exists() else folder
     body = {"router": router.__dict__, "adapters": adapters, "target": cfg.target.model_dump(mode="json"),
             "tasks": [t.model_dump(mode="json", include={"id", "template", "labels", "format"}) for t in cfg.tasks],
-            "max_new_tokens": cfg.predict.max_new_tokens,
+            "max_new_tokens": cfg.predict.max_new_tokens, "calibrate": cfg.predict.calibrate,
             "rows": [(r.source, r.text, r.culture, r.task) for r in rows]}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
