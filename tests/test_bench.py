@@ -311,3 +311,26 @@ def test_the_paper_config_validates_and_its_first_stages_run_with_the_fake_gener
     assert len(task.demos) + len(task.test) == task.info["rows_used"] == 976 and 95 <= len(task.demos) <= 100
     bench.pipeline()
     assert bench.pipeline_counts["queries"]["queries"] == 2 and bench.samples["Spanish"]
+
+
+def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
+    from culturemanager.bench.methods import jobs
+    from culturemanager.bench.plan import plan_bench
+    from culturemanager.plan import Rates
+
+    cfg_path = write_bench(tmp_path, tiny_model)
+    assert main(["bench", str(cfg_path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "| train: adapters |" in out and "total" in out
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+    cfg = load_bench_config(cfg_path, ["bench.rates.layer_token_train_s=1.0", "bench.rates.adapter_overhead_s=0"])
+    plan = plan_bench(cfg)
+    assert plan.counts["adapters"] == len(jobs(set(cfg.bench.methods), ["es-stereo", "tr-abusive"],
+                                               ["Spanish", "Turkish"], [0, 1]))
+    assert plan.counts["decoder layers"] == 2 and plan.counts["adapted layers"] == 1
+    train = next(p for p in plan.phases if p.name == "train: adapters")
+    seen = int(train.work.split(" examples seen")[0].split()[-1])
+    tokens = float(plan.counts["mean tokens (test / training)"].split(" / ")[1])
+    # time = examples seen x tokens x adapted layers x the rate (1 s here)
+    assert train.seconds == pytest.approx(seen * tokens * 1 * 1.0, rel=0.02)
+    assert Rates().layer_token_train_s > Rates().layer_token_forward_s

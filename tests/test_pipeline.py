@@ -107,3 +107,11 @@ def test_bad_config_key_is_reported_with_file_and_key(task_config, capsys):
     assert main(["run", str(task_config)]) == 2
     err = capsys.readouterr().err
     assert "train.epoch" in err and str(task_config) in err
+
+
+def test_run_plan_prints_the_stages_and_runs_nothing(task_config, capsys):
+    assert main(["run", str(task_config), "--plan"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("| queries |", "| synthesize |", "| train |", "| predict |", "| total |"):
+        assert phase in out
+    assert "5 inputs" in out and not (task_config.parent / "run").exists()

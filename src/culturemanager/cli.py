@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=1")
         p.add_argument("--no-progress", action="store_true")
+        if name == "run":
+            p.add_argument("--plan", action="store_true", help="print what the run will do and cost, and run nothing")
         if name == "train":
             p.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters (N "
                            "processes side by side on one run directory; 0-based I)")
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="the benchmark: every baseline and CultureManager on a tasks file")
     b.add_argument("config", type=Path)
     b.add_argument("--quick", action="store_true", help="apply the config's [bench.quick] overrides")
+    b.add_argument("--plan", action="store_true", help="print what the run will do and cost, and run nothing")
     b.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters, then stop (run "
                    "N such processes side by side, then the bench without --shard evaluates everything)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -123,6 +126,11 @@ def cmd_run(args) -> int:
     from culturemanager.summary import print_summary
 
     cfg = load_config(args.config, args.set)
+    if args.plan:
+        from culturemanager.plan import plan_run
+
+        print(plan_run(cfg).render())
+        return 0
     run(cfg, progress=not args.no_progress)
     print_summary(cfg.run.dir)
     return 0
@@ -197,6 +205,11 @@ def cmd_bench(args) -> int:
     from culturemanager.bench.run import bench
 
     cfg = load_bench_config(args.config, args.set, quick=args.quick)
+    if args.plan:
+        from culturemanager.bench.plan import plan_bench
+
+        print(plan_bench(cfg).render())
+        return 0
     command = " ".join(["culturemanager bench", str(args.config)] + (["--quick"] if args.quick else [])
                        + [f"--set {x}" for x in args.set])
     from culturemanager.rundir import shard_of

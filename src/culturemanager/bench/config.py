@@ -89,6 +89,9 @@ class BenchSection(Section):
     survey_examples: int | None = Field(None, ge=1)
     """At most this many survey examples per survey adapter (a fixed sample, the same for every seed; CultureLLM's
     augmented sets hold 2,100 per culture and 10,500 together). Default: all."""
+    rates: dict[str, float] = Field(default_factory=dict)
+    """Another machine's rates for `--plan` (fields of `plan.Rates`: layer_token_forward_s, layer_token_train_s,
+    output_token_s, prompt_token_s, adapter_overhead_s); default: this project's CPU."""
     bootstrap: int = Field(1000, ge=100)
     """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
     paper: Path | None = None
@@ -101,6 +104,14 @@ class BenchSection(Section):
         unknown = [m for m in v if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown methods {unknown} (known: {list(METHODS)})")
+        return v
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, v: dict[str, float]) -> dict[str, float]:
+        from culturemanager.plan import Rates
+
+        Rates(**v)  # an unknown rate is an error here, at load time
         return v
 
     @field_validator("survey_train")

@@ -39,7 +39,7 @@ class TaskData:
         return self.info.get("status") == "ok"
 
 
-def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path) -> TaskData:
+def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path, write: bool = True) -> TaskData:
     b = cfg.bench
     rows = read_task_rows(spec, cfg.data_dir)
     task = Task(id=spec.id, label=spec.task, format="binary", template=template, cultures=[spec.culture])
@@ -59,9 +59,10 @@ def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path) -> 
         info.update(status="skipped", skip_reason="too few rows for a demonstration split")
     if info["status"] != "ok":
         log.warning("task %s skipped: %s", spec.id, info["skip_reason"])
-    folder = root / "data" / safe_name(spec.id)
-    write_lines(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
-    write_lines(folder / "test.jsonl", [{"text": x, "label": y} for x, y in td.test])
+    if write:
+        folder = root / "data" / safe_name(spec.id)
+        write_lines(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
+        write_lines(folder / "test.jsonl", [{"text": x, "label": y} for x, y in td.test])
     td.info = info
     return td
 

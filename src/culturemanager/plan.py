@@ -1,0 +1,153 @@
+"""What a run or a benchmark will cost, before it runs: generator calls and tokens, adapters, training steps and
+examples, forward passes, and the time of each phase from measured rates (`culturemanager bench CONFIG --plan`,
+`culturemanager run CONFIG --plan`).
+
+Nothing expensive happens: the data files are read and split in memory, the tokenizer measures the inputs'
+lengths, the model's config gives its number of layers. Everything else is arithmetic on the settings:
+- the LLM stages: one query call per culture x task x mode, a summary per query (`search.summarize`), a synthesis
+  call per material and label (`synthesis.label_mode`), their prompt and answer tokens;
+- training: each adapter's plan (`backends/trainer.plan_batches`: epochs, `max_examples`, `max_steps`), the
+  examples it sees, and the tokens through its adapted layers; the frozen lower layers once per distinct example;
+- evaluation: every (variant, task) pair's test inputs through the adapted layers, the router and the probe.
+Time = work x rate. `Rates` are seconds per token and layer (forward, and forward + backward) and generator
+tokens per second, measured on this project's 2-core CPU (`make bench-rates`); a config's `[bench.rates]` (or
+`--set bench.rates.x=...`) gives another machine's.
+
+Run: `culturemanager bench CONFIG.toml --plan`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds per unit of work on one machine. Defaults: this project's 2-core CPU (docs/benchmarks.md)."""
+
+    layer_token_forward_s: float = 1.6e-4  # one token through one decoder layer, inference
+    layer_token_train_s: float = 5.0e-4    # forward + backward of one token through one adapted layer
+    output_token_s: float = 0.12           # generator, per answer token (decode)
+    prompt_token_s: float = 0.004          # generator, per prompt token (prefill)
+    adapter_overhead_s: float = 6.0        # per adapter trained: load, LoRA setup, save
+
+
+@dataclass
+class Phase:
+    name: str
+    work: str  # what is counted, in words
+    seconds: float
+
+
+@dataclass
+class Plan:
+    phases: list[Phase] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def render(self) -> str:
+        from culturemanager.bench.format import duration, table
+
+        rows = [[p.name, p.work, duration(p.seconds)] for p in self.phases]
+        rows.append(["total", "", duration(self.total_s)])
+        counts = "\n".join(f"- {k}: {v}" for k, v in self.counts.items())
+        return table(["Phase", "Work", "Estimated time"], rows) + "\n\n" + counts
+
+
+def generator_phase(name: str, calls: int, prompt_tokens: float, output_tokens: float, rates: Rates,
+                    concurrency: int = 1) -> Phase:
+    """Calls x (prompt + answer) tokens at the generator's rates; `concurrency` requests decode together."""
+    seconds = calls * (prompt_tokens * rates.prompt_token_s + output_tokens * rates.output_token_s) / concurrency
+    return Phase(name, f"{calls} calls, ~{prompt_tokens:.0f} prompt + ~{output_tokens:.0f} answer tokens each",
+                 seconds)
+
+
+def training_seconds(examples_seen: int, tokens: float, adapted_layers: int, rates: Rates) -> float:
+    return examples_seen * tokens * adapted_layers * rates.layer_token_train_s
+
+
+def forward_seconds(sequences: int, tokens: float, layers: int, rates: Rates) -> float:
+    return sequences * tokens * layers * rates.layer_token_forward_s
+
+
+def planned_steps(n: int, epochs: int, batch_size: int, max_examples: int | None, max_steps: int | None) -> int:
+    """The number of optimizer steps `plan_batches` makes for n examples (its budget rule, without the plan)."""
+    if n == 0:
+        return 0
+    budget = n * epochs if max_examples is None else min(n * epochs, max_examples)
+    steps = max(1, math.ceil(budget / batch_size))
+    return min(steps, max_steps) if max_steps is not None else steps
+
+
+def mean_tokens(tok, task, texts: list[str], max_length: int) -> float:
+    from culturemanager.backends.target import answer_reserve, encode_task
+
+    if not texts:
+        return 0.0
+    reserve = answer_reserve(tok, task, 64)
+    return statistics.fmean(len(encode_task(tok, task, t, max_length, reserve).ids) for t in texts[:400])
+
+
+KNOWN_LAYERS = {"meta-llama/Llama-3.1-8B-Instruct": 32, "meta-llama/Llama-3.3-70B-Instruct": 80,
+                "Qwen/Qwen2.5-7B-Instruct": 28, "google/gemma-3-270m": 18}
+
+
+def num_layers(model: str) -> int:
+    """The target's decoder layers, from its config (no weights loaded); a known hub model's count offline."""
+    from transformers import AutoConfig
+
+    from culturemanager.backends.models import ModelNotAvailable, resolve_hf
+
+    try:
+        path, local = resolve_hf(model)
+        return AutoConfig.from_pretrained(path, local_files_only=local).num_hidden_layers
+    except (ModelNotAvailable, OSError):
+        if model in KNOWN_LAYERS:
+            return KNOWN_LAYERS[model]
+        raise
+
+
+def plan_run(cfg) -> Plan:
+    """The pipeline's plan for a run config (`culturemanager run CONFIG --plan`)."""
+    from culturemanager.backends.target import load_tokenizer
+    from culturemanager.datafiles import read_rows
+    from culturemanager.stages.spec import demonstrations_by_culture
+
+    rates, plan = Rates(), Plan()
+    g = cfg.generator
+    conc = g.concurrency if g.backend in ("openai", "llama_server") else 1
+    jobs = sum(len(cfg.task_cultures(t)) * len(cfg.queries.modes) for t in cfg.tasks)
+    queries = jobs * cfg.queries.per_mode
+    plan.phases.append(generator_phase("queries", jobs, 450, 40 * cfg.queries.per_mode, rates, conc))
+    doc = cfg.search.top_k * cfg.search.max_doc_chars / 3.5
+    if cfg.search.summarize:
+        plan.phases.append(generator_phase("search: summaries", queries, 300 + doc, 200, rates, conc))
+    labels = max(len(t.labels or [None]) for t in cfg.tasks) if cfg.synthesis.label_mode == "per_label" else 1
+    per_call = max(1, -(-cfg.synthesis.samples_per_material // labels))
+    plan.phases.append(generator_phase("synthesize", queries * labels, 500 + doc,
+                                       min(g.max_new_tokens, 45 * per_call), rates, conc))
+    tok = load_tokenizer(cfg.target)
+    layers = num_layers(cfg.target.model)
+    adapted = min(cfg.train.layers or layers, layers)
+    demos = [d for t in cfg.tasks for texts in demonstrations_by_culture(cfg, t).values() for d in texts]
+    tokens = mean_tokens(tok, cfg.tasks[0], demos, cfg.target.max_length)
+    per_culture = queries / len(cfg.cultures) * cfg.synthesis.samples_per_material * 0.6
+    t = cfg.train
+    steps = planned_steps(round(per_culture * (1 - t.validation)), t.epochs, t.batch_size, t.max_examples,
+                          t.max_steps)
+    seen = steps * t.batch_size * len(cfg.cultures)
+    plan.phases.append(Phase("train", f"{len(cfg.cultures)} adapters, {steps} steps each, {seen} examples seen",
+                             training_seconds(seen, tokens, adapted, rates)
+                             + len(cfg.cultures) * rates.adapter_overhead_s))
+    inputs = sum(len(read_rows(f)) for f in cfg.predict.inputs)
+    options = len(cfg.cultures) + (1 if cfg.router.others else 0)
+    plan.phases.append(Phase("predict", f"{inputs} inputs: routed ({options} options) and answered",
+                             forward_seconds(inputs * (options + 1), tokens, layers, rates)))
+    plan.counts.update({"queries": queries, "synthetic samples per culture (expected)": round(per_culture),
+                        "decoder layers": layers, "adapted layers": adapted})
+    return plan
