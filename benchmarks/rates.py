@@ -1,0 +1,98 @@
+"""This machine's rates for `--plan` (plan.Rates): seconds per token and decoder layer of the target model, for
+inference (a forward pass) and for training (forward + backward through adapted layers), on real task prompts.
+
+It times, on the packaged Gemma-3-270m with batches of 8 benchmark inputs (the bench's template): a full forward
+pass through every layer; a forward through the top `--layers` layers on the frozen prefix's stored states; a
+training step on the top `--layers` layers (LoRA on every linear module) on the stored states; and loading a
+target + saving an adapter (the per-adapter overhead). Each is divided by tokens x layers.
+
+Run: `make bench-rates` (or `python benchmarks/rates.py [--layers 2]`); prints the rates to put in
+`plan.Rates` (or a config's `[bench.rates]`) and writes benchmarks/results/rates.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from culturemanager.backends.prefix import FrozenPrefix
+from culturemanager.backends.target import lm_forward, load_target
+from culturemanager.backends.trainer import lora_config, train_step
+from culturemanager.bench.split import stratified_split
+from culturemanager.bench.tasks import load_tasks, read_task_rows
+from culturemanager.config import TargetConfig, Task, TrainConfig
+from culturemanager.stages.train import training_example
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))
+LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rates.json")
+    args = ap.parse_args()
+    from peft import get_peft_model
+
+    target = TargetConfig(model="gemma3-270m", max_length=128, batch_size=8)
+    tf = load_tasks(DATA / "tasks.json")
+    rows = []
+    for spec in tf.tasks:  # a few inputs of every task: the bench's mix of lengths
+        r = read_task_rows(spec, DATA)
+        task = Task(id=spec.id, label=spec.task, template=tf.prompt_template)
+        _, test = stratified_split(r.labels, 0.1, 0, 8)
+        rows += [(task, r.texts[i], r.labels[i]) for i in test[:8]]
+    t0 = time.time()
+    base, tok = load_target(target)
+    load_s = time.time() - t0
+    n_layers = base.config.num_hidden_layers
+    examples = [training_example(tok, t, x, y, target.max_length)[0] for t, x, y in rows]
+    batches = [examples[i:i + 8] for i in range(0, len(examples), 8)][:args.batches]
+    k = n_layers - args.layers
+    model = get_peft_model(base, lora_config(TrainConfig(layers=args.layers, target_modules=LINEAR), n_layers))
+    prefix = FrozenPrefix(model, k, 8, tok.pad_token_id)
+    full, upper, train = [], [], []
+    with torch.no_grad():
+        model.eval()
+        for b in batches:  # alternating, in one run: the shared machine's load hits every case alike
+            seqs = [x for x, _ in b]
+            tokens = sum(map(len, seqs))
+            t0 = time.time()
+            lm_forward(model, seqs, tok.pad_token_id, 1)
+            full.append((time.time() - t0) / (tokens * n_layers))
+            prefix.states(seqs)
+            t0 = time.time()
+            lm_forward(model, seqs, tok.pad_token_id, 1, prefix=prefix)
+            upper.append((time.time() - t0) / (tokens * args.layers))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    for b in batches:
+        tokens = sum(len(x) for x, _ in b)
+        t0 = time.time()
+        train_step(model, opt, b, tok.pad_token_id, prefix)
+        train.append((time.time() - t0) / (tokens * args.layers))
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.time()
+        model.save_pretrained(d)
+        save_s = time.time() - t0
+    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": "python benchmarks/rates.py "
+              f"--layers {args.layers} --batches {args.batches}", "layers": args.layers,
+              "mean_tokens": statistics.fmean(len(x) for x, _ in examples),
+              "layer_token_forward_s": statistics.median(full), "layer_token_forward_upper_s": statistics.median(upper),
+              "layer_token_train_s": statistics.median(train), "adapter_overhead_s": load_s + save_s}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
