@@ -140,6 +140,7 @@ class Prediction(Record):
     label_scores: dict[str, float] = Field(default_factory=dict)
     gold: str | None = None
     truncated: bool = False
+    mixture: dict[str, float] = Field(default_factory=dict)  # adapter -> weight, when the top routes answered together
 
 
 class CallRecord(Record):
