@@ -39,6 +39,7 @@ from culturemanager.backends.textsignals import LanguageId, common_scripts, scri
 EPS = 1e-4
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # language-prior weights tried by cross-validation
 FEATURES = ("confidence", "run_languages", "nearest_example", "other_language", "unseen_script")
+SIGNS = np.array([-1, -1, -1, 1, 1])  # which way each feature can point to Others (more: less / more likely)
 ARRAYS = ("coef", "intercept", "examples", "detector")
 
 
@@ -250,7 +251,9 @@ def _detector(f_in: np.ndarray, f_out: np.ndarray, seed: int) -> np.ndarray:
     x = np.vstack([f_in, f_out])
     t = np.r_[np.zeros(len(f_in)), np.ones(len(f_out))]
     clf = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed).fit(x, t)
-    return np.r_[clf.coef_[0], clf.intercept_[0]].astype(np.float64)
+    # a weight pointing the wrong way (nearer to an example = more likely Others) is an artifact of few examples
+    coef = np.where(SIGNS * clf.coef_[0] < 0, 0.0, clf.coef_[0])
+    return np.r_[coef, clf.intercept_[0]].astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- on disk
