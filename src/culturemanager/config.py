@@ -351,8 +351,8 @@ class RouterConfig(Section):
     bench)."""
     template: str = "short"
     """prompt router: "short" (this project's one-line prompt), "paper" (the CultureManager paper's router prompt,
-    word for word), or a template of your own with {input} and {options} (comma-separated) or {option_list} (one
-    "- option" line each)."""
+    word for word, one option per line), or a template of your own with {input} and {options} (comma-separated)
+    or {option_list} (one "- option" line each)."""
 
     @field_validator("template")
     @classmethod

@@ -233,7 +233,7 @@ def format_task_prompt(task: Task, text: str) -> str:
 ROUTER_TEMPLATES: dict[str, str] = {
     # this project's own short prompt (the router's only template before the paper's was added)
     "short": "Which culture does the following text come from? Options: {options}.\nText: {input}\nCulture:",
-    # the CultureManager paper's router prompt, word for word
+    # the CultureManager paper's router prompt, word for word (the line breaks are ours)
     "paper": ("You are a helpful chatbot that knows different cultures around the world very well. Your task is to "
               "analyze the provided text based on its language, expressions, and context, and select the most "
               "relevant culture to the provided text from the following options:\n{option_list}\n"
