@@ -133,6 +133,21 @@ inputs = [{{path = "inputs.jsonl", label_field = "label"}}]
     return cfg
 
 
+def random_adapters(cfg, rd):
+    """Two LoRA adapters with random (non-zero) weights, saved where training would put them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from culturemanager.backends.target import load_target
+
+    for i, culture in enumerate(("Spanish", "Turkish")):
+        torch.manual_seed(i + 1)
+        base, _ = load_target(cfg.target)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                                                task_type="CAUSAL_LM"))
+        model.save_pretrained(rd.adapter(culture))
+
+
 @pytest.fixture
 def task_config(tmp_path, tiny_model) -> Path:
     return write_task(tmp_path, tiny_model)

@@ -18,8 +18,8 @@ ARTIFACTS = {
     "index/meta.json", "index/documents.jsonl", "index/bm25/data.csc.index.npy",
     "index/bm25/indices.csc.index.npy", "index/bm25/indptr.csc.index.npy", "index/bm25/params.index.json",
     "index/bm25/vocab.index.json", "queries.jsonl", "materials.jsonl", "samples/Spanish.jsonl",
-    "samples/Turkish.jsonl", "samples/dropped.jsonl", "router.json", "predictions.jsonl", "metrics.json",
-    ".locks/manifest.lock", ".locks/adapter-Spanish.lock", ".locks/adapter-Turkish.lock",
+    "samples/Turkish.jsonl", "samples/dropped.jsonl", "router.json", "router.npz", "predictions.jsonl",
+    "metrics.json", ".locks/manifest.lock", ".locks/adapter-Spanish.lock", ".locks/adapter-Turkish.lock",
     *(f"adapters/{c}/{f}" for c in ("Spanish", "Turkish")
       for f in ("adapter_config.json", "adapter_model.safetensors", "culturemanager.json", "README.md")),
 }

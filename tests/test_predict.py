@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_adapters
 
 from culturemanager import load_config
 from culturemanager.backends.target import BASE, encode, load_target, option_ids, score_options
 from culturemanager.engine import Engine
 from culturemanager.pipeline import Run
 from culturemanager.stages.route import read_router, route, write_router
-
-
-def random_adapters(cfg, rd):
-    """Two LoRA adapters with random (non-zero) weights, saved where training would put them."""
-    from peft import LoraConfig, get_peft_model
-
-    for i, culture in enumerate(("Spanish", "Turkish")):
-        torch.manual_seed(i + 1)
-        base, _ = load_target(cfg.target)
-        model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                                                task_type="CAUSAL_LM"))
-        model.save_pretrained(rd.adapter(culture))
 
 
 def test_mixed_adapter_batch_equals_one_adapter_at_a_time(task_config):
@@ -46,8 +35,9 @@ def test_mixed_adapter_batch_equals_one_adapter_at_a_time(task_config):
     assert not torch.allclose(every["Spanish"], every[BASE])
 
 
-def test_router_always_returns_a_valid_option(task_config):
-    cfg = load_config(task_config)
+@pytest.mark.parametrize("kind", ["prompt", "embedding"])
+def test_router_always_returns_a_valid_option(task_config, kind):
+    cfg = load_config(task_config, [f'router.kind="{kind}"'])
     run = Run(cfg, progress=False)
     router = write_router(cfg, run.rd)
     engine = Engine.load(cfg.target)
@@ -56,8 +46,14 @@ def test_router_always_returns_a_valid_option(task_config):
     choice, scores, truncated = r.cultures, r.scores, r.truncated
     assert set(choice) <= {"Spanish", "Turkish", "Others"}
     assert all(set(s) == {"Spanish", "Turkish", "Others"} for s in scores)
-    assert all(c == max(s, key=s.get) for c, s in zip(choice, scores))
-    assert truncated == 1
+    assert all(abs(sum(p.values()) - 1) < 1e-3 for p in r.probs)
+    if kind == "prompt":
+        assert all(c == max(s, key=s.get) for c, s in zip(choice, scores))
+        assert truncated == 1  # the prompt router reads at most target.max_length tokens
+    else:  # the embedding router: the likeliest culture, or Others when the detector's margin is positive
+        assert all(c == ("Others" if s["Others"] > 0 else max(p, key=p.get))
+                   for c, s, p in zip(choice, scores, r.probs))
+        assert choice[3:] == ["Others", "Others"]  # Arabic and Chinese: languages of no culture of this run
 
 
 def test_predict_writes_labels_in_the_label_set_and_counts_truncation(task_config):
@@ -130,7 +126,7 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
     from culturemanager.stages.route import CONTENT_FREE, prior
 
     assert not load_config(task_config, ["router.calibrate=false"]).router.calibrate
-    cfg = load_config(task_config)  # calibration is the default
+    cfg = load_config(task_config, ['router.kind="prompt"'])  # calibration is the default
     run = Run(cfg, progress=False)
     router = write_router(cfg, run.rd)
     assert router.calibrate and read_router(run.rd).calibrate
@@ -148,7 +144,7 @@ def test_calibrated_router_scores_are_the_raw_scores_minus_the_content_free_prio
 
 
 def test_calibration_prior_is_computed_once_per_engine_not_per_batch(task_config):
-    cfg = load_config(task_config)
+    cfg = load_config(task_config, ['router.kind="prompt"'])
     router = write_router(cfg, Run(cfg, progress=False).rd)
     engine = Engine.load(cfg.target)
     calls = []

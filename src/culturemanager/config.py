@@ -330,17 +330,51 @@ class TrainConfig(Section):
 class RouterConfig(Section):
     enabled: bool = True
     """Off: every input uses the culture given by its input file (or the base model)."""
+    kind: Literal["embedding", "prompt"] = "embedding"
+    """embedding: a classifier on multilingual sentence embeddings with a language prior, fitted on each culture's
+    route examples (`router.examples`), milliseconds per input; prompt: the target model is asked which culture the
+    text comes from (the paper's design), one forward pass per option and input. docs/benchmarks.md has both
+    measured on the ten benchmark tasks."""
     others: bool = True
-    """Offer "Others" (no adapter) as a choice."""
+    """Offer "Others" (no adapter, the base model answers) as a choice."""
+    examples: list[Literal["demonstrations", "samples"]] = Field(["demonstrations", "samples"], min_length=1)
+    """embedding router: what defines each culture's route: its demonstrations (from files with a known culture,
+    or of tasks with one culture) and the texts of its kept synthetic samples (samples/<culture>.jsonl)."""
+    language_prior: bool = True
+    """embedding router: multiply in py3langid's probability of each culture's language (`[[cultures]] language`;
+    used only when every culture names one), with a weight picked by cross-validation on the route examples."""
+    keep: float = Field(0.99, gt=0.5, le=1.0)
+    """embedding router: the "Others" threshold keeps at least this share of every culture's held-out route examples
+    in-set (held out by cross-validation; out-of-set examples come from leaving each culture out in turn)."""
+    max_chars: int = Field(1000, ge=16)
+    """embedding router: characters of each text it reads (the head; long e-mails cost time, not accuracy)."""
+    top_k: int = Field(1, ge=1, le=16)
+    """Answer with the top this many routes' adapters mixed: their label probabilities weighted by the router's
+    probabilities (renormalised over the k); 1: the routed culture's adapter alone."""
+    mix_below: float = Field(1.0, gt=0.0, le=1.0)
+    """With top_k > 1: mix only inputs whose top route's probability is below this (the router is unsure);
+    1.0: mix every input."""
     calibrate: bool = True
-    """Contextual calibration: subtract each option's score on content-free texts ("", "N/A", "...") before
-    choosing, which removes a small model's lean towards the first-listed or most frequent culture name
-    (measured in docs/benchmarks.md: router accuracy 0.77 -> 0.93 on the real-data run, 0.35 -> 0.70 in the bench)."""
-    template: str = (
-        "Which culture does the following text come from? Options: {options}.\n"
-        "Text: {input}\nCulture:"
-    )
-    """The router prompt, with {options} (the cultures, and Others) and {input}."""
+    """prompt router: contextual calibration, subtract each option's score on content-free texts ("", "N/A",
+    "...") before choosing, which removes a small model's lean towards the first-listed or most frequent culture
+    name (measured in docs/benchmarks.md: router accuracy 0.77 -> 0.93 on the real-data run, 0.35 -> 0.70 in the
+    bench)."""
+    template: str = "short"
+    """prompt router: "short" (this project's one-line prompt), "paper" (the CultureManager paper's router prompt,
+    word for word, one option per line), or a template of your own with {input} and {options} (comma-separated)
+    or {option_list} (one "- option" line each)."""
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        from culturemanager.prompts import ROUTER_TEMPLATES
+
+        if v in ROUTER_TEMPLATES:
+            return v
+        if v.count("{input}") != 1 or ("{options}" not in v and "{option_list}" not in v):
+            raise ValueError(f"not a template name ({', '.join(ROUTER_TEMPLATES)}) nor a template with {{input}} "
+                             f"once and {{options}} or {{option_list}}: {v!r}")
+        return v
 
 
 class PredictConfig(Section):

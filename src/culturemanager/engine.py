@@ -122,6 +122,25 @@ class Engine:
         return self.memo(("label-prior", task.id, task.template, tuple(task.labels or []), adapter, preamble),
                          compute)
 
+    def mixed_label_probs(self, task: Task, texts: Sequence[str], mixtures: Sequence[Mapping[str, float]],
+                          preamble: str = "") -> tuple[torch.Tensor, list[bool]]:
+        """Per text the weighted average of its adapters' label probabilities, sum over a of w_a * P_a(label | text)
+        (the router's top-k mixing): every text goes through each adapter of its mixture, all rows in one
+        mixed-adapter batch. A mixture maps adapter names (`BASE` for the plain model) to weights summing to 1."""
+        if len(mixtures) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(mixtures)} mixtures")
+        for m in mixtures:
+            if not m or abs(sum(m.values()) - 1) > 1e-4 or min(m.values()) < 0:
+                raise ValueError(f"a mixture's weights must be non-negative and sum to 1: {dict(m)}")
+        rows = [(i, name, w) for i, m in enumerate(mixtures) for name, w in m.items()]
+        probs, truncated = self.label_probs(task, [texts[i] for i, _, _ in rows], [n for _, n, _ in rows], preamble)
+        out = torch.zeros(len(texts), probs.shape[1])
+        cut = [False] * len(texts)
+        for r, (i, _, w) in enumerate(rows):
+            out[i] += w * probs[r]
+            cut[i] = truncated[r]
+        return out, cut
+
     def option_scores(self, prompts: Sequence[list[int]], options: list[list[int]], adapters: Sequence[str | None],
                       normalize: bool = False) -> torch.Tensor:
         """Log-likelihood of each option after each prompt ([len(prompts), len(options)]), in input order.

@@ -95,8 +95,13 @@ def _train(r: Run) -> dict:
 def _route(r: Run) -> dict:
     from culturemanager.stages.route import write_router
     router = write_router(r.cfg, r.rd)
-    return {"options": router.options, "adapters": {c: bool(p) for c, p in router.adapters.items()},
-            "enabled": router.enabled}
+    counts = {"kind": router.kind, "options": router.options,
+              "adapters": {c: bool(p) for c, p in router.adapters.items()}, "enabled": router.enabled}
+    if router.fit:  # the embedding router: its route examples and what its held-out fit measured
+        report = router.fit["report"]
+        counts.update(examples=router.fit["examples"], fitted=router.fit["fitted"],
+                      **{k: report[k] for k in ("weight", "heldout_kept", "heldout_left_out_to_others") if k in report})
+    return counts
 
 
 def _predict(r: Run) -> dict:

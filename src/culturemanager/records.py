@@ -141,6 +141,7 @@ class Prediction(Record):
     calibrated_scores: dict[str, float] = Field(default_factory=dict)  # with predict.calibrate
     gold: str | None = None
     truncated: bool = False
+    mixture: dict[str, float] = Field(default_factory=dict)  # adapter -> weight, when the top routes answered together
 
 
 class CallRecord(Record):

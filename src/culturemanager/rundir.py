@@ -8,7 +8,8 @@
       queries.jsonl        search queries            materials.jsonl retrieved documents (+ summaries)
       samples/<culture>.jsonl  kept synthetic samples  samples/dropped.jsonl  dropped ones, with a reason
       adapters/<culture>/  PEFT LoRA folder + culturemanager.json
-      router.json          router settings           predictions.jsonl   routed predictions
+      router.json          router settings           router.npz      the fitted embedding router's arrays
+      predictions.jsonl    routed predictions
       metrics.json         prediction counts (and scores when inputs carry gold labels)
 
 Run: `python -m culturemanager.rundir RUN_DIR` prints the manifest.
@@ -49,6 +50,7 @@ class RunDir:
     dropped = property(lambda self: self.root / "samples" / "dropped.jsonl")
     adapters_dir = property(lambda self: self.root / "adapters")
     router = property(lambda self: self.root / "router.json")
+    router_model = property(lambda self: self.root / "router.npz")
     predictions = property(lambda self: self.root / "predictions.jsonl")
     metrics = property(lambda self: self.root / "metrics.json")
 

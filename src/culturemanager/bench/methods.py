@@ -25,7 +25,13 @@ METHODS: dict[str, tuple[str, str]] = {  # name -> (group, description)
     "CultureSFT-all": (BASELINE, "one LoRA on every culture's survey answers"),
     "CultureLLM": (BASELINE, "LoRA per culture on CultureLLM's augmented survey data (1000 sets)"),
     "CultureLLM-all": (BASELINE, "one LoRA on all cultures' augmented survey data"),
-    "CultureManager": (CM_GROUP, "per-culture adapters on synthetic task data, the router picks per input"),
+    "CultureManager": (CM_GROUP, "per-culture adapters on synthetic task data, the router (router.kind) picks per "
+                                 "input"),
+    "CultureManager (embedding router)": (CM_GROUP, "the same adapters, routed by the embedding router"),
+    "CultureManager (prompt router)": (CM_GROUP, "the same adapters, routed by the prompt router (the paper's "
+                                                 "design; router.template, router.calibrate)"),
+    "CultureManager (top-2 mix)": (CM_GROUP, "the same adapters, the router's two likeliest routes answering "
+                                             "together: their P(positive) weighted by the router's probabilities"),
     "CultureManager (known culture)": (CM_GROUP, "the same adapters, the task's culture given"),
     "CultureSFT -> CultureManager": (CM_GROUP, "the culture's CultureSFT adapter trained further on its synthetic "
                                                "task data (the paper's two-stage variant), culture given"),
@@ -40,13 +46,17 @@ UNTRAINED = {"Original", "Prompt", "Probe (linear)"}
 TRAINED = {m for m in METHODS if m not in UNTRAINED}
 CM_METHODS = {m for m in METHODS if m.startswith("CultureManager") or "-> CultureManager" in m}
 FIXED_VARIANT = {"Original": "base", "Prompt": "prompt", "Probe (linear)": "probe"}
+# the routed methods: method -> (router kind, None for router.kind; how many routes answer together)
+ROUTED: dict[str, tuple[str | None, int]] = {
+    "CultureManager": (None, 1), "CultureManager (embedding router)": ("embedding", 1),
+    "CultureManager (prompt router)": ("prompt", 1), "CultureManager (top-2 mix)": (None, 2)}
 SURVEY_KINDS = {"culturesft", "culturellm", "culturesft-all", "culturellm-all"}
 
 # method -> (job kind, per culture / per task / one for all); the adapter that answers a task of culture c
 _JOB_OF: dict[str, tuple[str, str]] = {
     "TaskSFT": ("tasksft", "task"), "CultureSFT": ("culturesft", "culture"),
     "CultureSFT-all": ("culturesft-all", "all"), "CultureLLM": ("culturellm", "culture"),
-    "CultureLLM-all": ("culturellm-all", "all"), "CultureManager": ("cm", "culture"),
+    "CultureLLM-all": ("culturellm-all", "all"), **{m: ("cm", "culture") for m in ROUTED},
     "CultureManager (known culture)": ("cm", "culture"), "CultureSFT -> CultureManager": ("cm-2s", "culture"),
     "CultureManager-all": ("cm-all", "all"), "CultureManager task-specific only": ("cm-ts", "culture"),
     "CultureManager task-agnostic only": ("cm-ta", "culture"),

@@ -30,6 +30,7 @@ from culturemanager.bench.format import (
     table,
 )
 from culturemanager.bench.plots import PLOTS, plot_c_spec, plot_data, plot_f1_by_task, plot_router
+from culturemanager.bench.routing import routers_section
 
 
 def write_report(results: dict, out_dir: Path) -> list[Path]:
@@ -49,8 +50,8 @@ def write_report(results: dict, out_dir: Path) -> list[Path]:
 
 
 def render_markdown(results: dict) -> str:
-    sections = [header, reading, scores, comparisons_section, paper, router, c_spec, contamination, tasks_section,
-                adapters_section, timings]
+    sections = [header, reading, scores, comparisons_section, paper, router, routers_section, c_spec, contamination,
+                tasks_section, adapters_section, timings]
     return "\n\n".join(s(results) for s in sections) + "\n"
 
 

@@ -29,23 +29,33 @@ from pathlib import Path
 
 from culturemanager.backends.target import load_target, load_tokenizer
 from culturemanager.backends.trainer import META, fit_adapter
+from culturemanager.bench import routing
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, pipeline_config, split_task
-from culturemanager.bench.methods import CM_METHODS, FIXED_VARIANT, METHODS, SURVEY_KINDS, TRAINED, Job, job_for, jobs
+from culturemanager.bench.methods import (
+    CM_METHODS,
+    FIXED_VARIANT,
+    METHODS,
+    ROUTED,
+    SURVEY_KINDS,
+    TRAINED,
+    Job,
+    job_for,
+    jobs,
+)
 from culturemanager.bench.report import paper_numbers, write_report
 from culturemanager.bench.results import Answers, best_baseline, comparisons, method_results
 from culturemanager.bench.score import (
     c_spec_summary,
     calibrated,
     culture_matrix,
-    routed_labels,
     router_summary,
     task_scores,
 )
 from culturemanager.bench.tasks import TasksFile, load_tasks
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import file_lock, library_versions, safe_name
-from culturemanager.stages.route import CONTENT_FREE, OTHERS, Router, route
+from culturemanager.stages.route import CONTENT_FREE, Router
 from culturemanager.stages.train import adapter_is_current
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,7 @@ class Bench:
         self.pipeline_counts: dict = {}
         self.router_options: list[str] = []
         self.trained: list[str] = []  # adapters this process trained (a shard reports them)
+        self.routing: dict = {}  # both routers measured on the test inputs (bench/routing.py)
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -203,7 +214,7 @@ class Bench:
         return need
 
     def method_variants(self, method: str, task: TaskData, seed: int) -> list[str]:
-        if method == "CultureManager":  # routed: every culture's adapter may answer any task, and the base model
+        if method in ROUTED:  # routed: every culture's adapter may answer any task, and the base model
             return ["base"] + [self.variant(Job("cm", c, seed), method) for c in self.cultures]
         return [self.variant(job_for(method, task.spec.id, task.spec.culture, seed), method)]
 
@@ -215,7 +226,7 @@ class Bench:
 
         engine = Engine.load(self.cfg.target)
         need = self.variants(seeds)
-        routed = self.route_all(engine) if "CultureManager" in self.cfg.bench.methods else {}
+        routed = self.route_all(engine) if ROUTED.keys() & set(self.cfg.bench.methods) else {}
         answers: dict[tuple[str, str], dict] = {}
         slugs = {job.slug: path for job, path in self.adapters.items() if path}
         order = sorted(need, key=lambda v: (v not in ("base", "prompt", "probe"), v))
@@ -259,26 +270,10 @@ class Bench:
         write_json(path, saved)
         return saved
 
-    def router(self) -> Router:
-        options = self.router_options = self.cultures + ([OTHERS] if self.cfg.router.others else [])
-        return Router(True, options, self.cfg.router.template, {}, self.cfg.target.max_length,
-                      self.cfg.router.calibrate)
-
-    def route_all(self, engine) -> dict[str, list[str]]:
-        router = self.router()
-        out = {}
-        for t in self.ok_tasks:
-            texts = [x for x, _ in t.test]
-            key = stable_hash([router.options, router.template, texts, self.cfg.target.model, router.max_length]
-                              + (["calibrated"] if router.calibrate else []))
-            path = self.root / "router" / f"{safe_name(t.spec.id)}.json"
-            if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("key") == key:
-                out[t.spec.id] = json.loads(path.read_text(encoding="utf-8"))["routed"]
-                continue
-            routed = route(engine, router, texts).cultures
-            write_json(path, {"key": key, "task": t.spec.id, "options": router.options, "routed": routed})
-            out[t.spec.id] = routed
-        return out
+    def route_all(self, engine) -> dict:
+        """{kind: {task: route per test input}, "probs": ...} for both routers, measured (bench/routing.py)."""
+        routed, self.routing = routing.bench_routes(self, engine)
+        return routed
 
     # ------------------------------------------------------------------------------------------ results
     def method_answers(self, method: str, task: TaskData, seed: int, routed: dict, answers: dict
@@ -288,16 +283,25 @@ class Bench:
             a = answers[(variant, task.spec.id)]
             return a["p_positive"], calibrated(a["p_positive"], a["prior"])
 
-        if method != "CultureManager":
+        if method not in ROUTED:
             return both(self.method_variants(method, task, seed)[0])
-        # the same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
-        # culture without an adapter (Router.adapter_for)
-        router = Router(True, self.router().options, "", {c: str(self.adapters.get(Job("cm", c, seed)) or "")
-                                                         or None for c in self.cultures}, 0)
-        by_adapter = {c: both(self.variant(Job("cm", c, seed), method)) for c in self.cultures}
+        kind, top_k = ROUTED[method]
+        return self.routed_answers(kind or self.cfg.router.kind, top_k, task, seed, routed, answers)
+
+    def routed_answers(self, kind: str, top_k: int, task: TaskData, seed: int, routed: dict, answers: dict
+                       ) -> tuple[list[float], list[float]]:
+        """The same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
+        culture without an adapter (Router.adapter_for); with top_k > 1 the top routes' adapters together."""
+        def both(variant: str) -> tuple[list[float], list[float]]:
+            a = answers[(variant, task.spec.id)]
+            return a["p_positive"], calibrated(a["p_positive"], a["prior"])
+
+        router = Router(True, self.router_options, "", {c: str(self.adapters.get(Job("cm", c, seed)) or "") or None
+                                                        for c in self.cultures}, 0, top_k=top_k)
+        by_adapter = {c: both(self.variant(Job("cm", c, seed), "CultureManager")) for c in self.cultures}
         by_adapter[BASE] = both("base")
-        rows = [router.adapter_for(c) for c in routed[task.spec.id]]
-        return tuple(routed_labels({a: v[i] for a, v in by_adapter.items()}, rows) for i in (0, 1))
+        return routing.routed_answers(by_adapter, router, routed[kind][task.spec.id],
+                                      routed["probs"][kind][task.spec.id])
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
@@ -315,7 +319,9 @@ class Bench:
                  ("CultureManager task-specific only", "CultureManager task-agnostic only"),
                  ("CultureManager", "CultureSFT"), ("CultureManager", "CultureLLM"),
                  ("CultureSFT -> CultureManager", "CultureSFT"),
-                 ("CultureSFT -> CultureManager", "CultureManager (known culture)"), ("TaskSFT", "Probe (linear)")]
+                 ("CultureSFT -> CultureManager", "CultureManager (known culture)"), ("TaskSFT", "Probe (linear)"),
+                 ("CultureManager (embedding router)", "CultureManager (prompt router)"),
+                 ("CultureManager (top-2 mix)", "CultureManager")]
         paper = paper_numbers(b.paper) if b.paper else None
         return {
             "schema": 2, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, "quick": self.quick,
@@ -328,7 +334,8 @@ class Bench:
                          "prompt_preamble": b.prompt_preamble, "tasks_file": str(b.tasks)},
             "tasks": [t.info for t in self.tasks], "cultures": self.cultures, "methods": methods,
             "best_baseline": best, "comparisons": comparisons(a, pairs, b.split_seed, b.bootstrap),
-            "router": router_summary(routed, culture_of, self.router_options) if routed else None,
+            "router": router_summary(routed[self.cfg.router.kind], culture_of, self.router_options) if routed else None,
+            "routers": routing.with_mixing(self.routing, self, routed, answers, seeds_done[0]) if routed else None,
             "c_spec": c_spec_summary(self.c_spec_matrices(answers, seeds_done), self.cultures),
             "contamination": self.contamination(),
             "adapters": {j.slug: {"kind": j.kind, "name": j.name, "seed": j.seed, "trained": bool(p),

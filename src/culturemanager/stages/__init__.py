@@ -6,8 +6,10 @@ its outputs there (`rundir.py` names the files), so any stage can be re-run alon
     search      each query against the retriever, optionally summarized with citations
     synthesize  labeled samples in the task's format, deduplicated, checked against evaluation data
     train       one LoRA adapter per culture on the frozen target model
-    route       the culture router (router.json)
-    predict     route every input, answer with its culture's adapter, score against gold labels
+    route       the culture router: the embedding router fitted on each culture's examples, or the prompt router
+                (router.json, router.npz)
+    predict     route every input, answer with its culture's adapter (or its top routes' mixed), score against gold
+                labels
 
 `pipeline.py` runs them in order; `culturemanager <stage> CONFIG.toml` runs one.
 """

@@ -36,7 +36,7 @@ from culturemanager.records import (
     write_jsonl,
 )
 from culturemanager.rundir import RunDir
-from culturemanager.stages.route import Router, read_router, route
+from culturemanager.stages.route import Router, mixtures, read_router, route
 
 log = logging.getLogger(__name__)
 
@@ -94,27 +94,39 @@ def batches(cfg: Config, rows: list[InputRow], tasks: list[Task]) -> list[list[i
     return out
 
 
+def mixed_prior(engine, task: Task, mixture: dict[str, float]) -> list[float]:
+    """The content-free label prior of a mixture of adapters: each adapter's prior, weighted as its answers are
+    (one adapter: its own prior)."""
+    priors = [(w, engine.label_prior(task, a)) for a, w in mixture.items()]
+    return [sum(w * q[j] for w, q in priors) for j in range(len(priors[0][1]))]
+
+
 def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[InputRow]) -> list[Prediction]:
+    """One batch of one task: route, then answer each input with its adapter, or with its top routes' adapters
+    mixed (`router.top_k`), all in one mixed-adapter batch."""
     texts = [r.text for r in batch]
     if router.enabled:
         routing = route(engine, router, texts)
-        cultures, route_scores = routing.cultures, routing.scores
+        cultures, route_scores, mixes = routing.cultures, routing.scores, mixtures(router, routing)
     else:
         cultures, route_scores = [r.culture or "Others" for r in batch], [{} for _ in batch]
-    adapters = [router.adapter_for(c) for c in cultures]
+        mixes = [{router.adapter_for(c): 1.0} for c in cultures]
     out = []
     if task.labels:
-        probs, truncated = engine.label_probs(task, texts, adapters)
-        for row, cut, c, rs, a, p in zip(batch, truncated, cultures, route_scores, adapters, probs.tolist()):
-            cal = calibrate(p, engine.label_prior(task, a)) if cfg.predict.calibrate else None
+        probs, truncated = engine.mixed_label_probs(task, texts, mixes)
+        for row, cut, c, rs, p, mix in zip(batch, truncated, cultures, route_scores, probs.tolist(), mixes):
+            cal = calibrate(p, mixed_prior(engine, task, mix)) if cfg.predict.calibrate else None
             chosen = cal or p
             k = max(range(len(chosen)), key=chosen.__getitem__)
             out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
                                   route_scores=rs, label=task.labels[k], score=round(chosen[k], 4),
                                   label_scores={lab: round(v, 4) for lab, v in zip(task.labels, p)},
                                   calibrated_scores={lab: round(v, 4) for lab, v in zip(task.labels, cal)}
-                                  if cal else {}, gold=row.label, truncated=cut))
+                                  if cal else {}, gold=row.label, truncated=cut,
+                                  mixture={a: round(w, 4) for a, w in mix.items()} if len(mix) > 1 else {}))
     else:
+        # free text is generated, not scored: no mixing, the routed culture's adapter answers
+        adapters = [router.adapter_for(c) for c in cultures]
         answers, truncated = engine.generate(task, texts, adapters, cfg.predict.max_new_tokens)
         for row, cut, c, rs, a in zip(batch, truncated, cultures, route_scores, answers):
             out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
@@ -164,6 +176,7 @@ def load_partial(path: Path, key: str) -> dict[str, Prediction]:
 def prediction_metrics(cfg: Config, rows: list[InputRow], preds: list[Prediction], router: Router) -> dict:
     counts: Counter = Counter()
     counts["truncated"] = sum(p.truncated for p in preds)
+    counts["mixed"] = sum(bool(p.mixture) for p in preds)  # answered by the top routes' adapters together
     counts.update(f"routed[{p.culture}]" for p in preds)
     counts.update(f"adapter[{a if a != BASE else 'base'}]" for a in (router.adapter_for(p.culture) for p in preds))
     metrics = {"inputs": len(preds), "counts": dict(counts),

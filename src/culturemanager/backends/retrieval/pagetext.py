@@ -22,6 +22,8 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
+from culturemanager.backends.textsignals import TO_ISO639_1
+
 # ---------------------------------------------------------------------------------- bytes to text
 
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
@@ -135,9 +137,6 @@ class _VisibleText(HTMLParser):
 
 # ------------------------------------------------------------------------------------------ language
 
-# py3langid labels without an ISO 639-1 code, mapped to their macrolanguage where there is one.
-_TO_ISO639_1 = {"arz": "ar", "ary": "ar", "yue": "zh", "wuu": "zh", "gug": "gn", "uzs": "uz", "sdh": "ku",
-                "kik": "ki", "fuv": "ff"}
 _identifier: Any = None
 _identifier_lock = threading.Lock()
 
@@ -151,5 +150,5 @@ def detect_language(text: str, min_confidence: float = 0.5) -> str | None:
 
             _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     lang, confidence = _identifier.classify(text[:2000])
-    lang = _TO_ISO639_1.get(lang, lang)
+    lang = TO_ISO639_1.get(lang, lang)
     return lang if confidence >= min_confidence and len(lang) == 2 else None
