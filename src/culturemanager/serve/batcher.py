@@ -114,6 +114,10 @@ class Batcher:
 
     # ------------------------------------------------------------------------------------------- the worker
     def _loop(self) -> None:
+        if self.cfg.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.cfg.threads)  # in this thread: the one that runs every forward pass
         while True:
             first = self._carry or self._next(0.1)
             self._carry = None

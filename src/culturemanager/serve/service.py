@@ -75,10 +75,9 @@ class Service:
     def load_engine(self) -> None:
         from culturemanager.engine import Engine
 
-        # one model batch holds up to serve.max_batch texts: the engine's own batches must not split it
-        target = self.cfg.target.model_copy(update={"batch_size": max(self.cfg.target.batch_size,
-                                                                       self.cfg.serve.max_batch)})
-        self.engine = Engine.load(target, {c: p for c, p in self.cultures.items() if p})
+        # a batch of serve.max_batch texts is scored in length-sorted forward passes of target.batch_size rows, as
+        # predict scores: one pass over texts of every length would be mostly padding (docs/benchmarks.md)
+        self.engine = Engine.load(self.cfg.target, {c: p for c, p in self.cultures.items() if p})
 
 
 def load_run(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Router]:
