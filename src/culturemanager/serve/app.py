@@ -119,7 +119,8 @@ def create_app(svc: Service) -> FastAPI:
     @app.get("/health")
     async def health():
         ok = batcher.alive
-        return JSONResponse({"status": "ok" if ok else "unavailable", "model": svc.base, "cultures": svc.cultures,
+        return JSONResponse({"status": "ok" if ok else "unavailable", "model": svc.base,
+                             "cultures": {c: p is not None for c, p in svc.cultures.items()},  # has an adapter
                              "queue": batcher.queue.qsize(), "upstream": s.upstream}, 200 if ok else 503)
 
     @app.get("/metrics")

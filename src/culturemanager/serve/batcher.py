@@ -189,7 +189,7 @@ class Batcher:
             for (j, i), c, s in zip(auto, r.cultures, r.scores):
                 decided[id(j), i] = self.culture_route(c, s, "router")
         elif auto:  # the router is off: the base model answers whatever the request did not force
-            decided = {(id(j), i): Route(OTHERS, None, {}, "router") for j, i in auto}
+            decided = {(id(j), i): Route(OTHERS, None, {}, "base") for j, i in auto}
         out = {}
         for j in jobs:
             if j.culture is None:

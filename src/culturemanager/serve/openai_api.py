@@ -45,13 +45,14 @@ def route_headers(routes: Sequence[Route]) -> dict[str, str]:
 
 
 def models_list(base: str, cultures: dict[str, str | None], created: int) -> dict:
-    """The base model (no adapter), `auto` (the router picks per request), and one model per culture."""
+    """The base model (no adapter), `auto` (the router picks per request), and one model per culture (its
+    adapter's name, None when the base model answers for it; never a path on this machine)."""
     def entry(mid: str, kind: str, adapter: str | None = None) -> dict:
         return {"id": mid, "object": "model", "created": created, "owned_by": "culturemanager",
                 "culturemanager": {"kind": kind, "adapter": adapter}}
 
     return {"object": "list", "data": [entry(base, "base"), entry("auto", "router")]
-            + [entry(c, "culture", a) for c, a in cultures.items()]}
+            + [entry(c, "culture", c if a else None) for c, a in cultures.items()]}
 
 
 def usage(prompt: int, completion: int) -> dict:
