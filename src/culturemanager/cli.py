@@ -6,6 +6,8 @@
     culturemanager config [CONFIG.toml] [--explain]            the resolved config, or every field explained
     culturemanager models [NAME ...]                           list / prepare the packaged models
     culturemanager bench CONFIG.toml [--quick] [--set ...]     the paper's benchmark: every method, one report
+    culturemanager serve RUN_DIR_OR_CONFIG [--port P] [--upstream URL] [--print-vllm-command]
+                                                              an OpenAI-compatible server over a finished run
 
 Exit codes (errors.py), the same for every command:
     0    done
@@ -63,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("names", nargs="*")
     m.add_argument("--for", dest="for_config", type=Path, metavar="CONFIG",
                    help="prepare exactly the models this run or bench config uses, in the form it uses them")
+    v = sub.add_parser("serve", help="an OpenAI-compatible server over a finished run (the `serve` extra)")
+    v.add_argument("run", type=Path, metavar="RUN_DIR_OR_CONFIG")
+    v.add_argument("--host", help="address to bind (serve.host; default 127.0.0.1)")
+    v.add_argument("--port", type=int, help="TCP port (serve.port; 0: any free port)")
+    v.add_argument("--upstream", metavar="URL", help="forward generation to this vLLM / LoRAX server (serve.upstream)")
+    v.add_argument("--api-key-env", metavar="VAR", help="require the bearer key in this environment variable")
+    v.add_argument("--print-vllm-command", action="store_true",
+                   help="print the `vllm serve` line for this run's adapters, then exit")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set serve.max_batch=32")
     c = sub.add_parser("config", help="print the resolved config, or (--explain) every field documented")
     c.add_argument("config", type=Path, nargs="?")
     c.add_argument("--explain", action="store_true", help="every field: type, range, default and docstring")
@@ -232,6 +243,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from culturemanager.errors import ConfigError
+
+    try:
+        from culturemanager.serve import serve
+    except ImportError as e:
+        raise ConfigError(f"culturemanager serve needs the serve extra ({e.name} is not installed): "
+                          f"pip install -e '.[serve]'") from None
+    flags = {"host": args.host, "port": args.port, "upstream": args.upstream, "api_key_env": args.api_key_env}
+    overrides = [*args.set, *(f"serve.{k}={v}" for k, v in flags.items() if v is not None)]
+    return serve(args.run, overrides, print_vllm=args.print_vllm_command)
+
+
 def load_any_config(path: Path):
     """A run config, or a bench config (one with a [bench] table)."""
     from culturemanager.configfile import read_toml
@@ -244,7 +268,7 @@ def load_any_config(path: Path):
 
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench,
-            "config": cmd_config}
+            "config": cmd_config, "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

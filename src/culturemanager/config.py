@@ -420,6 +420,8 @@ class Config(Section):
     """Stage 6: the culture router."""
     predict: PredictConfig = Field(default_factory=PredictConfig)
     """Stage 7: predictions."""
+    serve: ServeConfig = Field(default_factory=lambda: ServeConfig())
+    """`culturemanager serve`: the HTTP server over the finished run."""
 
     @field_validator("cultures")
     @classmethod
@@ -472,3 +474,50 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def dump_config(cfg: Config) -> dict[str, Any]:
     return json.loads(cfg.model_dump_json())
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+class ServeConfig(Section):
+    """`culturemanager serve`: an OpenAI-compatible HTTP server over a finished run (the CLI's flags override
+    these). Every bound below is enforced per request: what exceeds it is a 4xx naming it, never a backlog."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    """Address to bind: loopback unless told otherwise. Any other address exposes the server: set `api_key_env`."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port (0: any free port; the address is printed at start)."""
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the environment variable holding the bearer key that every /v1 request must carry
+    (`Authorization: Bearer KEY`); the key itself never goes in the config or the logs. None: no key asked."""
+    max_batch: int = Field(16, ge=1, le=1024)
+    """Most texts in one model batch, across requests and cultures (1: one request at a time, no batching)."""
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    """How long the first request of a batch waits for others to join it, in milliseconds."""
+    queue_size: int = Field(64, ge=1, le=100_000)
+    """Requests waiting for the model at most; one more is answered 503 with Retry-After."""
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    """Deadline of one request from arrival to answer (504 after it); forwarded requests get it too."""
+    max_chars: int = Field(4000, ge=1, le=1_000_000)
+    """Characters of one text: a classify input, a completion prompt, or a chat's messages together."""
+    max_texts: int = Field(32, ge=1, le=1024)
+    """Texts in one classify request, prompts in one completion request."""
+    max_tokens: int = Field(256, ge=1, le=8192)
+    """Largest `max_tokens` a completion or chat request may ask for (the chat default when it asks none)."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """CPU threads of the model worker (default: torch's, one per core). On a CPU that other work keeps busy, 1 is
+    much faster than 2 (docs/benchmarks.md, serving)."""
+    upstream: str | None = None
+    """URL of a vLLM or LoRAX OpenAI-compatible server, e.g. http://localhost:8001/v1: completions and chat are
+    forwarded there with `model` set to the routed culture's adapter; routing and classify stay here."""
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
+    """On SIGTERM / Ctrl-C, how long in-flight requests may take to finish before they are cut off."""
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http:// or https:// URL, got {v!r}")
+        return v.rstrip("/") if v else v
+
+
+Config.model_rebuild()

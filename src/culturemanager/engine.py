@@ -29,6 +29,7 @@ from culturemanager.backends.target import (
     BASE,
     Encoded,
     answer_reserve,
+    decode_greedy,
     encode_task,
     generate,
     load_target,
@@ -192,6 +193,19 @@ class Engine:
         answers = [generate(self.model, self.tok, e.ids, max_new_tokens, names[i] if names else None)
                    for i, e in enumerate(encoded)]
         return answers, [e.truncated for e in encoded]
+
+    def complete(self, prompts: Sequence[list[int]], adapters: Sequence[str | None], max_new_tokens: Sequence[int],
+                 on_token: Callable[[int, int], bool] | None = None) -> list[list[int]]:
+        """Greedy continuations (token ids) of raw prompts decoded as one batch, each under its own adapter; a row
+        ends at an end-of-sequence token, at its own `max_new_tokens`, or when `on_token(row, token)` says so
+        (the server streams and applies stop strings there)."""
+        if not prompts:
+            return []
+        names = self.row_adapters(adapters)
+        eos = self.model.generation_config.eos_token_id if hasattr(self.model, "generation_config") else None
+        stop = {self.tok.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return decode_greedy(self.model, [list(p) for p in prompts], names, list(max_new_tokens),
+                             {t for t in stop if t is not None}, self.pad_id, on_token)
 
 
 def main() -> None:

@@ -83,6 +83,10 @@ class FrozenPrefix:
     def __len__(self) -> int:
         return len(self._states)
 
+    def clear(self) -> None:
+        """Forget the stored states (a server sees each input once: keeping them all would grow without end)."""
+        self._states.clear()
+
     @torch.no_grad()
     def states(self, seqs: Sequence[list[int]]) -> list[torch.Tensor]:
         """[len(seq), hidden] per sequence: the input of layer k (the output of layer k-1)."""

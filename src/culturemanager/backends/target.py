@@ -15,6 +15,7 @@ Run: `python -m culturemanager.backends.target MODEL "prompt text" opt1 opt2` pr
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -212,6 +213,43 @@ def generate(model, tok, prompt: list[int], max_new_tokens: int, adapter: str | 
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tok.pad_token_id, **kwargs)
     return tok.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+
+
+@torch.no_grad()
+def decode_greedy(model, prompts: list[list[int]], adapters: list[str] | None, max_new_tokens: list[int],
+                  stop_ids: set[int], pad: int, on_token: Callable[[int, int], bool] | None = None
+                  ) -> list[list[int]]:
+    """Greedy continuations of several prompts decoded together, one token per row and step with a KV cache,
+    each row under its own adapter (peft's `adapter_names`). A row stops at a token of `stop_ids` (not kept), at
+    its own `max_new_tokens`, or when `on_token(row, token)` returns True (the token is kept): what a server
+    needs to batch requests of different cultures and stream each one's tokens as they come."""
+    n = len(prompts)
+    ids, mask = left_pad(prompts, pad)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = {"adapter_names": adapters} if adapters is not None else {}
+    out: list[list[int]] = [[] for _ in range(n)]
+    live = [m > 0 for m in max_new_tokens]
+    cache: dict = {}  # the KV cache, under the name this transformers version uses ("cache"; 4.x: past_key_values)
+    step = ids
+    while any(live):
+        res = model(input_ids=step, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                    **cache, **kwargs)
+        name = "cache" if getattr(res, "cache", None) is not None else "past_key_values"
+        cache, nxt = {name: getattr(res, name)}, res.logits[:, -1].argmax(-1)
+        for row in range(n):
+            token = int(nxt[row])
+            if not live[row]:
+                continue
+            if token in stop_ids:
+                live[row] = False
+                continue
+            out[row].append(token)
+            stop = on_token(row, token) if on_token is not None else False
+            live[row] = not stop and len(out[row]) < max_new_tokens[row]
+        step = nxt[:, None]
+        mask = torch.cat([mask, mask.new_ones(n, 1)], 1)
+        pos = pos[:, -1:] + 1
+    return out
 
 
 def main() -> None:
