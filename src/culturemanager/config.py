@@ -112,10 +112,28 @@ class Task(Section):
         return self
 
 
+class LlamaServerConfig(Section):
+    """generator.backend = "llama_server": llama.cpp's own server, started by the run on 127.0.0.1 and stopped
+    when the run ends. It decodes `generator.concurrency` sequences together (continuous batching) and reuses
+    the cached prompt prefix of each slot (backends/llamaserver.py)."""
+
+    binary: Path | None = None
+    """The llama-server executable (absolute, or relative to the working directory). Default: `llama-server`
+    next to the running Python (where `make llama-server` puts it), then on PATH."""
+    ctx_per_slot: int = 4096
+    """Context tokens of each parallel sequence; the server gets concurrency x this."""
+    startup_timeout_s: float = 180.0
+    """How long to wait for the server to load the model and answer /health."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More llama-server arguments, e.g. ["--cache-reuse", "256"]. Host, port, model, threads, --parallel and
+    --ctx-size are set from the config and cannot be given here."""
+
+
 class LLMConfig(Section):
-    backend: Literal["local", "openai", "fake"] = "local"
+    backend: Literal["local", "openai", "llama_server", "fake"] = "local"
     """local: a transformers model (short name, folder, GGUF file or hub id); openai: any OpenAI-compatible
-    endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); fake: deterministic offline stand-in for tests."""
+    endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); llama_server: a local GGUF model served by llama.cpp's
+    own server, which the run starts and stops (`server` below); fake: deterministic offline stand-in."""
     model: str = "qwen2.5-coder-0.5b-instruct"
     base_url: str | None = None
     """openai backend: endpoint, e.g. http://localhost:8000/v1. Default: the OpenAI API."""
@@ -124,14 +142,15 @@ class LLMConfig(Section):
     temperature: float = 0.7
     max_new_tokens: int = 384
     concurrency: int = 4
-    """openai backend: requests in flight at once."""
+    """openai and llama_server backends: requests in flight at once (llama_server: also its parallel slots)."""
     timeout_s: float = 120.0
     max_retries: int = 4
     """openai backend: retries with exponential backoff on 429/5xx/timeouts."""
     engine: Literal["transformers", "llama_cpp"] = "transformers"
     """local backend: llama_cpp needs the `llamacpp` extra and a GGUF model."""
     threads: int | None = None
-    """local backend: CPU threads (default: torch's default)."""
+    """local and llama_server backends: CPU threads (default: torch's / llama.cpp's default)."""
+    server: LlamaServerConfig = Field(default_factory=LlamaServerConfig)
 
 
 class TargetConfig(Section):

@@ -41,6 +41,12 @@ class Run:
                                   progress=self.progress)
         return self._llm
 
+    def close(self) -> None:
+        """Stop what the generator backend started (llama_server's process); a later stage starts it again."""
+        close = getattr(self._llm.backend, "close", None) if self._llm else None
+        if close is not None:
+            close()
+
     def stage(self, name: str) -> dict[str, Any]:
         t0 = time.time()
         before = dict(self._llm.counts) if self._llm else {}
@@ -96,4 +102,7 @@ assert tuple(STAGE_FUNCS) == STAGES
 
 def run(cfg: Config, stages: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
     r = Run(cfg, progress)
-    return {name: r.stage(name) for name in (stages or STAGES)}
+    try:
+        return {name: r.stage(name) for name in (stages or STAGES)}
+    finally:
+        r.close()

@@ -58,7 +58,9 @@ class Completion:
 
 class LLMBackend(Protocol):
     """`name` is the model's identity (in provenance and the cache key). A backend may set `parallel`: how
-    many requests it answers at once (the cache stores answers after each such chunk)."""
+    many requests it answers at once (the cache stores answers after each such chunk); or offer
+    `complete_each(requests, on_answer)`, calling `on_answer(index, answer, seconds)` as each one finishes
+    (the cache stores each answer at once)."""
 
     name: str
 
@@ -106,22 +108,30 @@ class CachedLLM:
             return out
         # answers are stored chunk by chunk, so a run killed mid-stage keeps every finished call
         chunk = max(1, getattr(self.backend, "parallel", 1))
+        each = getattr(self.backend, "complete_each", None)
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), disable=not self.progress,
                       transient=True) as bar:
             job = bar.add_task(f"{stage} ({self.backend.name})", total=len(todo))
+
+            def settle(i: int, a: Completion | Exception, latency: float) -> None:
+                if isinstance(a, Exception):
+                    self._log(stage, requests[i], latency, None, a)
+                else:
+                    self._store(keys[i], a)
+                    out[i] = a
+                    self._log(stage, requests[i], latency, a, None)
+                bar.update(job, advance=1)
+
+            if each is not None:  # each answer is stored as it finishes: no chunk waits for its slowest call
+                each([requests[i] for i in todo], lambda j, a, latency: settle(todo[j], a, latency))
+                return out
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
                 t0 = time.time()
                 answers = self.backend.complete([requests[i] for i in part])
                 latency = (time.time() - t0) / len(part)
                 for i, a in zip(part, answers):
-                    if isinstance(a, Exception):
-                        self._log(stage, requests[i], latency, None, a)
-                        continue
-                    self._store(keys[i], a)
-                    out[i] = a
-                    self._log(stage, requests[i], latency, a, None)
-                bar.update(job, advance=len(part))
+                    settle(i, a, latency)
         return out
 
     def key(self, r: ChatRequest) -> str:
@@ -331,9 +341,16 @@ def _field(text: str, name: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+def _llama_server(cfg: LLMConfig) -> LLMBackend:
+    from culturemanager.backends.llamaserver import LlamaServerBackend  # it imports this module: import it late
+
+    return LlamaServerBackend(cfg)
+
+
 BACKENDS: dict[str, Callable[[LLMConfig], LLMBackend]] = {
     "local": LocalBackend,
     "openai": OpenAIBackend,
+    "llama_server": _llama_server,
     "fake": FakeBackend,
 }
 
