@@ -235,6 +235,37 @@ class SearchConfig(Section):
     """Where the BM25 index is persisted (default: <run>/index)."""
 
 
+class JudgeConfig(Section):
+    """Label check by a judge: an LLM reads each kept sample's text and gives its label; a sample whose label it
+    disagrees with is dropped and counted (stages/checks.py). How far a judge can be trusted is measured on
+    real labelled inputs by benchmarks/judge.py (docs/benchmarks.md)."""
+
+    enabled: bool = False
+    generator: LLMConfig | None = None
+    """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
+    max_chars: int = 600
+    """A sample is shown to the judge cut to this many characters."""
+
+
+class SelectConfig(Section):
+    """Selection by culture over multilingual sentence embeddings (CAReDiO's representativeness and
+    distinctiveness, stages/select.py). Every drop is counted with its reason."""
+
+    enabled: bool = False
+    near_duplicate: float = 0.9
+    """A sample whose cosine with an earlier kept sample of the same culture and task is above this is a
+    near-duplicate: dropped."""
+    min_representativeness: float = 0.1
+    """Cosine between a sample and the mean of its culture's demonstrations of the task; below it: dropped.
+    A culture x task without demonstrations is not checked."""
+    min_distinctiveness: float = 0.0
+    """Cosine to the mean of its own culture's other samples minus the highest cosine to another culture's
+    sample mean (same task); below it (closer to another culture than to its own): dropped."""
+    balance: bool = True
+    """Cap each label of a culture x task at the count of its rarest label present, keeping the most
+    representative samples."""
+
+
 class SynthesisConfig(Section):
     samples_per_material: int = 4
     max_attempts: int = 2
@@ -249,6 +280,8 @@ class SynthesisConfig(Section):
     label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
     """per_label: one call per material and label, asking for samples of that label only; round_robin: one
     call per material, labels asked for in turn; free: one call, the generator picks the labels."""
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
 
 
 class TrainConfig(Section):

@@ -34,6 +34,7 @@ from culturemanager.records import (
     write_jsonl,
 )
 from culturemanager.rundir import RunDir
+from culturemanager.stages.checks import check_samples
 from culturemanager.stages.queries import demonstrations_by_culture
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
         dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id, reason="no_valid_answer"))
     kept, more = filter_samples(cfg, kept)
     dropped += more
+    kept, more, checked = check_samples(cfg, llm, kept, demos)  # synthesis.select and .judge (off by default)
+    dropped += more
+    counts.update(checked)
     counts.update(d.reason for d in dropped)
     by_culture = {c: [s for s in kept if s.culture == c] for c in cultures}
     for c, samples in by_culture.items():
