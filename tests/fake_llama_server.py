@@ -59,6 +59,7 @@ def main() -> None:
             with lock:
                 state["inflight"] += 1
                 inflight = state["inflight"]
+            t0 = time.time()
             messages = tuple((m["role"], m["content"]) for m in body["messages"])
             last = messages[-1][1]
             time.sleep(60 if "SLOW" in last else delay)
@@ -68,8 +69,9 @@ def main() -> None:
                 state["inflight"] -= 1
                 if log_path:
                     with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"port": args.port, "user": last[:200], "inflight": inflight,
-                                            "cache_prompt": body.get("cache_prompt")}) + "\n")
+                        f.write(json.dumps({"port": args.port, "user": last[-200:], "inflight": inflight,
+                                            "cache_prompt": body.get("cache_prompt"), "slot": body.get("id_slot"),
+                                            "start": t0, "end": time.time()}) + "\n")
             self._send(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                              "model": body["model"],
                              "choices": [{"index": 0, "finish_reason": "stop",

@@ -115,6 +115,33 @@ def test_requests_in_flight_are_bounded_by_concurrency(tmp_path, fake_binary, mo
     assert len(inflight) == 9 and max(inflight) == 3
 
 
+def test_siblings_run_one_after_another_on_one_slot(tmp_path, fake_binary, model_file, monkeypatch):
+    """One material's per-label calls share all but their tail: they go to one slot, in turn, so the server
+    evaluates their common prefix once."""
+    monkeypatch.setenv("FAKE_LLAMA_DELAY_S", "0.2")
+    material = "A long material paragraph about Spain. " * 30
+    requests = [req(material + f"Write 3 with label {lab}.") for lab in ("1", "0")] + \
+        [req(f"judge this short text number {i}") for i in range(4)]
+    backend = LlamaServerBackend(cfg_for(fake_binary, model_file, concurrency=3))
+    try:
+        backend.complete(requests)
+    finally:
+        backend.close()
+    rows = {r["user"][-20:]: r for r in served(tmp_path)}
+    a, b = rows["Write 3 with label 1."[-20:]], rows["Write 3 with label 0."[-20:]]
+    assert a["slot"] == b["slot"] and a["end"] <= b["start"]  # the same slot, one after the other
+    assert len(rows) == 6 and {r["slot"] for r in rows.values()} <= {0, 1, 2}  # slot k <- worker k
+
+
+def test_sibling_groups():
+    from culturemanager.backends.llamaserver import sibling_groups
+
+    material = "x" * 1000
+    rs = [req(material + " label 1"), req(material + " label 0"), req("a cat on a mat"), req("the dog barks"),
+          ChatRequest((("system", "other"), ("user", material + " label 1")), 0.0, 16, 0)]
+    assert sibling_groups(rs) == [[0, 1], [2], [3], [4]]  # different earlier messages: never siblings
+
+
 def test_waits_for_health_while_the_model_loads(tmp_path, fake_binary, model_file, monkeypatch):
     monkeypatch.setenv("FAKE_LLAMA_LOAD_S", "1.0")
     backend = LlamaServerBackend(cfg_for(fake_binary, model_file))

@@ -24,6 +24,7 @@ import atexit
 import ctypes
 import logging
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -34,7 +35,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -81,32 +81,51 @@ class LlamaServerBackend:
     def complete_each(self, requests: list[ChatRequest],
                       on_answer: Callable[[int, Completion | Exception, float], None]) -> None:
         """Answers every request with `parallel` in flight; `on_answer(index, answer, seconds)` is called in
-        the caller's thread as each one finishes (in finishing order, not request order)."""
+        the caller's thread as each one finishes (in finishing order, not request order).
+
+        Worker k sends to slot k only, and takes whole sibling groups (`sibling_groups`: adjacent requests
+        that differ only in their tail, e.g. one material's per-label calls): a group's requests run one after
+        another on the slot that holds their common prefix, which is then evaluated once, not once per slot."""
         if not requests:
             return
         client = self._ensure_started()
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="llama-server")
+        groups: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        for g in sibling_groups(requests):
+            groups.put(g)
+        done: queue.SimpleQueue[tuple[int, Completion | Exception, float]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def work(slot: int) -> None:
+            while not stop.is_set() and (group := groups.get()) is not None:
+                for i in group:
+                    done.put((i, *self._one(client, requests[i], slot)) if not stop.is_set()
+                             else (i, RuntimeError("cancelled"), 0.0))
+
+        workers = [threading.Thread(target=work, args=(k,), daemon=True, name=f"llama-server-{k}")
+                   for k in range(self.parallel)]
+        for _ in workers:
+            groups.put(None)  # one end marker per worker
+        for w in workers:
+            w.start()
         try:
-            futures: dict[Future, int] = {pool.submit(self._one, client, r): i for i, r in enumerate(requests)}
-            for fut in as_completed(futures):
-                answer, seconds = fut.result()
-                on_answer(futures[fut], answer, seconds)
+            for _ in range(len(requests)):
+                on_answer(*done.get())
         except BaseException:
-            # Ctrl-C or an error while requests are in flight: stop the server first, so the worker threads'
-            # requests fail at once instead of the interpreter waiting for them to finish generating
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Ctrl-C or an error while requests are in flight: stop the server, so the workers' requests fail
+            # at once instead of the interpreter waiting for them to finish generating
+            stop.set()
             self.close()
             raise
-        finally:
-            pool.shutdown(wait=False)
+        for w in workers:
+            w.join()
 
-    def _one(self, client, r: ChatRequest) -> tuple[Completion | Exception, float]:
+    def _one(self, client, r: ChatRequest, slot: int = -1) -> tuple[Completion | Exception, float]:
         t0 = time.time()
         try:
             resp = client.chat.completions.create(
                 model=self.cfg.model, messages=[{"role": role, "content": c} for role, c in r.messages],
                 temperature=r.temperature, max_tokens=r.max_tokens, seed=r.seed,
-                extra_body={"cache_prompt": True, "repeat_penalty": REPEAT_PENALTY})
+                extra_body={"cache_prompt": True, "repeat_penalty": REPEAT_PENALTY, "id_slot": slot})
         except Exception as e:  # noqa: BLE001 - counted and logged by CachedLLM, the run goes on
             return e, time.time() - t0
         timings = (resp.model_extra or {}).get("timings")
@@ -140,6 +159,34 @@ class LlamaServerBackend:
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
+
+
+SIBLING_MIN_CHARS = 800
+"""Adjacent requests are siblings when all their messages but the last are equal and the last ones share a
+common prefix of at least this many characters and half the shorter one. One material's synthesis calls share
+everything up to their closing instruction (the material is long); judge prompts share only a short header."""
+
+
+def sibling_groups(requests: list[ChatRequest], min_chars: int = SIBLING_MIN_CHARS) -> list[list[int]]:
+    """Indices of the requests in order, adjacent siblings grouped."""
+    groups: list[list[int]] = []
+    for i, r in enumerate(requests):
+        if groups and is_sibling(requests[i - 1], r, min_chars):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def is_sibling(a: ChatRequest, b: ChatRequest, min_chars: int = SIBLING_MIN_CHARS) -> bool:
+    if len(a.messages) != len(b.messages) or a.messages[:-1] != b.messages[:-1]:
+        return False
+    x, y = a.messages[-1][1], b.messages[-1][1]
+    return common_prefix(x, y) >= max(min_chars, 0.5 * min(len(x), len(y)))
+
+
+def common_prefix(a: str, b: str) -> int:
+    return len(os.path.commonprefix([a, b]))
 
 
 def server_args(cfg: LLMConfig, model: Path) -> list[str]:
