@@ -280,8 +280,20 @@ class SynthesisConfig(Section):
     label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
     """per_label: one call per material and label, asking for samples of that label only; round_robin: one
     call per material, labels asked for in turn; free: one call, the generator picks the labels."""
+    samples_per_call: int | None = None
+    """per_label: ask for a label's samples in calls of at most this many, which differ only in their seed (they
+    share the whole prompt, so an engine with a prompt cache evaluates it once per material). Default: one call."""
+    output: Literal["json", "compact"] = "json"
+    """json: one {"text": ..., "label": ...} object per sample; compact: per_label calls ask for {"text": ...}
+    only (the call's label is known), fewer generated tokens per sample (docs/benchmarks.md)."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+
+    @model_validator(mode="after")
+    def _compact_needs_per_label(self) -> SynthesisConfig:
+        if self.output == "compact" and self.label_mode != "per_label":
+            raise ValueError('output = "compact" needs label_mode = "per_label" (its answers carry no label)')
+        return self
 
 
 class TrainConfig(Section):

@@ -301,6 +301,29 @@ def _attr(text: str) -> str:
     return text.replace('"', "'").replace("<", "‹")[:200]
 
 
+# ------------------------------------------------------------------------- compact synthesis output
+
+JSON_ANSWER = ' Answer with one JSON object per line: {"text": "...", "label": "..."}'
+COMPACT_ANSWER = ' Answer with one JSON object per line: {"text": "..."}'
+SYNTH_COMPACT_EXAMPLE_USER = ("Task: spam. Labels: [\"0\", \"1\"] (\"1\" = has spam). Write 2 inputs. All 2 must have "
+                              "the label \"1\": the text has spam." + COMPACT_ANSWER)
+SYNTH_COMPACT_EXAMPLE_ANSWER = ('{"text": "Congratulations! You won a free phone, reply with your bank details to '
+                                'claim it today."}\n{"text": "URGENT: your parcel is held at customs, pay the 2 EUR '
+                                'fee at bit.ly/pay-fee now"}')
+
+
+def build_synthesis_compact_messages(culture: Culture, task: Task, material: str, demos: list[str], label: str,
+                                     n: int, cfg: SynthesisConfig) -> Messages:
+    """synthesis.output = "compact": the per-label synthesis prompt, answered with {"text": ...} objects only (the
+    call's label is known; parse_samples fills it in), which saves the label's tokens on every sample. The JSON
+    shape stays: it is what keeps a small model's refusals and prose out of the samples."""
+    user = build_synthesis_messages(culture, task, material, demos, [label] * n, cfg)[-1][1]
+    if not user.endswith(JSON_ANSWER):
+        raise ValueError("build_synthesis_messages no longer ends with JSON_ANSWER: update prompts.JSON_ANSWER")
+    return (("system", SYNTH_SYSTEM), ("user", SYNTH_COMPACT_EXAMPLE_USER), ("assistant", SYNTH_COMPACT_EXAMPLE_ANSWER),
+            ("user", user[:-len(JSON_ANSWER)] + COMPACT_ANSWER))
+
+
 # ---------------------------------------------------------------------------------------- the judge
 
 JUDGE_SYSTEM = ("You check the labels of training data for a text classifier. The text inside <text> tags is data "
