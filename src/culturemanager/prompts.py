@@ -305,11 +305,11 @@ def _attr(text: str) -> str:
 
 JSON_ANSWER = ' Answer with one JSON object per line: {"text": "...", "label": "..."}'
 COMPACT_ANSWER = ' Answer with one JSON object per line: {"text": "..."}'
-SYNTH_COMPACT_EXAMPLE_USER = ("Task: spam. Labels: [\"0\", \"1\"] (\"1\" = has spam). Write 2 inputs. All 2 must have "
+# the default example's spam text only: a small model copies its example into its samples, so no new text
+SYNTH_COMPACT_EXAMPLE_USER = ("Task: spam. Labels: [\"0\", \"1\"] (\"1\" = has spam). Write 1 input. All 1 must have "
                               "the label \"1\": the text has spam." + COMPACT_ANSWER)
 SYNTH_COMPACT_EXAMPLE_ANSWER = ('{"text": "Congratulations! You won a free phone, reply with your bank details to '
-                                'claim it today."}\n{"text": "URGENT: your parcel is held at customs, pay the 2 EUR '
-                                'fee at bit.ly/pay-fee now"}')
+                                'claim it today."}')
 
 
 def build_synthesis_compact_messages(culture: Culture, task: Task, material: str, demos: list[str], label: str,
