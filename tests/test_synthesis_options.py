@@ -90,3 +90,10 @@ def test_the_stage_with_both_options_keeps_provenance(task_config):
     assert counts["synthesize"]["llm"]["calls"] == 2 * 2 * 2  # two materials x two labels x two calls
     kept = [json.loads(line) for line in (cfg.run.dir / "samples" / "Spanish.jsonl").read_text().splitlines()]
     assert kept and all(s["provenance"]["material_id"] and s["label"] in ("0", "1") for s in kept)
+
+
+def test_the_demo_config_serves_its_generator_with_llama_server():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "demo.toml")
+    assert cfg.generator.backend == "llama_server" and cfg.generator.concurrency == 4

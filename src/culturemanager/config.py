@@ -124,6 +124,9 @@ class LlamaServerConfig(Section):
     """Context tokens of each parallel sequence; the server gets concurrency x this."""
     startup_timeout_s: float = 180.0
     """How long to wait for the server to load the model and answer /health."""
+    request_timeout_s: float = 1800.0
+    """Per request (instead of generator.timeout_s, which is for remote endpoints): on a busy CPU one local call
+    can take minutes, and a timed-out call is retried while the server still works on it."""
     extra_args: list[str] = Field(default_factory=list)
     """More llama-server arguments, e.g. ["--cache-reuse", "256"]. Host, port, model, threads, --parallel and
     --ctx-size are set from the config and cannot be given here."""

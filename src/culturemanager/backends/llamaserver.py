@@ -152,7 +152,7 @@ class LlamaServerBackend:
         self.server = LlamaServer(self.binary, server_args(self.cfg, resolve_gguf(self.cfg.model)), key,
                                   self.cfg.server.startup_timeout_s)
         url = self.server.start()
-        self._client = OpenAI(api_key=key, base_url=f"{url}/v1", timeout=self.cfg.timeout_s,
+        self._client = OpenAI(api_key=key, base_url=f"{url}/v1", timeout=self.cfg.server.request_timeout_s,
                               max_retries=self.cfg.max_retries)
         return self._client
 
