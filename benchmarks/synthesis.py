@@ -6,19 +6,20 @@ threads. The materials are the demo corpus's passages found (BM25, no LLM) for f
 to 900 characters per query, as the bench's pipeline uses them (`search.summarize = false`).
 
 Cases (`CASES` below): `before` is today's path (in-process llama-cpp-python, one request at a time, the demo's
-synthesis settings: per-label calls of 3 samples, 320 new tokens at most); `server-c4` is the same settings
-through llama.cpp's own llama-server with 4 requests in flight (the engine alone); `after-c1/c4/c8` add the
-throughput settings (32 samples per material asked in calls of 8 that share the whole prompt, compact output)
-at 1, 4 and 8 requests in flight (the concurrency speed-up). The materials are cut into rounds and every round
-runs every case, so a busy spell of the shared machine falls on all cases alike; each case's totals add up its
-rounds. Both engines are warmed with one tiny request first, so the times are the stage's own (model loading
-and server start are excluded and reported apart). Kept samples are also checked for near-duplicates (USE
-cosine > 0.9 with an earlier kept sample of the culture): more samples per material must not just mean repeats.
+synthesis settings: per-label calls of 3 samples, 320 new tokens at most); `server-c1/c4/c8` are the same
+settings through llama.cpp's own llama-server with 1, 4 and 8 requests in flight (the engine and its
+concurrency: a material's calls share their prompt and run in turn on one slot, so N in flight needs N
+materials); `after-c4` (and `after-c8`) add the throughput settings: 32 samples per material, asked in calls of
+8 that share the whole prompt, with compact output. With `--rounds R` the materials are cut into R rounds and
+every round runs every case, so a busy spell of the shared machine falls on all cases alike. Both engines are
+warmed with one tiny request first, so the times are the stage's own (model loading and server start are
+excluded and reported apart). Kept samples are also checked for near-duplicates (USE cosine > 0.9 with an
+earlier kept sample of the culture): more samples per material must not just mean repeats.
 
 Where a call's time goes comes from the engines' own counters: llama.cpp's perf counters in process (prompt
 tokens evaluated vs reused from the KV cache, prompt and generation milliseconds), llama-server's `timings`.
 
-Run: `make bench-synthesis` (or `python benchmarks/synthesis.py [--cases before,after-c4] [--materials 3]`);
+Run: `make bench-synthesis` (or `python benchmarks/synthesis.py [--cases before,after-c4] [--materials 4]`);
 writes benchmarks/results/synthesis.json and prints the table for docs/benchmarks.md.
 """
 
@@ -65,21 +66,23 @@ SERVER = ["generator.backend=llama_server"]
 FAST = ["synthesis.samples_per_material=32", "synthesis.samples_per_call=8", "synthesis.output=compact"]
 CASES: dict[str, list[str]] = {
     "before": ["generator.backend=local", "generator.engine=llama_cpp"],
-    # the same settings through llama-server: the engine alone
+    # the same settings through llama-server at 1, 4 and 8 requests in flight: the engine and its concurrency
+    "server-c1": SERVER + ["generator.concurrency=1"],
     "server-c4": SERVER + ["generator.concurrency=4"],
-    # more samples per material, asked in calls of 8 that share the whole prompt, labels not repeated; at 1, 4
-    # and 8 requests in flight (the concurrency speed-up)
-    "after-c1": SERVER + ["generator.concurrency=1"] + FAST,
+    "server-c8": SERVER + ["generator.concurrency=8"],
+    # more samples per material, asked in calls of 8 that share the whole prompt, labels not repeated
     "after-c4": SERVER + ["generator.concurrency=4"] + FAST,
     "after-c8": SERVER + ["generator.concurrency=8"] + FAST,
 }
+DEFAULT_CASES = ["before", "after-c4", "server-c4", "server-c8", "server-c1"]  # before and after next to each other
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
-    ap.add_argument("--materials", type=int, default=2, help="queries (materials) per culture, at most 6")
-    ap.add_argument("--rounds", type=int, default=2, help="the materials are cut into this many rounds; each "
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    ap.add_argument("--materials", type=int, default=4, help="queries (materials) per culture, at most 6; a "
+                    "material's calls run on one slot, so 8 requests in flight need 8 materials in a round")
+    ap.add_argument("--rounds", type=int, default=1, help="the materials are cut into this many rounds; each "
                     "round runs every case, so a busy spell of the machine falls on all cases alike")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
