@@ -79,6 +79,8 @@ DEFAULT_CASES = ["before", "after-c4", "server-c4", "server-c8", "server-c1"]  #
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", action="store_true", help="only the engine's scaling: generation tokens/s with "
+                    "1, 2, 4 and 8 sequences decoded together, and prompt tokens/s (benchmarks/results/engine.json)")
     ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--materials", type=int, default=4, help="queries (materials) per culture, at most 6; a "
                     "material's calls run on one slot, so 8 requests in flight need 8 materials in a round")
@@ -86,6 +88,9 @@ def main() -> None:
                     "round runs every case, so a busy spell of the machine falls on all cases alike")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if args.engine:
+        print(json.dumps(engine_scaling(), indent=2))
+        return
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(names) - set(CASES))
     if unknown:
@@ -108,6 +113,52 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(results))
+
+
+def engine_scaling(tokens: int = 64) -> dict:
+    """llama-server with 8 slots, each warmed with the same short prompt: then N slots decode `tokens` tokens
+    each at once (ignore_eos), N = 1, 2, 4, 8, and one ~500-token prompt is processed alone (cache off)."""
+    import secrets
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from culturemanager.backends.llamaserver import LlamaServer, find_binary, server_args
+    from culturemanager.backends.models import resolve_gguf
+
+    cfg = case_config(SERVER + ["generator.concurrency=8"], OUT / "engine").generator
+    key = secrets.token_hex(8)
+    server = LlamaServer(find_binary(cfg.server.binary), server_args(cfg, resolve_gguf(cfg.model)), key, 300)
+    url = server.start()
+
+    def call(slot: int, n: int, content: str, cache: bool = True) -> dict:
+        body = {"messages": [{"role": "user", "content": content}], "max_tokens": n, "seed": slot, "temperature": 0.7,
+                "ignore_eos": True, "id_slot": slot, "cache_prompt": cache}
+        return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1800,
+                          headers={"Authorization": f"Bearer {key}"}).json()["timings"]
+
+    out: dict = {"date": time.strftime("%Y-%m-%d"), "threads": cfg.threads, "decode": {}}
+    try:
+        story = "Write a long story about a market in Seville, in Spanish."
+        for slot in range(8):
+            call(slot, 1, story)
+        for n in (1, 2, 4, 8):
+            t0 = time.time()
+            with ThreadPoolExecutor(n) as pool:
+                done = list(pool.map(lambda k: call(k, tokens, story), range(n)))
+            wall = time.time() - t0
+            out["decode"][n] = {"tokens": sum(t["predicted_n"] for t in done), "seconds": round(wall, 2),
+                                "tokens_per_s": round(sum(t["predicted_n"] for t in done) / wall, 1),
+                                "loadavg_1min": os.getloadavg()[0]}
+        text = (ROOT / "examples" / "corpus" / "spanish" / "social_norms.md").read_text(encoding="utf-8")[:2200]
+        t = call(0, 1, text, cache=False)
+        out["prompt"] = {"tokens": t["prompt_n"], "tokens_per_s": round(t["prompt_per_second"], 1),
+                         "loadavg_1min": os.getloadavg()[0]}
+    finally:
+        server.stop()
+    path = RESULTS.with_name("engine.json")
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def case_config(overrides: list[str], run_dir: Path) -> Config:
