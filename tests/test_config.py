@@ -351,7 +351,7 @@ def test_config_explain_prints_every_field_with_type_default_and_docstring(capsy
     assert main(["config", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "train.epochs: int (>= 1) = 3\n    Passes over a culture's samples." in out
-    assert 'generator.backend: "local" | "openai" | "fake" = "local"' in out
+    assert 'generator.backend: "local" | "openai" | "llama_server" | "fake" = "local"' in out
     assert "tasks[].demonstrations[].format:" in out and "cultures[].name: str (required)" in out
     lines = [x for x in out.splitlines() if not x.startswith("    ")]
     assert len(lines) > 100 and all(":" in x for x in lines)

@@ -199,7 +199,7 @@ def testredact(text, expected):
 # ------------------------------------------------------------------------------------------- FakeBackend
 
 def test_backend_dispatch():
-    assert set(BACKENDS) == {"local", "openai", "fake"}
+    assert set(BACKENDS) == {"local", "openai", "llama_server", "fake"}
     assert isinstance(make_backend(LLMConfig(backend="fake")), FakeBackend)
 
 

@@ -123,10 +123,31 @@ class Task(Section):
         return self
 
 
+class LlamaServerConfig(Section):
+    """generator.backend = "llama_server": llama.cpp's own server, started by the run on 127.0.0.1 and stopped
+    when the run ends. It decodes `generator.concurrency` sequences together (continuous batching) and reuses
+    the cached prompt prefix of each slot (backends/llamaserver.py)."""
+
+    binary: Path | None = None
+    """The llama-server executable (absolute, or relative to the working directory). Default: `llama-server`
+    next to the running Python (where `make llama-server` puts it), then on PATH."""
+    ctx_per_slot: int = Field(4096, ge=256)
+    """Context tokens of each parallel sequence; the server gets concurrency x this."""
+    startup_timeout_s: float = Field(180.0, gt=0)
+    """How long to wait for the server to load the model and answer /health."""
+    request_timeout_s: float = Field(1800.0, gt=0)
+    """Per request (instead of generator.timeout_s, which is for remote endpoints): on a busy CPU one local call
+    can take minutes, and a timed-out call is retried while the server still works on it."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More llama-server arguments, e.g. ["--cache-reuse", "256"]. Host, port, model, threads, --parallel and
+    --ctx-size are set from the config and cannot be given here."""
+
+
 class LLMConfig(Section):
-    backend: Literal["local", "openai", "fake"] = "local"
+    backend: Literal["local", "openai", "llama_server", "fake"] = "local"
     """local: a transformers model (short name, folder, GGUF file or hub id); openai: any OpenAI-compatible
-    endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); fake: deterministic offline stand-in for tests."""
+    endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); llama_server: a local GGUF model served by llama.cpp's
+    own server, which the run starts and stops (`server` below); fake: deterministic offline stand-in."""
     model: str = "qwen2.5-coder-0.5b-instruct"
     """The generator: a packaged short name (`culturemanager models`), a transformers folder or .gguf file
     (relative to the config file), a hub id, or the model name the openai endpoint expects."""
@@ -139,7 +160,7 @@ class LLMConfig(Section):
     max_new_tokens: int = Field(384, ge=1)
     """Longest answer of one call, in tokens (queries are capped at 256)."""
     concurrency: int = Field(4, ge=1)
-    """openai backend: requests in flight at once."""
+    """openai and llama_server backends: requests in flight at once (llama_server: also its parallel slots)."""
     timeout_s: float = Field(120.0, gt=0)
     """openai backend: wall-clock deadline of one request, from sending it to the answer's last byte; a server
     that keeps dripping bytes is cut off here too."""
@@ -149,7 +170,9 @@ class LLMConfig(Section):
     engine: Literal["transformers", "llama_cpp"] = "transformers"
     """local backend: llama_cpp needs the `llamacpp` extra and a GGUF model."""
     threads: int | None = Field(None, ge=1)
-    """local backend: CPU threads (default: torch's default)."""
+    """local and llama_server backends: CPU threads (default: torch's / llama.cpp's default)."""
+    server: LlamaServerConfig = Field(default_factory=LlamaServerConfig)
+    """llama_server backend: the server's binary, context and timeouts."""
 
 
 class TargetConfig(Section):
@@ -256,6 +279,39 @@ class SearchConfig(Section):
     """Where the BM25 index is persisted (default: <run>/index)."""
 
 
+class JudgeConfig(Section):
+    """Label check by a judge: an LLM reads each kept sample's text and gives its label; a sample whose label it
+    disagrees with is dropped and counted (stages/checks.py). How far a judge can be trusted is measured on
+    real labelled inputs by benchmarks/judge.py (docs/benchmarks.md)."""
+
+    enabled: bool = False
+    """Judge every kept sample's label (one short generator call per sample)."""
+    generator: LLMConfig | None = None
+    """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
+    max_chars: int = Field(600, ge=1)
+    """A sample is shown to the judge cut to this many characters."""
+
+
+class SelectConfig(Section):
+    """Selection by culture over multilingual sentence embeddings (CAReDiO's representativeness and
+    distinctiveness, stages/select.py). Every drop is counted with its reason."""
+
+    enabled: bool = False
+    """Select kept samples by culture over sentence embeddings (needs the `dense` extra)."""
+    near_duplicate: float = Field(0.9, ge=0.0, le=1.0)
+    """A sample whose cosine with an earlier kept sample of the same culture and task is above this is a
+    near-duplicate: dropped."""
+    min_representativeness: float = Field(0.1, ge=-1.0, le=1.0)
+    """Cosine between a sample and the mean of its culture's demonstrations of the task; below it: dropped.
+    A culture x task without demonstrations is not checked."""
+    min_distinctiveness: float = Field(0.0, ge=-2.0, le=2.0)
+    """Cosine to the mean of its own culture's other samples minus the highest cosine to another culture's
+    sample mean (same task); below it (closer to another culture than to its own): dropped."""
+    balance: bool = True
+    """Cap each label of a culture x task at the count of its rarest label present, keeping the most
+    representative samples."""
+
+
 class SynthesisConfig(Section):
     samples_per_material: int = Field(4, ge=1)
     """Samples asked for per material (per_label: split over the labels, at least one each)."""
@@ -273,6 +329,22 @@ class SynthesisConfig(Section):
     label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
     """per_label: one call per material and label, asking for samples of that label only; round_robin: one
     call per material, labels asked for in turn; free: one call, the generator picks the labels."""
+    samples_per_call: int | None = Field(None, ge=1)
+    """per_label: ask for a label's samples in calls of at most this many, which differ only in their seed (they
+    share the whole prompt, so an engine with a prompt cache evaluates it once per material). Default: one call."""
+    output: Literal["json", "compact"] = "json"
+    """json: one {"text": ..., "label": ...} object per sample; compact: per_label calls ask for {"text": ...}
+    only (the call's label is known), fewer generated tokens per sample (docs/benchmarks.md)."""
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    """The label check on kept samples by an LLM judge (off by default)."""
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    """Selection of kept samples by culture over embeddings (off by default)."""
+
+    @model_validator(mode="after")
+    def _compact_needs_per_label(self) -> SynthesisConfig:
+        if self.output == "compact" and self.label_mode != "per_label":
+            raise ValueError('output = "compact" needs label_mode = "per_label" (its answers carry no label)')
+        return self
 
     @model_validator(mode="after")
     def _bounds(self) -> SynthesisConfig:

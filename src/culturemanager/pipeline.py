@@ -53,6 +53,12 @@ class Run:
                                   progress=self.progress)
         return self._llm
 
+    def close(self) -> None:
+        """Stop what the generator backend started (llama_server's process); a later stage starts it again."""
+        close = getattr(self._llm.backend, "close", None) if self._llm else None
+        if close is not None:
+            close()
+
     def stage(self, name: str) -> dict[str, Any]:
         t0 = time.time()
         before = dict(self._llm.counts) if self._llm else {}
@@ -125,8 +131,12 @@ assert tuple(STAGE_FUNCS) == STAGES
 
 def run(cfg: Config, stages: list[str] | None = None, progress: bool = True, shard: tuple[int, int] = (0, 1)
         ) -> dict[str, dict]:
-    """The stages (default: all) in order, after checking that the models they need are here."""
+    """The stages (default: all) in order, after checking that the models they need are here; a generator server
+    the run started is stopped at the end, whatever happened."""
     stages = list(stages or STAGES)
     preflight(cfg, stages)
     r = Run(cfg, progress, shard=shard)
-    return {name: r.stage(name) for name in stages}
+    try:
+        return {name: r.stage(name) for name in stages}
+    finally:
+        r.close()

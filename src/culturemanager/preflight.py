@@ -29,6 +29,15 @@ def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
     """Raise a ConfigError when a model that one of `stages` needs cannot be loaded here."""
     if cfg.generator.backend == "local" and GENERATOR_STAGES & set(stages):
         check_model(cfg.generator.model, "generator.model", gguf=cfg.generator.engine == "llama_cpp")
+    if cfg.generator.backend == "llama_server" and GENERATOR_STAGES & set(stages):
+        from culturemanager.backends.chat import BackendError
+        from culturemanager.backends.llamaserver import find_binary
+
+        check_model(cfg.generator.model, "generator.model", gguf=True)
+        try:
+            find_binary(cfg.generator.server.binary)
+        except BackendError as e:
+            raise ConfigError(str(e)) from None
     if TARGET_STAGES & set(stages):
         check_model(cfg.target.model, "target.model")
         from culturemanager.backends.target import resolve_device

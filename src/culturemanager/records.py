@@ -80,6 +80,18 @@ class Material(Record):
     citations: list[Citation] = Field(default_factory=list)
 
 
+class Check(Record):
+    """A check a kept sample passed beyond parsing and the copy, duplicate and leakage filters."""
+
+    name: Literal["judge", "selection"]
+    by: str = ""
+    """The judge model, or the sentence embedder."""
+    verdict: str | None = None
+    """judge: the label it gave (None: no verdict that parsed; the sample is kept)."""
+    scores: dict[str, float] = Field(default_factory=dict)
+    """selection: representativeness, distinctiveness, nearest (the highest cosine to a kept sample)."""
+
+
 class Provenance(Record):
     culture: str
     task: str
@@ -91,6 +103,8 @@ class Provenance(Record):
     citations: list[Citation] = Field(default_factory=list)
     generator: str
     prompt_hash: str
+    checks: list[Check] = Field(default_factory=list)
+    """The optional checks it passed (synthesis.judge, synthesis.select), in order."""
 
 
 class Sample(Record):
@@ -118,6 +132,12 @@ class DropReason(StrEnum):
     DUPLICATE = "duplicate"
     LEAKS_EVALUATION = "leaks_evaluation"
     NO_VALID_ANSWER = "no_valid_answer"  # every attempt of a job: no answer, or no valid item in it
+    # the checks on kept samples (stages/checks.py, stages/select.py; off by default)
+    JUDGE_DISAGREES = "judge_disagrees"
+    NEAR_DUPLICATE = "near_duplicate"
+    UNREPRESENTATIVE = "unrepresentative"
+    NOT_DISTINCTIVE = "not_distinctive"
+    LABEL_BALANCE = "label_balance"
 
 
 class DroppedSample(Record):

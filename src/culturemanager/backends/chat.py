@@ -4,7 +4,7 @@
 token counts and the errors of the attempts retried before it; a backend returns, per request, a Completion or
 a `CallFailed` (an expected failure: HTTP, timeout, malformed answer), and raises `BackendError` when it cannot be
 used at all (missing key or model). Backends: `llm.py` (local, fake, and the cached wrapper every call goes
-through), `openai_chat.py` (any OpenAI-compatible endpoint).
+through), `openai_chat.py` (any OpenAI-compatible endpoint), `llamaserver.py` (llama.cpp's server, run by the run).
 
 Run: imported by the backends; no entry point of its own.
 """
@@ -48,7 +48,9 @@ class CallFailed(Exception):
 
 class LLMBackend(Protocol):
     """`name` is the model's identity (in provenance and the cache key). A backend may set `parallel`: how
-    many requests it answers at once (the cache stores answers after each such chunk)."""
+    many requests it answers at once (the cache stores answers after each such chunk); or offer
+    `complete_each(requests, on_answer)`, calling `on_answer(index, answer, seconds)` as each one finishes
+    (the cache stores each answer at once)."""
 
     name: str
 

@@ -85,23 +85,31 @@ class CachedLLM:
             return out
         # answers are stored chunk by chunk, so a run killed mid-stage keeps every finished call
         chunk = max(1, getattr(self.backend, "parallel", 1))
+        each = getattr(self.backend, "complete_each", None)
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), disable=not self.progress,
                       transient=True) as bar:
             job = bar.add_task(f"{stage} ({self.backend.name})", total=len(todo))
+
+            def settle(i: int, a: Completion | Exception, latency: float) -> None:
+                if isinstance(a, Exception):
+                    self._log(stage, requests[i], latency, None, a)
+                else:
+                    if a.text.strip():  # an empty answer is a server's hiccup, not worth keeping
+                        self._store(keys[i], a)
+                    out[i] = a
+                    self._log(stage, requests[i], latency, a, None)
+                bar.update(job, advance=1)
+
+            if each is not None:  # each answer is stored as it finishes: no chunk waits for its slowest call
+                each([requests[i] for i in todo], lambda j, a, latency: settle(todo[j], a, latency))
+                return out
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
                 t0 = time.time()
                 answers = self.backend.complete([requests[i] for i in part])
                 latency = (time.time() - t0) / len(part)
                 for i, a in zip(part, answers):
-                    if isinstance(a, Exception):
-                        self._log(stage, requests[i], latency, None, a)
-                        continue
-                    if a.text.strip():  # an empty answer is a server's hiccup, not worth keeping
-                        self._store(keys[i], a)
-                    out[i] = a
-                    self._log(stage, requests[i], latency, a, None)
-                bar.update(job, advance=len(part))
+                    settle(i, a, latency)
         return out
 
     def key(self, r: ChatRequest) -> str:
@@ -289,9 +297,16 @@ def _openai(cfg: LLMConfig) -> LLMBackend:
     return OpenAIBackend(cfg)
 
 
+def _llama_server(cfg: LLMConfig) -> LLMBackend:
+    from culturemanager.backends.llamaserver import LlamaServerBackend  # it imports this module: import it late
+
+    return LlamaServerBackend(cfg)
+
+
 BACKENDS: dict[str, Callable[[LLMConfig], LLMBackend]] = {
     "local": LocalBackend,
     "openai": _openai,
+    "llama_server": _llama_server,
     "fake": FakeBackend,
 }
 

@@ -134,9 +134,12 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def prepare_for(target: TargetConfig, generator: LLMConfig | None) -> dict[str, str]:
     """Make ready exactly the models a run uses, in the form it uses them: the target as a transformers folder;
-    a local generator as a GGUF file (llama.cpp engine) or a transformers folder. Nothing else is converted."""
+    a local generator as a GGUF file (llama.cpp engine, llama_server backend) or a transformers folder. Nothing
+    else is converted."""
     out = {"target": resolve_hf(target.model)[0]}
-    if generator is not None and generator.backend == "local":
+    if generator is not None and generator.backend == "llama_server":
+        out["generator"] = str(resolve_gguf(generator.model))
+    elif generator is not None and generator.backend == "local":
         out["generator"] = str(resolve_gguf(generator.model)) if generator.engine == "llama_cpp" \
             else resolve_hf(generator.model)[0]
     return out

@@ -28,7 +28,7 @@ from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Task
 from culturemanager.errors import StageFailed
 from culturemanager.leakage import LeakIndex, evaluation_index
-from culturemanager.prompts import build_synthesis_messages, parse_samples
+from culturemanager.prompts import build_synthesis_compact_messages, build_synthesis_messages, parse_samples
 from culturemanager.records import (
     DroppedSample,
     DropReason,
@@ -41,6 +41,7 @@ from culturemanager.records import (
     write_jsonl,
 )
 from culturemanager.rundir import RunDir
+from culturemanager.stages.checks import check_samples
 from culturemanager.stages.spec import demonstrations_by_culture
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,19 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     copies = {m.id: copy_checks(m, demos[m.task].get(m.culture, []), cfg) for m in materials}
     # one job per material, or per material x label; a material's jobs are adjacent, so a local engine
     # reuses the shared prompt prefix (everything up to the material) between them
-    pending = [(i, m, lab) for i, m in enumerate(materials) for lab in job_labels(cfg, cfg.task(m.task))]
-    jobs = Counter(m.culture for _, m, _ in pending)
+    pending = [(i, m, lab, part) for i, m in enumerate(materials)
+               for lab, part in job_labels(cfg, cfg.task(m.task))]
+    jobs = Counter(m.culture for _, m, _, _ in pending)
     answered: Counter = Counter()  # per culture: jobs that got at least one valid item
     for attempt in range(cfg.synthesis.max_attempts):
         if not pending:
             break
-        requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures, lab)
-                    for i, m, lab in pending]
+        requests = [synthesis_request(cfg, m, i, attempt, demos[m.task].get(m.culture, []), cultures, lab, part)
+                    for i, m, lab, part in pending]
         answers = llm.complete(requests, stage="synthesize")
         counts["requests"] += len(requests)
         retry = []
-        for (i, m, lab), req, ans in zip(pending, requests, answers):
+        for (i, m, lab, part), req, ans in zip(pending, requests, answers):
             parsed = parse_samples(ans.text, cfg.task(m.task), cfg.synthesis, lab) if ans else None
             items = []
             for text, label in parsed.items if parsed else []:
@@ -89,7 +91,7 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
                 counts[kind] += 1
                 if parsed is not None and first_problem is None:
                     first_problem = describe_unusable(ans.text, parsed.dropped)
-                retry.append((i, m, lab))
+                retry.append((i, m, lab, part))
                 continue
             answered[m.culture] += 1
             kept += [make_sample(m, text, label, llm.name, req.prompt_hash()) for text, label in items]
@@ -98,11 +100,14 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
         raise StageFailed("synthesize", counts["requests"],
                           llm.first_error.get("synthesize") or first_problem or "?")
     counts["jobs_skipped"] = len(pending)
-    for _, m, _ in pending:
+    for _, m, *_ in pending:
         dropped.append(DroppedSample(culture=m.culture, task=m.task, material_id=m.id,
                                      reason=DropReason.NO_VALID_ANSWER))
     kept, more = filter_samples(kept, leaks)
     dropped += more
+    kept, more, checked = check_samples(cfg, llm, kept, demos)  # synthesis.select and .judge (off by default)
+    dropped += more
+    counts.update(checked)
     counts.update(str(d.reason) for d in dropped)
     by_culture = {c: [s for s in kept if s.culture == c] for c in cultures}
     for c, samples in by_culture.items():
@@ -127,22 +132,37 @@ def describe_unusable(answer: str, dropped: list[tuple[DropReason, str, str]]) -
     return f"{reason}: {text[:80]!r} with label {label[:40]!r}"
 
 
-def job_labels(cfg: Config, task: Task) -> list[str | None]:
-    """per_label: one call per label, each asking for samples of that label only (weak generators label far
-    better when the label is given than when they must choose it); otherwise one call per material."""
+def job_labels(cfg: Config, task: Task) -> list[tuple[str | None, int]]:
+    """(label, part) of each call for a material. per_label: one call per label, each asking for samples of that
+    label only (weak generators label far better when the label is given than when they must choose it), or
+    several (parts 0, 1, ...) of at most `samples_per_call` samples; otherwise one call per material."""
     if cfg.synthesis.label_mode == "per_label" and task.labels:
-        return list(task.labels)
-    return [None]
+        return [(lab, part) for lab in task.labels for part in range(len(label_counts(cfg, task)))]
+    return [(None, 0)]
+
+
+def label_counts(cfg: Config, task: Task) -> list[int]:
+    """per_label: how many samples each call of one label asks for (samples_per_material shared by the labels,
+    then cut into calls of at most samples_per_call)."""
+    total = max(1, -(-cfg.synthesis.samples_per_material // len(task.labels or [None])))
+    step = cfg.synthesis.samples_per_call or total
+    return [min(step, total - k) for k in range(0, total, step)]
+
+
+def compact_output(cfg: Config, label: str | None) -> bool:
+    """synthesis.output = "compact" applies to calls whose label is given (their answers carry no label)."""
+    return cfg.synthesis.output == "compact" and label is not None
 
 
 def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos: list[str], cultures,
-                      label: str | None = None) -> ChatRequest:
+                      label: str | None = None, part: int = 0) -> ChatRequest:
     task = cfg.task(m.task)
-    seed = stable_seed(cfg.run.seed, "synth", m.id, label, attempt)
+    # a label's later parts differ from its first call only in the seed: the whole prompt is shared
+    seed = stable_seed(cfg.run.seed, "synth", m.id, label, attempt, *([part] if part else []))
     labels = task.labels or []
     n = cfg.synthesis.samples_per_material
     if label is not None:
-        n = max(1, -(-n // len(labels)))
+        n = label_counts(cfg, task)[part]
         order = [label] * n
     elif labels and cfg.synthesis.label_mode == "round_robin":
         # from a per-material offset: across materials every label is asked for equally often
@@ -150,7 +170,11 @@ def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos:
     else:
         order = [""] * n
     style = random.Random(stable_seed(cfg.run.seed, "style", m.id)).sample(demos, min(2, len(demos)))
-    messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order, cfg.synthesis)
+    if compact_output(cfg, label):
+        messages = build_synthesis_compact_messages(cultures[m.culture], task, m.text, style, label, n,
+                                                    cfg.synthesis)
+    else:
+        messages = build_synthesis_messages(cultures[m.culture], task, m.text, style, order, cfg.synthesis)
     return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
 
 
