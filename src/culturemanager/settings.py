@@ -1,0 +1,346 @@
+"""The settings tables of the pipeline's stages and backends: [generator], [target], [queries], [search],
+[synthesis], [train], [router]. One pydantic class per table, each field documented by the docstring under it
+(`culturemanager config --explain` prints them). The run's root (`Config`), its cultures, tasks and data files
+are in config.py, which is where the rest of the package imports all of them from.
+
+Run: imported by config.py; no entry point of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    # the docstring under each field becomes its description (`culturemanager config --explain`)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+
+class LlamaServerConfig(Section):
+    """generator.backend = "llama_server": llama.cpp's own server, started by the run on 127.0.0.1 and stopped
+    when the run ends. It decodes `generator.concurrency` sequences together (continuous batching) and reuses
+    the cached prompt prefix of each slot (backends/llamaserver.py)."""
+
+    binary: Path | None = None
+    """The llama-server executable (absolute, or relative to the working directory). Default: `llama-server`
+    next to the running Python (where `make llama-server` puts it), then on PATH."""
+    ctx_per_slot: int = Field(4096, ge=256)
+    """Context tokens of each parallel sequence; the server gets concurrency x this."""
+    startup_timeout_s: float = Field(180.0, gt=0)
+    """How long to wait for the server to load the model and answer /health."""
+    request_timeout_s: float = Field(1800.0, gt=0)
+    """Per request (instead of generator.timeout_s, which is for remote endpoints): on a busy CPU one local call
+    can take minutes, and a timed-out call is retried while the server still works on it."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More llama-server arguments, e.g. ["--cache-reuse", "256"]. Host, port, model, threads, --parallel and
+    --ctx-size are set from the config and cannot be given here."""
+
+
+class LLMConfig(Section):
+    backend: Literal["local", "openai", "llama_server", "fake"] = "local"
+    """local: a transformers model (short name, folder, GGUF file or hub id); openai: any OpenAI-compatible
+    endpoint (GPT-4o, vLLM, Ollama, llama.cpp server); llama_server: a local GGUF model served by llama.cpp's
+    own server, which the run starts and stops (`server` below); fake: deterministic offline stand-in."""
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """The generator: a packaged short name (`culturemanager models`), a transformers folder or .gguf file
+    (relative to the config file), a hub id, or the model name the openai endpoint expects."""
+    base_url: str | None = None
+    """openai backend: endpoint, e.g. http://localhost:8000/v1. Default: the OpenAI API."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """openai backend: name of the environment variable holding the key (the key itself never goes here)."""
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    """Sampling temperature of every generator call (0: greedy)."""
+    max_new_tokens: int = Field(384, ge=1)
+    """Longest answer of one call, in tokens (queries are capped at 256)."""
+    concurrency: int = Field(4, ge=1)
+    """openai and llama_server backends: requests in flight at once (llama_server: also its parallel slots)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """openai backend: wall-clock deadline of one request, from sending it to the answer's last byte; a server
+    that keeps dripping bytes is cut off here too."""
+    max_retries: int = Field(4, ge=0)
+    """openai backend: retries of a request on connection errors, timeouts, 429 (honouring Retry-After) and
+    5xx, with exponential backoff; each retry is a line in calls.jsonl."""
+    engine: Literal["transformers", "llama_cpp"] = "transformers"
+    """local backend: llama_cpp needs the `llamacpp` extra and a GGUF model."""
+    threads: int | None = Field(None, ge=1)
+    """local and llama_server backends: CPU threads (default: torch's / llama.cpp's default)."""
+    server: LlamaServerConfig = Field(default_factory=LlamaServerConfig)
+    """llama_server backend: the server's binary, context and timeouts."""
+
+
+class TargetConfig(Section):
+    model: str = "gemma3-270m"
+    """The frozen base model that gets one LoRA adapter per culture (packaged short name, transformers folder
+    or .gguf file relative to the config file, or hub id); checked before any stage runs."""
+    max_length: int = Field(256, ge=16)
+    """Token budget of one prompt + answer. Longer inputs are truncated (the input text's tail is cut;
+    template and answer are kept) and counted."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """Where the target runs for training, routing, prediction, the benchmark and the server: "auto" (CUDA, then
+    Apple MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps". A device that is not here is an error."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype: "auto" is bfloat16 on a CUDA device that supports it (else float16), float16 on MPS and
+    float32 on the CPU."""
+    load_in_4bit: bool = False
+    """Load the target in 4-bit (bitsandbytes NF4, CUDA only, the `gpu` extra) to train LoRA adapters on a large
+    target in little GPU memory (QLoRA-style)."""
+    batch_size: int = Field(8, ge=1)
+    """Inference batch size (routing and prediction)."""
+
+
+class QueriesConfig(Section):
+    modes: list[Literal["task_specific", "task_agnostic"]] = Field(["task_specific", "task_agnostic"],
+                                                                   min_length=1)
+    """task_specific: the prompt shows demonstrations of the task; task_agnostic: broad cultural knowledge."""
+    per_mode: int = Field(3, ge=1)
+    """Queries kept per culture x task x mode."""
+    demo_batch: int = Field(4, ge=1)
+    """Demonstrations shown in one task-specific prompt (a seeded random batch)."""
+    max_attempts: int = Field(3, ge=1)
+    """Generator calls per culture x task x mode until `per_mode` distinct queries are found."""
+
+
+SearchBackend = Literal["local", "tavily", "brave", "serper", "searxng", "ddgs"]
+
+
+class WebSearchConfig(Section):
+    """Settings shared by the web search backends (tavily, brave, serper, searxng, ddgs)."""
+
+    api_key_env: str | None = None
+    """Environment variable holding the API key. Default per backend: TAVILY_API_KEY, BRAVE_API_KEY,
+    SERPER_API_KEY; searxng and ddgs need none. The key itself never goes in the config."""
+    base_url: str | None = None
+    """Override the backend's API endpoint (searxng: required, your instance, e.g. http://localhost:8888)."""
+    results: int = Field(5, ge=1, le=100)
+    """Results asked for per query."""
+    include_domains: list[str] = Field(default_factory=list)
+    """Only results from these domains (e.g. ["elpais.com"]); empty: any."""
+    exclude_domains: list[str] = Field(default_factory=list)
+    """Never results from these domains."""
+    timeout_s: float = Field(20.0, gt=0)
+    """Wall-clock deadline of one search request, whatever the server does (a dripping answer is cut off)."""
+    max_retries: int = Field(3, ge=0)
+    """Retries on 429 (honouring Retry-After) and 5xx, with exponential backoff; then counted and skipped."""
+
+
+class FetchConfig(Section):
+    """Fetching the pages behind web results (httpx), with an SSRF guard."""
+
+    enabled: bool = True
+    """Fetch each result page and extract its main text; off: use the search snippet."""
+    allow_private: bool = False
+    """Allow loopback, private, link-local and other non-public addresses (never by default)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """"host" or "host:port" entries allowed even though they resolve to a non-public address."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    """Connection timeout of one page request."""
+    read_timeout_s: float = Field(15.0, gt=0)
+    """Longest wait for the next bytes of a page; the whole page has connect + 4 x read timeout."""
+    max_bytes: int = Field(2_000_000, ge=1)
+    """Larger responses are cut off here (and counted)."""
+    content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
+    """Content-Types accepted; other pages are refused before their body is read."""
+    max_redirects: int = Field(5, ge=0)
+    """Redirects followed (each hop re-checked by the SSRF guard)."""
+    per_host: int = Field(2, ge=1)
+    """Requests in flight to one host at a time."""
+    cache_dir: Path | None = None
+    """On-disk page cache keyed by URL (default: <run>/cache/pages)."""
+
+
+class SearchConfig(Section):
+    backend: SearchBackend | list[SearchBackend] = "local"
+    """Where material comes from: local (the corpus below) or a web search API; a list queries each and
+    merges the results (a backend that fails is counted and the others go on)."""
+    corpus: list[Path] = Field(default_factory=list)
+    """Folders or files of the local corpus."""
+    retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
+    """local backend: BM25, a multilingual embedding model, or both fused."""
+    web: WebSearchConfig = Field(default_factory=WebSearchConfig)
+    """The web search backends' settings."""
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    """Fetching the pages behind web results."""
+    top_k: int = Field(3, ge=1)
+    """Documents kept per query (they become one material)."""
+    candidates: int = Field(5, ge=1)
+    """Retrieve top_k x candidates documents, then keep the top_k that name the query's culture first."""
+    summarize: bool = True
+    """Summarize each query's documents with the generator before synthesis (as in the paper)."""
+    max_doc_chars: int = Field(1500, ge=1)
+    """Characters of each document shown to the generator."""
+    index_dir: Path | None = None
+    """Where the BM25 index is persisted (default: <run>/index)."""
+
+
+class JudgeConfig(Section):
+    """Label check by a judge: an LLM reads each kept sample's text and gives its label; a sample whose label it
+    disagrees with is dropped and counted (stages/checks.py). How far a judge can be trusted is measured on
+    real labelled inputs by benchmarks/judge.py (docs/benchmarks.md)."""
+
+    enabled: bool = False
+    """Judge every kept sample's label (one short generator call per sample)."""
+    generator: LLMConfig | None = None
+    """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
+    max_chars: int = Field(600, ge=1)
+    """A sample is shown to the judge cut to this many characters."""
+
+
+class SelectConfig(Section):
+    """Selection by culture over multilingual sentence embeddings (CAReDiO's representativeness and
+    distinctiveness, stages/select.py). Every drop is counted with its reason."""
+
+    enabled: bool = False
+    """Select kept samples by culture over sentence embeddings (needs the `dense` extra)."""
+    near_duplicate: float = Field(0.9, ge=0.0, le=1.0)
+    """A sample whose cosine with an earlier kept sample of the same culture and task is above this is a
+    near-duplicate: dropped."""
+    min_representativeness: float = Field(0.1, ge=-1.0, le=1.0)
+    """Cosine between a sample and the mean of its culture's demonstrations of the task; below it: dropped.
+    A culture x task without demonstrations is not checked."""
+    min_distinctiveness: float = Field(0.0, ge=-2.0, le=2.0)
+    """Cosine to the mean of its own culture's other samples minus the highest cosine to another culture's
+    sample mean (same task); below it (closer to another culture than to its own): dropped."""
+    balance: bool = True
+    """Cap each label of a culture x task at the count of its rarest label present, keeping the most
+    representative samples."""
+
+
+class SynthesisConfig(Section):
+    samples_per_material: int = Field(4, ge=1)
+    """Samples asked for per material (per_label: split over the labels, at least one each)."""
+    max_attempts: int = Field(2, ge=1)
+    """Generator calls per material before it is skipped (an unparsable answer is retried)."""
+    min_chars: int = Field(5, ge=0)
+    """Shorter samples are dropped (too_short)."""
+    max_chars: int = Field(600, ge=1)
+    """Longer samples are dropped (too_long)."""
+    leakage_ngram: int = Field(8, ge=1)
+    """A sample sharing this many consecutive tokens (words; characters for Chinese and Japanese) with an
+    evaluation input of the run is dropped as leaked."""
+    copy_ngram: int = Field(12, ge=1)
+    """A sample sharing this many consecutive tokens with its own material is a copy, not a sample: dropped."""
+    label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
+    """per_label: one call per material and label, asking for samples of that label only; round_robin: one
+    call per material, labels asked for in turn; free: one call, the generator picks the labels."""
+    samples_per_call: int | None = Field(None, ge=1)
+    """per_label: ask for a label's samples in calls of at most this many, which differ only in their seed (they
+    share the whole prompt, so an engine with a prompt cache evaluates it once per material). Default: one call."""
+    output: Literal["json", "compact"] = "json"
+    """json: one {"text": ..., "label": ...} object per sample; compact: per_label calls ask for {"text": ...}
+    only (the call's label is known), fewer generated tokens per sample (docs/benchmarks.md)."""
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    """The label check on kept samples by an LLM judge (off by default)."""
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    """Selection of kept samples by culture over embeddings (off by default)."""
+
+    @model_validator(mode="after")
+    def _compact_needs_per_label(self) -> SynthesisConfig:
+        if self.output == "compact" and self.label_mode != "per_label":
+            raise ValueError('output = "compact" needs label_mode = "per_label" (its answers carry no label)')
+        return self
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SynthesisConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        return self
+
+
+class TrainConfig(Section):
+    rank: int = Field(8, ge=1)
+    """LoRA rank r of each adapted matrix."""
+    alpha: int = Field(16, ge=1)
+    """LoRA alpha (the update is scaled by alpha / rank)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = Field(["q_proj", "v_proj"], min_length=1)
+    """Names of the target model's modules that get LoRA weights."""
+    epochs: int = Field(3, ge=1)
+    """Passes over a culture's samples."""
+    lr: float = Field(3e-4, gt=0)
+    """AdamW learning rate."""
+    batch_size: int = Field(4, ge=1)
+    """Samples per optimizer step (the effective batch size)."""
+    micro_batch: int | None = Field(None, ge=1)
+    """Run each step's batch in pieces of this many samples whose gradients are accumulated (gradient
+    accumulation: a large effective batch in little memory). Default: the whole batch at once."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (default: all epochs)."""
+    max_examples: int | None = Field(None, ge=1)
+    """Training budget in examples seen: at most this many (default: `epochs` passes). A budget that means the
+    same for a 50-example and a 1,000-example adapter."""
+    layers: int | None = Field(None, ge=1)
+    """LoRA on the top this many decoder layers only (default: every layer). The frozen layers below are then the
+    same for every adapter: their states are computed once per example and reused, so a step runs only the top
+    layers (docs/benchmarks.md has the measured speed-up)."""
+    balance: bool = False
+    """Class-balanced batches: every label (answer) drawn equally often, rare labels oversampled."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule after the warm-up: constant, or linear / cosine decay to 0."""
+    warmup: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the steps with a linear learning-rate warm-up."""
+    validation: float = Field(0.0, ge=0.0, lt=0.5)
+    """Share of the adapter's own examples held out (stratified by label) for early stopping; 0: none. Never test
+    data: for CultureManager, synthetic samples only."""
+    eval_every: int = Field(10, ge=1)
+    """Steps between validation losses (with `validation`); the best weights are kept."""
+    patience: int | None = Field(None, ge=1)
+    """Stop after this many validations without improvement (default: train the whole budget, keep the best)."""
+    checkpoint_every: int = Field(20, ge=1)
+    """Save a resumable checkpoint every this many steps."""
+    min_samples: int = Field(4, ge=1)
+    """Cultures with fewer synthetic samples get no adapter (they fall back to the base model)."""
+
+
+class RouterConfig(Section):
+    enabled: bool = True
+    """Off: every input uses the culture given by its input file (or the base model)."""
+    kind: Literal["embedding", "prompt"] = "embedding"
+    """embedding: a classifier on multilingual sentence embeddings with a language prior, fitted on each culture's
+    route examples (`router.examples`), milliseconds per input; prompt: the target model is asked which culture the
+    text comes from (the paper's design), one forward pass per option and input. docs/benchmarks.md has both
+    measured on the ten benchmark tasks."""
+    others: bool = True
+    """Offer "Others" (no adapter, the base model answers) as a choice."""
+    examples: list[Literal["demonstrations", "samples"]] = Field(["demonstrations", "samples"], min_length=1)
+    """embedding router: what defines each culture's route: its demonstrations (from files with a known culture,
+    or of tasks with one culture) and the texts of its kept synthetic samples (samples/<culture>.jsonl)."""
+    language_prior: bool = True
+    """embedding router: multiply in py3langid's probability of each culture's language (`[[cultures]] language`;
+    used only when every culture names one), with a weight picked by cross-validation on the route examples."""
+    keep: float = Field(0.99, gt=0.5, le=1.0)
+    """embedding router: the "Others" threshold keeps at least this share of every culture's held-out route examples
+    in-set (held out by cross-validation; out-of-set examples come from leaving each culture out in turn)."""
+    max_chars: int = Field(1000, ge=16)
+    """embedding router: characters of each text it reads (the head; long e-mails cost time, not accuracy)."""
+    top_k: int = Field(1, ge=1, le=16)
+    """Answer with the top this many routes' adapters mixed: their label probabilities weighted by the router's
+    probabilities (renormalised over the k); 1: the routed culture's adapter alone."""
+    mix_below: float = Field(1.0, gt=0.0, le=1.0)
+    """With top_k > 1: mix only inputs whose top route's probability is below this (the router is unsure);
+    1.0: mix every input."""
+    calibrate: bool = True
+    """prompt router: contextual calibration, subtract each option's score on content-free texts ("", "N/A",
+    "...") before choosing, which removes a small model's lean towards the first-listed or most frequent culture
+    name (measured in docs/benchmarks.md: router accuracy 0.77 -> 0.93 on the real-data run, 0.35 -> 0.70 in the
+    bench)."""
+    template: str = "short"
+    """prompt router: "short" (this project's one-line prompt), "paper" (the CultureManager paper's router prompt,
+    word for word, one option per line), or a template of your own with {input} and {options} (comma-separated)
+    or {option_list} (one "- option" line each)."""
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        from culturemanager.prompts import ROUTER_TEMPLATES
+
+        if v in ROUTER_TEMPLATES:
+            return v
+        if v.count("{input}") != 1 or ("{options}" not in v and "{option_list}" not in v):
+            raise ValueError(f"not a template name ({', '.join(ROUTER_TEMPLATES)}) nor a template with {{input}} "
+                             f"once and {{options}} or {{option_list}}: {v!r}")
+        return v
