@@ -105,7 +105,7 @@ class Task(Section):
     """What the task detects or answers, e.g. "hate speech"; fills {task} in the template."""
     format: Format = "binary"
     """binary (two labels, one positive), true_false, multiple_choice (the labels are the options) or free_text
-    (answers are generated, not scored)."""
+    (answers are generated, one line each, and scored against an input's accepted answers: answers_field)."""
     labels: list[str] | None = None
     """The label set. Default: ["0", "1"] for binary, ["true", "false"] for true_false; required for
     multiple_choice; unused for free_text."""
