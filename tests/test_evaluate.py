@@ -52,3 +52,18 @@ def test_calibration_divides_by_the_content_free_probabilities():
     assert calibrate([0.8, 0.2], [0.8, 0.2]) == pytest.approx([0.5, 0.5])
     assert calibrate([0.5, 0.5], [0.8, 0.2]) == pytest.approx([0.2, 0.8])
     assert calibrate([0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]) == pytest.approx([0.2, 0.3, 0.5])
+
+
+def test_free_text_scores_by_hand():
+    from culturemanager.metrics import free_text_scores
+
+    # row 1 exact; row 2 soft only (lemmas: ciudades -> ciudad); row 3 neither; row 4 empty; row 5 CJK soft
+    got = free_text_scores(["Madrid", "Las ciudades santas", "Barcelona", "", "首都是北京"],
+                           [["madrid"], ["la ciudad santa"], ["Madrid"], ["Sevilla"], ["北京"]],
+                           ["es", "es", "es", "es", "zh"])
+    assert got["n"] == 5 and got["exact_match"] == pytest.approx(1 / 5) and got["empty_answers"] == 1
+    from culturemanager.answers import lemmatizer
+
+    if lemmatizer("es"):
+        assert got["soft_match"] == pytest.approx(3 / 5) and got["lemmatized"] == 4
+    assert free_text_scores([], [], [])["n"] == 0

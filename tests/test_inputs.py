@@ -287,3 +287,27 @@ def test_gold_labels_are_checked_against_the_task_before_scoring(tmp_path):
         check_gold_labels(rows, [task] * len(rows))
     check_gold_labels(rows[:1], [task])
     check_gold_labels(rows, [Task(id="free", label="x", format="free_text")] * 2)  # nothing to check
+
+
+# ----------------------------------------------------------------------------------- accepted answers
+
+def test_answers_field_reads_a_list_or_one_string_and_adds_the_label(tmp_path):
+    f = jsonl(tmp_path / "qa.jsonl", [{"text": "¿Capital?", "answers": ["Madrid", " Villa de Madrid "],
+                                       "label": "Madrid"},
+                                      {"text": "首都?", "answers": "北京", "label": "北京市"},
+                                      {"text": "Başkent?", "answers": ["Ankara"], "label": "Ankara"}])
+    rows = read_rows(DataFile(path=f, answers_field="answers", label_field="label"))
+    assert [r.answers for r in rows] == [("Madrid", "Villa de Madrid"), ("北京", "北京市"), ("Ankara",)]
+
+
+def test_answers_field_errors_name_file_and_line(tmp_path):
+    for bad in [[], [""], "  ", 3, ["ok", 4], None]:
+        f = jsonl(tmp_path / "qa.jsonl", [{"text": "fine", "answers": ["x"]}, {"text": "bad", "answers": bad}])
+        msg = input_error(DataFile(path=f, answers_field="answers"))
+        assert msg.startswith(f"{f}:2: answers field 'answers'"), msg
+
+
+def test_answers_from_a_csv_cell_are_one_answer(tmp_path):
+    f = tmp_path / "qa.csv"
+    f.write_text('text,answer\n"¿Capital?","Madrid, España"\n', encoding="utf-8")
+    assert read_rows(DataFile(path=f, answers_field="answer"))[0].answers == ("Madrid, España",)

@@ -260,3 +260,29 @@ def test_calibrated_predictions_divide_by_each_adapters_content_free_lean(task_c
         want = calibrate([p.label_scores[x] for x in task.labels], prior)
         assert [p.calibrated_scores[x] for x in task.labels] == pytest.approx(want, abs=2e-3)
         assert p.label == task.labels[max(range(2), key=want.__getitem__)]
+
+
+def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_config, tmp_path):
+    import json
+
+    rows = [{"text": "¿Qué se come en Nochevieja?", "answers": ["doce uvas", "uvas"], "culture": "Spanish"},
+            {"text": "¿Dónde se celebra la Tomatina?", "answers": "Buñol", "culture": "Spanish"},
+            {"text": "Bayramda ne yenir?", "answers": ["baklava"], "culture": "Turkish"}]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                       encoding="utf-8")
+    cfg = load_config(task_config, ['tasks.0.format="free_text"', "predict.max_new_tokens=4", "router.enabled=false",
+                                    'predict.inputs=[{path="qa.jsonl", answers_field="answers", '
+                                    'culture_field="culture"}]'])
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    metrics = run.stage("predict")
+    from culturemanager.records import Prediction, read_jsonl
+
+    preds = read_jsonl(run.rd.predictions, Prediction)
+    assert [p.answers for p in preds] == [["doce uvas", "uvas"], ["Buñol"], ["baklava"]]
+    assert all("\n" not in p.label for p in preds)
+    scores = metrics["tasks"]["hate"]["scores"]
+    assert scores["n"] == 3 and 0 <= scores["soft_match"] <= 1 and 0 <= scores["exact_match"] <= scores["soft_match"]
+    assert set(scores["by_culture"]) == {"Spanish", "Turkish"} and scores["by_culture"]["Spanish"]["n"] == 2
+    assert metrics["free_text"]["n"] == 3 and set(scores["lemmatizer"]) == {"Spanish", "Turkish"}

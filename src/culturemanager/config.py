@@ -70,6 +70,10 @@ class DataFile(Section):
     """Field holding a gold label (prediction inputs only; demonstrations are unlabeled)."""
     label_map: dict[str, str] = Field(default_factory=dict)
     """Maps raw label strings in the file to the task's labels, e.g. {HS = "1", NOT_HS = "0"}."""
+    answers_field: str | None = None
+    """Field holding the accepted answers of a free_text input: a list of strings (or one string). A prediction
+    is scored right when it matches any of them (exact and soft match, answers.py); with `label_field` as well,
+    the label is one more accepted answer. In a CSV file the cell is one accepted answer."""
     start: int = Field(0, ge=0)
     """First row to use (0-based, after skipping blank lines)."""
     limit: int | None = Field(None, ge=0)
@@ -101,7 +105,7 @@ class Task(Section):
     """What the task detects or answers, e.g. "hate speech"; fills {task} in the template."""
     format: Format = "binary"
     """binary (two labels, one positive), true_false, multiple_choice (the labels are the options) or free_text
-    (answers are generated, not scored)."""
+    (answers are generated, one line each, and scored against an input's accepted answers: answers_field)."""
     labels: list[str] | None = None
     """The label set. Default: ["0", "1"] for binary, ["true", "false"] for true_false; required for
     multiple_choice; unused for free_text."""

@@ -41,6 +41,7 @@ class InputRow:
     source: str  # "path:line", for error messages and provenance
     culture: str | None = None
     task: str | None = None
+    answers: tuple[str, ...] = ()  # free_text: the accepted answers (answers_field, then the label), deduplicated
 
 
 def read_rows(df: DataFile) -> list[InputRow]:
@@ -168,12 +169,26 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         if df.label_map and raw not in df.label_map:
             raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
         label = df.label_map.get(raw, raw)
+    answers = _answers(obj, df, where) + ((label,) if label is not None else ())
     culture = df.culture
     if df.culture_field is not None:
         if not isinstance(obj.get(df.culture_field), str):
             raise InputFileError(f"{where}: no text field {df.culture_field!r} (the row's culture)")
         culture = obj[df.culture_field]
-    return InputRow(text.strip(), label, where, culture, df.task)
+    return InputRow(text.strip(), label, where, culture, df.task, tuple(dict.fromkeys(answers)))
+
+
+def _answers(obj: dict, df: DataFile, where: str) -> tuple[str, ...]:
+    """The row's accepted answers: a non-empty list of non-empty strings, or one string."""
+    if df.answers_field is None:
+        return ()
+    raw = obj.get(df.answers_field)
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise InputFileError(f"{where}: answers field {df.answers_field!r} is {raw!r}, not a list of accepted "
+                             f"answers (non-empty strings)")
+    return tuple(x.strip() for x in raw)
 
 
 def main() -> None:

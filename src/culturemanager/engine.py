@@ -31,7 +31,6 @@ from culturemanager.backends.target import (
     answer_reserve,
     decode_greedy,
     encode_task,
-    generate,
     load_target,
     option_ids,
     score_options,
@@ -187,15 +186,40 @@ class Engine:
 
     def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int
                  ) -> tuple[list[str], list[bool]]:
-        """Greedy answers (free-text tasks), each under its own adapter, and which texts were truncated."""
+        """Greedy free-text answers decoded as one batch, each under its own adapter, and which texts were
+        truncated. An answer is one line: it cannot end before its first non-blank token, it stops at the end
+        of its first line, and an echoed template is cut (`formats.clean_answer`)."""
+        from culturemanager.formats import clean_answer
+
         encoded = self.encode(task, texts, max_new_tokens=max_new_tokens)
-        names = self.row_adapters(adapters)
-        answers = [generate(self.model, self.tok, e.ids, max_new_tokens, names[i] if names else None)
-                   for i, e in enumerate(encoded)]
+        newline, kept = self.newline_ids(), [0] * len(encoded)
+
+        def on_token(row: int, token: int) -> bool:
+            # a row's first token is never blank (blank_ids), so a later line break ends its first line
+            kept[row] += 1
+            return token in newline and kept[row] > 1
+
+        ids = self.complete([e.ids for e in encoded], adapters, [max_new_tokens] * len(encoded), on_token,
+                            blank_ids=self.blank_ids())
+        answers = [clean_answer(self.tok.decode(x, skip_special_tokens=True), task, t) for x, t in zip(ids, texts)]
         return answers, [e.truncated for e in encoded]
 
+    def blank_ids(self) -> set[int]:
+        """Token ids that decode to whitespace only (newlines, spaces), and the special tokens (an answer of only
+        <pad> or <bos> is empty once decoded), once per engine."""
+        return self.memo("blank-ids", lambda: {i for i, s in enumerate(self.vocab_strings()) if s and not s.strip()}
+                         | set(self.tok.all_special_ids))
+
+    def newline_ids(self) -> set[int]:
+        """Token ids whose text holds a line break: a free-text answer ends at the first one after its content."""
+        return self.memo("newline-ids", lambda: {i for i, s in enumerate(self.vocab_strings()) if "\n" in s})
+
+    def vocab_strings(self) -> list[str]:
+        return self.memo("vocab", lambda: self.tok.batch_decode([[i] for i in range(len(self.tok))]))
+
     def complete(self, prompts: Sequence[list[int]], adapters: Sequence[str | None], max_new_tokens: Sequence[int],
-                 on_token: Callable[[int, int], bool] | None = None) -> list[list[int]]:
+                 on_token: Callable[[int, int], bool] | None = None, blank_ids: set[int] | None = None
+                 ) -> list[list[int]]:
         """Greedy continuations (token ids) of raw prompts decoded as one batch, each under its own adapter; a row
         ends at an end-of-sequence token, at its own `max_new_tokens`, or when `on_token(row, token)` says so
         (the server streams and applies stop strings there)."""
@@ -205,7 +229,7 @@ class Engine:
         eos = self.model.generation_config.eos_token_id if hasattr(self.model, "generation_config") else None
         stop = {self.tok.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         return decode_greedy(self.model, [list(p) for p in prompts], names, list(max_new_tokens),
-                             {t for t in stop if t is not None}, self.pad_id, on_token)
+                             {t for t in stop if t is not None}, self.pad_id, on_token, blank_ids)
 
 
 def main() -> None:

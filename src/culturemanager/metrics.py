@@ -5,6 +5,8 @@ Run: imported by `predict` (and the benchmark); no entry point of its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def f1_for(gold: list[str], pred: list[str], positive: str) -> float:
     """F1 of one class (the paper's F1 is the positive class's)."""
@@ -49,3 +51,17 @@ def calibrate(probs: list[float], prior: list[float], eps: float = 1e-6) -> list
     w = [p / max(q, eps) for p, q in zip(probs, prior, strict=True)]
     total = sum(w)
     return [x / total for x in w] if total > 0 else list(probs)
+
+
+def free_text_scores(answers: list[str], accepted: list[Sequence[str]], languages: list[str | None]) -> dict:
+    """Exact- and soft-match rates of generated answers, each against its own accepted answers, soft match
+    lemmatized in that row's language (answers.py). `lemmatized`: the rows whose language has a lemmatizer."""
+    from culturemanager.answers import exact_match, lemmatizer, soft_match
+
+    rows = list(zip(answers, accepted, languages, strict=True))
+    n = len(rows)
+    return {"n": n,
+            "exact_match": sum(exact_match(a, acc) for a, acc, _ in rows) / n if n else 0.0,
+            "soft_match": sum(soft_match(a, acc, lang) for a, acc, lang in rows) / n if n else 0.0,
+            "empty_answers": sum(not a.strip() for a, _, _ in rows),
+            "lemmatized": sum(lemmatizer(lang) is not None for _, _, lang in rows)}

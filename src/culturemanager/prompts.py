@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from culturemanager.config import Culture, SynthesisConfig, Task
+from culturemanager.formats import FORMAT_HINT, SYNTH_EXAMPLES, answer_key, json_shape, validate_answer
 from culturemanager.records import DropReason, Mode
 
 LANGUAGE_NAMES = {"ar": "Arabic", "bn": "Bengali", "zh": "Chinese", "es": "Spanish", "tr": "Turkish",
@@ -47,22 +48,8 @@ SUMMARY_SYSTEM = ("You summarize retrieved documents for a researcher who studie
 
 SYNTH_SYSTEM = ("You create realistic labeled training data for a text classifier. " + DATA_RULE
                 + " Answer with one JSON object per line and nothing else.")
-
-# one-shot example turn: small instruct models follow the JSON-lines shape far more often with it
-SYNTH_EXAMPLE_USER = ("Task: spam. Labels: [\"0\", \"1\"] (\"1\" = has spam). Write 2 inputs. "
-                      "Use the labels in this order: 1, 0.")
-SYNTH_EXAMPLE_ANSWER = ('{"text": "Congratulations! You won a free phone, reply with your bank details to claim '
-                        'it today.", "label": "1"}\n{"text": "Can we move tomorrow\'s meeting to 3 pm?", '
-                        '"label": "0"}')
-
-FORMAT_HINT: dict[str, str] = {
-    "binary": "Each label says whether the text has {task}: {positive} = it has, the other label = it has not.",
-    "true_false": "Each text is a statement about {task}; the label says whether it is true or false.",
-    "multiple_choice": "Each text is a question about {task} that lists its options; the label is the "
-                       "correct option.",
-    "free_text": "Each text is an input of the task and its label is the correct answer, in a few words.",
-}
-
+SYNTH_SYSTEM_FREE_TEXT = ("You create realistic question-answer training data for a language model. " + DATA_RULE
+                          + " Answer with one JSON object per line and nothing else.")
 
 Messages = tuple[tuple[str, str], ...]
 
@@ -144,17 +131,21 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
         lines.append(f"Example inputs of the task, for style and length only:\n<demonstrations>\n"
                      f"{_bullets(clip_demos(demos))}\n</demonstrations>")
     lines.append(f"Material about {culture.name} culture:\n<material>\n{_defuse(material)}\n</material>")
-    ask = (f"Write {n} new, realistic inputs of this task as people of {culture.name} culture would "
+    what = "question-answer pairs" if task.format == "free_text" else "inputs"
+    each = ("each with its correct answer in a few words (not a label, not the question again)"
+            if task.format == "free_text" else "each with its correct label")
+    ask = (f"Write {n} new, realistic {what} of this task as people of {culture.name} culture would "
            f"write them, in {language_name(culture)} where the material allows, grounded in the material but not "
-           f"copied from it, each with its correct label, {cfg.min_chars}-{cfg.max_chars} characters long.")
+           f"copied from it, {each}, {cfg.min_chars}-{cfg.max_chars} characters long.")
     if labels and order and len(set(order)) == 1 and order[0]:
         ask += (f" All {n} must have the label {json.dumps(order[0], ensure_ascii=False)}: "
                 f"{label_meaning(task, order[0])}.")
     elif labels and any(order):
         ask += f" Use the labels in this order: {', '.join(order)}."
-    lines.append(ask + ' Answer with one JSON object per line: {"text": "...", "label": "..."}')
-    return (("system", SYNTH_SYSTEM), ("user", SYNTH_EXAMPLE_USER), ("assistant", SYNTH_EXAMPLE_ANSWER),
-            ("user", "\n".join(lines)))
+    lines.append(ask + " Answer with one JSON object per line: " + json_shape(task))
+    example_user, example_answer = SYNTH_EXAMPLES[task.format]
+    system = SYNTH_SYSTEM_FREE_TEXT if task.format == "free_text" else SYNTH_SYSTEM
+    return (("system", system), ("user", example_user), ("assistant", example_answer), ("user", "\n".join(lines)))
 
 
 def label_meaning(task: Task, label: str) -> str:
@@ -187,7 +178,8 @@ def parse_samples(text: str, task: Task, cfg: SynthesisConfig, requested: str | 
     are kept apart with a reason."""
     out = ParsedSamples([], [])
     for obj in all_json_objects(text):
-        t, lab = obj.get("text"), obj.get("label", obj.get("answer", requested))
+        other = "label" if answer_key(task) == "answer" else "answer"
+        t, lab = obj.get("text"), obj.get(answer_key(task), obj.get(other, requested))
         t = t.strip() if isinstance(t, str) else ""
         lab = str(lab).strip() if isinstance(lab, (str, int, bool)) else ""
         reason = validate_sample(t, lab, task, cfg)
@@ -209,6 +201,8 @@ def validate_sample(text: str, label: str, task: Task, cfg: SynthesisConfig) -> 
         return DropReason.NO_LABEL
     if task.labels and canonical_label(label, task) not in task.labels:
         return DropReason.LABEL_NOT_IN_SET
+    if task.format == "free_text":
+        return validate_answer(text, label, task)
     return None
 
 

@@ -132,6 +132,10 @@ class DropReason(StrEnum):
     DUPLICATE = "duplicate"
     LEAKS_EVALUATION = "leaks_evaluation"
     NO_VALID_ANSWER = "no_valid_answer"  # every attempt of a job: no answer, or no valid item in it
+    # free_text answers that are no answers (formats.validate_answer)
+    BARE_LABEL = "bare_label"  # "0", "1", "true", ...: a label format's habit
+    ECHOES_TEMPLATE = "echoes_template"  # "Question: ... Answer: ...", or the JSON shape's placeholder
+    REPEATS_QUESTION = "repeats_question"
     # the checks on kept samples (stages/checks.py, stages/select.py; off by default)
     JUDGE_DISAGREES = "judge_disagrees"
     NEAR_DUPLICATE = "near_duplicate"
@@ -162,6 +166,7 @@ class Prediction(Record):
     gold: str | None = None
     truncated: bool = False
     mixture: dict[str, float] = Field(default_factory=dict)  # adapter -> weight, when the top routes answered together
+    answers: list[str] = Field(default_factory=list)  # free_text: the input's accepted answers (answers_field)
 
 
 class CallRecord(Record):

@@ -207,23 +207,20 @@ def lm_forward(model, seqs: list[list[int]], pad: int, keep: int, adapters: list
 
 
 @torch.no_grad()
-def generate(model, tok, prompt: list[int], max_new_tokens: int, adapter: str | None = None) -> str:
-    kwargs = {"adapter_names": [adapter]} if adapter is not None else {}
-    ids = torch.tensor([prompt], device=model_device(model))
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, pad_token_id=tok.pad_token_id, **kwargs)
-    return tok.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
-
-
-@torch.no_grad()
 def decode_greedy(model, prompts: list[list[int]], adapters: list[str] | None, max_new_tokens: list[int],
-                  stop_ids: set[int], pad: int, on_token: Callable[[int, int], bool] | None = None
-                  ) -> list[list[int]]:
+                  stop_ids: set[int], pad: int, on_token: Callable[[int, int], bool] | None = None,
+                  blank_ids: set[int] | None = None) -> list[list[int]]:
     """Greedy continuations of several prompts decoded together, one token per row and step with a KV cache,
     each row under its own adapter (peft's `adapter_names`). A row stops at a token of `stop_ids` (not kept), at
     its own `max_new_tokens`, or when `on_token(row, token)` returns True (the token is kept): what a server
-    needs to batch requests of different cultures and stream each one's tokens as they come."""
+    needs to batch requests of different cultures and stream each one's tokens as they come.
+
+    With `blank_ids` (tokens that are only whitespace), a row's tokens of `stop_ids` and `blank_ids` are
+    ruled out until it has produced one other token: a free-text answer never ends before it began (a small
+    adapter's immediate end-of-sequence was half of issue 16's empty answers)."""
     n = len(prompts)
+    banned = torch.tensor(sorted(stop_ids | blank_ids)) if blank_ids is not None else None
+    started = [blank_ids is None] * n
     ids, mask = left_pad(prompts, pad)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kwargs = {"adapter_names": adapters} if adapters is not None else {}
@@ -235,11 +232,17 @@ def decode_greedy(model, prompts: list[list[int]], adapters: list[str] | None, m
         res = model(input_ids=step, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                     **cache, **kwargs)
         name = "cache" if getattr(res, "cache", None) is not None else "past_key_values"
-        cache, nxt = {name: getattr(res, name)}, res.logits[:, -1].argmax(-1)
+        logits = res.logits[:, -1]
+        if banned is not None and not all(started):
+            waiting = torch.tensor([r for r in range(n) if not started[r]])
+            logits = logits.clone()
+            logits[waiting[:, None], banned.to(logits.device)[None, :]] = float("-inf")
+        cache, nxt = {name: getattr(res, name)}, logits.argmax(-1)
         for row in range(n):
             token = int(nxt[row])
             if not live[row]:
                 continue
+            started[row] = started[row] or token not in (blank_ids or ())
             if token in stop_ids:
                 live[row] = False
                 continue

@@ -18,7 +18,7 @@ from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.methods import Job
 from culturemanager.bench.split import stratified_split
-from culturemanager.bench.tasks import BenchTask, read_task_rows
+from culturemanager.bench.tasks import BenchTask, TaskRows, read_task_rows
 from culturemanager.config import Config, Task
 from culturemanager.records import Sample
 from culturemanager.rundir import safe_name
@@ -34,6 +34,13 @@ class TaskData:
     test: list[tuple[str, str]] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
+    def task_label(self, y: str) -> str:
+        """A bench gold label in the task's own spelling: true_false's "1" / "0" are "true" / "false"."""
+        if self.task.format == "true_false":
+            return self.task.positive_label if y == "1" else next(x for x in self.task.labels or []
+                                                                   if x != self.task.positive_label)
+        return y
+
     @property
     def ok(self) -> bool:
         return self.info.get("status") == "ok"
@@ -42,7 +49,7 @@ class TaskData:
 def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path, write: bool = True) -> TaskData:
     b = cfg.bench
     rows = read_task_rows(spec, cfg.data_dir)
-    task = Task(id=spec.id, label=spec.task, format="binary", template=template, cultures=[spec.culture])
+    task = pipeline_task(spec, template, rows)
     td = TaskData(spec, task)
     info = {"id": spec.id, "culture": spec.culture, "task": spec.task, "language": spec.language,
             "file": spec.file, "sha256": file_sha256(cfg.data_dir / spec.file), "rows_used": len(rows.texts),
@@ -65,6 +72,16 @@ def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path, wri
         write_lines(folder / "test.jsonl", [{"text": x, "label": y} for x, y in td.test])
     td.info = info
     return td
+
+
+def pipeline_task(spec: BenchTask, file_template: str, rows: TaskRows) -> Task:
+    """The pipeline's view of a bench task: its format, label set and template (the task's own; else the tasks
+    file's template for binary tasks, the format's default for the others). The bench's gold labels stay "1" /
+    "0" for the two-label formats (`TaskData.task_label` turns them into the task's labels)."""
+    template = spec.template or (file_template if spec.format == "binary" else None)
+    labels = rows.options if spec.format == "multiple_choice" else None  # else the format's default (or none)
+    return Task(id=spec.id, label=spec.task, format=spec.format, labels=labels, template=template,
+                cultures=[spec.culture])
 
 
 def pipeline_config(cfg: BenchConfig, tasks: list[TaskData], run_dir: Path) -> Config:
@@ -141,7 +158,7 @@ def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dic
     by_id = {t.spec.id: t.task for t in tasks}
     if job.kind == "tasksft":
         td = next(t for t in tasks if t.spec.id == job.name)
-        return [training_example(tok, td.task, text, label, ml)[0] for text, label in td.demos]
+        return [training_example(tok, td.task, text, td.task_label(label), ml)[0] for text, label in td.demos]
     cap = cfg.bench.survey_examples
     if job.kind in ("culturesft", "culturellm"):
         pattern = s.survey if job.kind == "culturesft" else s.augmented

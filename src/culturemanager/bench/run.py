@@ -52,7 +52,7 @@ from culturemanager.bench.score import (
     router_summary,
     task_scores,
 )
-from culturemanager.bench.tasks import TasksFile, load_tasks
+from culturemanager.bench.tasks import SCORED_FORMATS, TasksFile, TasksFileError, load_tasks
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import file_lock, library_versions, safe_name
 from culturemanager.stages.route import CONTENT_FREE, Router
@@ -131,6 +131,10 @@ class Bench:
         unknown = sorted(set(wanted) - {t.id for t in self.tf.tasks})
         if unknown:
             raise ValueError(f"bench.task_ids {unknown} are not in {b.tasks}")
+        unscored = [f"{t.id} ({t.format})" for t in self.tf.tasks if t.id in wanted and t.format not in SCORED_FORMATS]
+        if unscored:
+            raise TasksFileError(f"{b.tasks}: tasks {unscored}: culturemanager bench scores {list(SCORED_FORMATS)} "
+                                 f"tasks only (its methods compare P(positive)); leave them out with bench.task_ids")
         for spec in (t for t in self.tf.tasks if t.id in wanted):
             self.tasks.append(split_task(spec, self.tf.prompt_template, self.cfg, self.root))
 

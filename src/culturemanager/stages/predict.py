@@ -25,7 +25,7 @@ from pathlib import Path
 
 from culturemanager.config import Config, DataFile, Task
 from culturemanager.datafiles import InputRow, check_gold_labels, read_rows
-from culturemanager.metrics import accuracy, calibrate, f1_for, macro_f1
+from culturemanager.metrics import accuracy, calibrate, f1_for, free_text_scores, macro_f1
 from culturemanager.records import (
     BASE,
     Prediction,
@@ -130,7 +130,8 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
         answers, truncated = engine.generate(task, texts, adapters, cfg.predict.max_new_tokens)
         for row, cut, c, rs, a in zip(batch, truncated, cultures, route_scores, answers):
             out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
-                                  route_scores=rs, label=a, gold=row.label, truncated=cut))
+                                  route_scores=rs, label=a, gold=row.label, truncated=cut,
+                                  answers=list(row.answers)))
     return out
 
 
@@ -185,7 +186,32 @@ def prediction_metrics(cfg: Config, rows: list[InputRow], preds: list[Prediction
     known = [(r.culture, p.culture) for r, p in zip(rows, preds) if r.culture]
     if known:
         metrics["router_accuracy"] = accuracy([a for a, _ in known], [b for _, b in known])
+    free = [(r, p) for r, p in zip(rows, preds) if p.answers and cfg.task(p.task).format == "free_text"]
+    for t in cfg.tasks:
+        mine = [(r, p) for r, p in free if p.task == t.id]
+        if mine:
+            metrics["tasks"][t.id]["scores"] = free_text_metrics(cfg, mine)
+    if free:
+        metrics["free_text"] = free_text_metrics(cfg, free)
     return metrics
+
+
+def free_text_metrics(cfg: Config, pairs: list[tuple[InputRow, Prediction]]) -> dict:
+    """Exact and soft match (answers.py) over the rows, and per culture: the culture the input file states, else
+    the routed one; soft match lemmatizes in that culture's language (`lemmatizer` says with what, per culture)."""
+    languages = {c.name: c.language for c in cfg.cultures}
+    culture = [r.culture or p.culture for r, p in pairs]
+
+    def scores(idx: list[int]) -> dict:
+        return free_text_scores([pairs[i][1].label for i in idx], [pairs[i][1].answers for i in idx],
+                                [languages.get(culture[i]) for i in idx])
+
+    from culturemanager.answers import lemmatizer
+
+    names = sorted(set(culture))
+    return {**scores(list(range(len(pairs)))),
+            "by_culture": {c: scores([i for i, x in enumerate(culture) if x == c]) for c in names},
+            "lemmatizer": {c: lemmatizer(languages.get(c)) for c in names}}
 
 
 def write_outputs(rd: RunDir, preds: list[Prediction], metrics: dict) -> None:

@@ -28,7 +28,7 @@ import regex
 from culturemanager.backends.retrieval.corpus import PASSAGE_MAX_CHARS, PASSAGE_MIN_CHARS, load_corpus
 from culturemanager.backends.retrieval.retriever import new_usage
 from culturemanager.backends.retrieval.store import read_meta, swap_in, temp_sibling
-from culturemanager.leakage import UNSPACED_SCRIPTS
+from culturemanager.leakage import ARABIC_FOLD, UNSPACED_SCRIPTS
 from culturemanager.records import Document, read_jsonl, write_json, write_jsonl
 
 if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may one day import this module
@@ -170,16 +170,12 @@ _CJK = UNSPACED_SCRIPTS + r"\p{Hangul}"
 # Marks (\p{M}) belong to words: Bengali vowel signs and viramas are Mn/Mc, and Python's re \w excludes
 # them, which would cut "সংস্কৃতি" into pieces.
 _TOKEN = regex.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>(?:(?![{_CJK}])[\p{{L}}\p{{M}}\p{{N}}])+)")
-# Arabic: optional short-vowel marks and tatweel are dropped, hamza-carrying alefs folded to bare alef,
-# so that voweled and unvoweled spellings of a word match.
-_ARABIC_FOLD = str.maketrans({**{c: None for c in [*range(0x064B, 0x0660), 0x0670, 0x0640]},
-                              **{c: "\u0627" for c in (0x0622, 0x0623, 0x0625, 0x0671)}})
 
 
 def tokenize(text: str) -> list[str]:
     """Search tokens: NFKC, case-folded; words are runs of letters, marks and digits; CJK runs (no
     segmenter available) become character unigrams plus bigrams."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_ARABIC_FOLD)
+    text = unicodedata.normalize("NFKC", text).casefold().translate(ARABIC_FOLD)
     tokens: list[str] = []
     for m in _TOKEN.finditer(text):
         if m.group("cjk"):
