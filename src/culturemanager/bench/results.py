@@ -61,7 +61,7 @@ def comparisons(a: Answers, pairs: list[tuple[str, str]], seed: int = 0, draws: 
     kinds: the observed difference, its 95% interval and the verdict the interval gives."""
     weights = resamples(a, seed, draws)
     out = []
-    for first, second in pairs:
+    for first, second in dict.fromkeys(pairs):  # a pair named twice (the best baseline is TaskSFT) is shown once
         if first not in a.p or second not in a.p or first == second:
             continue
         row: dict = {"a": first, "b": second}
