@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ TOKENIZER_TEXT = [
     "Türk kahvesi ve çay misafirlere ikram edilir. Bayramda büyükler ziyaret edilir.",
     "0 1 true false yes no A B C D hate speech offensive spam insult",
 ]
+
+
+def interruptible() -> None:
+    """Popen's preexec_fn for a child that a test stops with SIGINT: a shell that runs the tests in the background
+    (`make test &`, a CI runner) starts them with SIGINT ignored, which children inherit; Python then installs no
+    KeyboardInterrupt handler and the signal would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def build_tiny_model(folder: Path) -> Path:

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_task
+from conftest import REPO, interruptible, write_task
 
 from culturemanager.backends import models, openai_chat
 from culturemanager.backends.llm import ChatRequest, fake_answer
@@ -354,7 +354,8 @@ def test_an_interrupted_run_exits_130(tmp_path, tiny_model):
            "NO_PROXY": "127.0.0.1,localhost"}
     with MockOpenAI(lambda n, body: "drip") as server:
         proc = subprocess.Popen([sys.executable, "-m", "culturemanager", "queries", str(cfg),
-                                 *openai(server.url, timeout=30)], env=env, stderr=subprocess.PIPE, text=True)
+                                 *openai(server.url, timeout=30)], env=env, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=interruptible)
         assert server.first_request.wait(60)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import interruptible
 
 from culturemanager.backends.llamaserver import LlamaServerBackend, find_binary, server_args
 from culturemanager.backends.llm import BackendError, CachedLLM, ChatRequest, make_backend
@@ -258,7 +259,7 @@ def start_run(tmp_path: Path, binary: Path, model: Path, texts: list[str]) -> tu
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN, encoding="utf-8")
     proc = subprocess.Popen([sys.executable, str(script), str(model), str(binary), str(tmp_path), ",".join(texts)],
-                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy(), preexec_fn=interruptible)
     server_pid = int(proc.stdout.readline())
     return proc, server_pid
 
