@@ -4,7 +4,9 @@ its outputs there (`rundir.py` names the files), so any stage can be re-run alon
     spec        the task spec: demonstrations per culture, evaluation inputs
     queries     the generator writes search queries per culture x task, task-specific and task-agnostic
     search      each query against the retriever, optionally summarized with citations
-    synthesize  labeled samples in the task's format, deduplicated, checked against evaluation data
+    synthesize  labeled samples in the task's format, deduplicated, checked against evaluation data; its optional
+                checks on kept samples are two helpers of this stage, not stages: checks (the judge, and the
+                order of the checks) and select (selection by culture over embeddings)
     train       one LoRA adapter per culture on the frozen target model
     route       the culture router: the embedding router fitted on each culture's examples, or the prompt router
                 (router.json, router.npz)
