@@ -207,7 +207,7 @@ def test_top_k_mixing_is_the_weighted_average_of_the_adapters_label_probabilitie
     task = cfg.tasks[0]
     texts = ["Los catalanes son tacaños", "Defol git buradan", "Çay ister misin?"]
     mixes = [{"Spanish": 0.7, "Turkish": 0.3}, {"Turkish": 1.0}, {"Spanish": 0.25, BASE: 0.75}]
-    mixed, _ = engine.mixed_label_probs(task, texts, mixes)
+    mixed, _, _ = engine.mixed_label_probs(task, texts, mixes)
     for i, mix in enumerate(mixes):
         alone = {a: engine.label_probs(task, [texts[i]], [a])[0][0] for a in mix}
         assert torch.allclose(mixed[i], sum(w * alone[a] for a, w in mix.items()), atol=1e-5)
@@ -245,3 +245,23 @@ def test_an_unreadable_fitted_router_is_an_error_naming_it_and_route_fits_it_aga
     again = write_router(cfg, rd)  # same examples and settings, but the saved arrays are unreadable: refitted
     assert again.fit["hash"] == router.fit["hash"]
     assert route(None, read_router(rd), ["Vete a tu país"]).cultures == ["Spanish"]
+
+
+def test_a_calibrated_mixture_is_the_weighted_average_of_each_adapters_calibrated_answer(task_config):
+    """The rule predict and the bench share: each adapter's content-free lean is removed before the weights apply."""
+    from culturemanager.metrics import calibrate
+
+    cfg = load_config(task_config)
+    rd = Run(cfg, progress=False).rd
+    random_adapters(cfg, rd)
+    engine = Engine.load(cfg.target, {"Spanish": rd.adapter("Spanish"), "Turkish": rd.adapter("Turkish")})
+    task = cfg.tasks[0]
+    texts = ["Los catalanes son tacaños", "Defol git buradan"]
+    mixes = [{"Spanish": 0.6, "Turkish": 0.4}, {"Turkish": 1.0}]
+    mixed, cal, _ = engine.mixed_label_probs(task, texts, mixes, calibrate=True)
+    for i, mix in enumerate(mixes):
+        alone = {a: engine.label_probs(task, [texts[i]], [a])[0][0].tolist() for a in mix}
+        expected = [sum(w * calibrate(alone[a], engine.label_prior(task, a))[j] for a, w in mix.items())
+                    for j in range(len(task.labels))]
+        assert torch.allclose(cal[i], torch.tensor(expected), atol=1e-5)
+    assert engine.mixed_label_probs(task, texts, mixes)[1] is None  # not asked: not computed

@@ -123,10 +123,16 @@ class Engine:
                          compute)
 
     def mixed_label_probs(self, task: Task, texts: Sequence[str], mixtures: Sequence[Mapping[str, float]],
-                          preamble: str = "") -> tuple[torch.Tensor, list[bool]]:
+                          preamble: str = "", calibrate: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
         """Per text the weighted average of its adapters' label probabilities, sum over a of w_a * P_a(label | text)
         (the router's top-k mixing): every text goes through each adapter of its mixture, all rows in one
-        mixed-adapter batch. A mixture maps adapter names (`BASE` for the plain model) to weights summing to 1."""
+        mixed-adapter batch. A mixture maps adapter names (`BASE` for the plain model) to weights summing to 1.
+        With `calibrate`, also the same average of each adapter's calibrated probabilities (its content-free lean
+        removed, `label_prior`): the rule the bench uses for a routed, mixed answer. Returns (mixed, mixed
+        calibrated or None, truncated)."""
+        from culturemanager.metrics import calibrate as calibrated
+
         if len(mixtures) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(mixtures)} mixtures")
         for m in mixtures:
@@ -135,11 +141,14 @@ class Engine:
         rows = [(i, name, w) for i, m in enumerate(mixtures) for name, w in m.items()]
         probs, truncated = self.label_probs(task, [texts[i] for i, _, _ in rows], [n for _, n, _ in rows], preamble)
         out = torch.zeros(len(texts), probs.shape[1])
+        cal = torch.zeros(len(texts), probs.shape[1]) if calibrate else None
         cut = [False] * len(texts)
-        for r, (i, _, w) in enumerate(rows):
+        for r, (i, name, w) in enumerate(rows):
             out[i] += w * probs[r]
+            if cal is not None:
+                cal[i] += w * torch.tensor(calibrated(probs[r].tolist(), self.label_prior(task, name, preamble)))
             cut[i] = truncated[r]
-        return out, cut
+        return out, cal, cut
 
     def option_scores(self, prompts: Sequence[list[int]], options: list[list[int]], adapters: Sequence[str | None],
                       normalize: bool = False) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from culturemanager.config import Config, DataFile, Task
 from culturemanager.datafiles import InputRow, check_gold_labels, read_rows
-from culturemanager.metrics import accuracy, calibrate, f1_for, free_text_scores, macro_f1
+from culturemanager.metrics import accuracy, f1_for, free_text_scores, macro_f1
 from culturemanager.records import (
     BASE,
     Prediction,
@@ -94,13 +94,6 @@ def batches(cfg: Config, rows: list[InputRow], tasks: list[Task]) -> list[list[i
     return out
 
 
-def mixed_prior(engine, task: Task, mixture: dict[str, float]) -> list[float]:
-    """The content-free label prior of a mixture of adapters: each adapter's prior, weighted as its answers are
-    (one adapter: its own prior)."""
-    priors = [(w, engine.label_prior(task, a)) for a, w in mixture.items()]
-    return [sum(w * q[j] for w, q in priors) for j in range(len(priors[0][1]))]
-
-
 def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[InputRow]) -> list[Prediction]:
     """One batch of one task: route, then answer each input with its adapter, or with its top routes' adapters
     mixed (`router.top_k`), all in one mixed-adapter batch."""
@@ -113,9 +106,10 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
         mixes = [{router.adapter_for(c): 1.0} for c in cultures]
     out = []
     if task.labels:
-        probs, truncated = engine.mixed_label_probs(task, texts, mixes)
-        for row, cut, c, rs, p, mix in zip(batch, truncated, cultures, route_scores, probs.tolist(), mixes):
-            cal = calibrate(p, mixed_prior(engine, task, mix)) if cfg.predict.calibrate else None
+        probs, cals, truncated = engine.mixed_label_probs(task, texts, mixes, calibrate=cfg.predict.calibrate)
+        cal_rows = cals.tolist() if cals is not None else [None] * len(texts)
+        for row, cut, c, rs, p, cal, mix in zip(batch, truncated, cultures, route_scores, probs.tolist(), cal_rows,
+                                                mixes):
             chosen = cal or p
             k = max(range(len(chosen)), key=chosen.__getitem__)
             out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
