@@ -67,3 +67,19 @@ def test_free_text_scores_by_hand():
     if lemmatizer("es"):
         assert got["soft_match"] == pytest.approx(3 / 5) and got["lemmatized"] == 4
     assert free_text_scores([], [], [])["n"] == 0
+
+
+def test_judge_agreement_with_soft_match_by_hand():
+    from culturemanager.metrics import free_text_scores, judge_agreement
+
+    # judge T T F F, soft T F F F: agree on 3 of 4; chance pj=.5, ps=.25 -> pe=.5; kappa=(.75-.5)/.5=.5
+    assert judge_agreement([True, True, False, False], [True, False, False, False]) == pytest.approx(
+        {"agreement": 0.75, "kappa": 0.5})
+    assert judge_agreement([True, True], [True, True]) == {"agreement": 1.0, "kappa": None}  # chance is already 1
+    assert judge_agreement([], []) == {"agreement": None, "kappa": None}
+    # a row without a verdict is counted, not scored
+    got = free_text_scores(["Madrid", "Barcelona", "Sevilla"], [["madrid"], ["Madrid"], ["Sevilla"]],
+                           ["es", "es", "es"], [True, True, None])
+    assert got["judge"] == pytest.approx({"judged": 2, "no_verdict": 1, "judge_match": 1.0, "agreement": 0.5,
+                                          "kappa": 0.0})
+    assert "judge" not in free_text_scores(["x"], [["x"]], [None])

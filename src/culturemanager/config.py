@@ -141,6 +141,19 @@ class Task(Section):
         return self
 
 
+class AnswerJudgeConfig(Section):
+    """An LLM judge of free-text answers: it reads the question, the input's accepted answers and the model's
+    answer, and says whether the answer is right. Its verdicts are scored beside soft match, with their agreement
+    (stages/predict.py, metrics.json `judge`). Label tasks are never judged: their answers are scored exactly."""
+
+    enabled: bool = False
+    """Judge every free-text prediction that has accepted answers (one short call per prediction, cached)."""
+    generator: LLMConfig | None = None
+    """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
+    max_chars: int = Field(600, ge=1)
+    """The question and the answer are each shown to the judge cut to this many characters."""
+
+
 class PredictConfig(Section):
     inputs: list[DataFile] = Field(default_factory=list)
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
@@ -152,6 +165,8 @@ class PredictConfig(Section):
     """Label calibration: each answering adapter's probabilities are divided by the ones it gives on content-free
     input (its lean for the task) and renormalised before the label is chosen. `label_scores` keep the raw
     probabilities; `calibrated_scores` hold the calibrated ones."""
+    judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
+    """The optional LLM judge of free-text answers (off by default)."""
 
 
 class RunConfig(Section):

@@ -53,15 +53,37 @@ def calibrate(probs: list[float], prior: list[float], eps: float = 1e-6) -> list
     return [x / total for x in w] if total > 0 else list(probs)
 
 
-def free_text_scores(answers: list[str], accepted: list[Sequence[str]], languages: list[str | None]) -> dict:
+def free_text_scores(answers: list[str], accepted: list[Sequence[str]], languages: list[str | None],
+                     judged: list[bool | None] | None = None) -> dict:
     """Exact- and soft-match rates of generated answers, each against its own accepted answers, soft match
-    lemmatized in that row's language (answers.py). `lemmatized`: the rows whose language has a lemmatizer."""
+    lemmatized in that row's language (answers.py). `lemmatized`: the rows whose language has a lemmatizer.
+    With `judged` (an LLM judge's verdict per row, None where it gave none) also the judge's rate and its
+    agreement with soft match (`judge_agreement`)."""
     from culturemanager.answers import exact_match, lemmatizer, soft_match
 
     rows = list(zip(answers, accepted, languages, strict=True))
     n = len(rows)
-    return {"n": n,
-            "exact_match": sum(exact_match(a, acc) for a, acc, _ in rows) / n if n else 0.0,
-            "soft_match": sum(soft_match(a, acc, lang) for a, acc, lang in rows) / n if n else 0.0,
-            "empty_answers": sum(not a.strip() for a, _, _ in rows),
-            "lemmatized": sum(lemmatizer(lang) is not None for _, _, lang in rows)}
+    soft = [soft_match(a, acc, lang) for a, acc, lang in rows]
+    out = {"n": n,
+           "exact_match": sum(exact_match(a, acc) for a, acc, _ in rows) / n if n else 0.0,
+           "soft_match": sum(soft) / n if n else 0.0,
+           "empty_answers": sum(not a.strip() for a, _, _ in rows),
+           "lemmatized": sum(lemmatizer(lang) is not None for _, _, lang in rows)}
+    if judged is not None:
+        pairs = [(j, s) for j, s in zip(judged, soft, strict=True) if j is not None]
+        out["judge"] = {"judged": len(pairs), "no_verdict": n - len(pairs),
+                        "judge_match": sum(j for j, _ in pairs) / len(pairs) if pairs else None,
+                        **judge_agreement([j for j, _ in pairs], [s for _, s in pairs])}
+    return out
+
+
+def judge_agreement(judge: list[bool], soft: list[bool]) -> dict:
+    """How often an LLM judge and soft match agree on the same answers: the share of equal verdicts and Cohen's
+    kappa (agreement beyond what the two rates give by chance; None when chance agreement is already 1)."""
+    n = len(judge)
+    if n == 0:
+        return {"agreement": None, "kappa": None}
+    po = sum(j == s for j, s in zip(judge, soft, strict=True)) / n
+    pj, ps = sum(judge) / n, sum(soft) / n
+    pe = pj * ps + (1 - pj) * (1 - ps)
+    return {"agreement": po, "kappa": (po - pe) / (1 - pe) if pe < 1 else None}

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from culturemanager.config import Config, load_config
+from culturemanager.config import Config, LLMConfig, load_config
 from culturemanager.configfile import looks_like_path
 from culturemanager.errors import ConfigError
 
@@ -27,22 +27,31 @@ TARGET_STAGES = {"train", "predict"}
 
 def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
     """Raise a ConfigError when a model that one of `stages` needs cannot be loaded here."""
-    if cfg.generator.backend == "local" and GENERATOR_STAGES & set(stages):
-        check_model(cfg.generator.model, "generator.model", gguf=cfg.generator.engine == "llama_cpp")
-    if cfg.generator.backend == "llama_server" and GENERATOR_STAGES & set(stages):
-        from culturemanager.backends.chat import BackendError
-        from culturemanager.backends.llamaserver import find_binary
-
-        check_model(cfg.generator.model, "generator.model", gguf=True)
-        try:
-            find_binary(cfg.generator.server.binary)
-        except BackendError as e:
-            raise ConfigError(str(e)) from None
+    if GENERATOR_STAGES & set(stages):
+        check_llm(cfg.generator, "generator")
+    if "predict" in stages and cfg.predict.judge.enabled:  # the free-text judge's endpoint, default the generator
+        check_llm(cfg.predict.judge.generator or cfg.generator,
+                  "predict.judge.generator" if cfg.predict.judge.generator else "generator")
     if TARGET_STAGES & set(stages):
         check_model(cfg.target.model, "target.model")
         from culturemanager.backends.target import resolve_device
 
         resolve_device(cfg.target.device)  # "cuda" where there is none: an error now, not after the LLM stages
+
+
+def check_llm(llm: LLMConfig, key: str) -> None:
+    """A local or llama_server LLM's model (and server binary) must be here; an endpoint is checked when called."""
+    if llm.backend == "local":
+        check_model(llm.model, f"{key}.model", gguf=llm.engine == "llama_cpp")
+    if llm.backend == "llama_server":
+        from culturemanager.backends.chat import BackendError
+        from culturemanager.backends.llamaserver import find_binary
+
+        check_model(llm.model, f"{key}.model", gguf=True)
+        try:
+            find_binary(llm.server.binary)
+        except BackendError as e:
+            raise ConfigError(str(e)) from None
 
 
 def check_model(name: str, key: str, gguf: bool = False) -> None:

@@ -167,6 +167,7 @@ class Prediction(Record):
     truncated: bool = False
     mixture: dict[str, float] = Field(default_factory=dict)  # adapter -> weight, when the top routes answered together
     answers: list[str] = Field(default_factory=list)  # free_text: the input's accepted answers (answers_field)
+    judged: bool | None = None  # free_text with predict.judge: the judge's verdict (None: not judged or no verdict)
 
 
 class CallRecord(Record):

@@ -271,6 +271,10 @@ def fake_answer(r: ChatRequest) -> str:
         docs = re.findall(r'<doc n="(\d+)"[^>]*>(.*?)</doc>', _tag(prompt, "documents") or "", re.S)
         firsts = [(n, re.split(r"(?<=[.!?。])\s+", text.strip())[0]) for n, text in docs]
         return " ".join(f"{s.strip().rstrip('.')} [{n}]." for n, s in firsts if s.strip())
+    if "<answer>" in prompt:  # the answer judge: "yes" when an accepted answer's words are in the answer
+        accepted = json.loads(_field(prompt, "Accepted answers \\(any one of them is right\\)") or "[]")
+        answer = (_tag(prompt, "answer") or "").casefold()
+        return "yes" if any(a.casefold() in answer for a in accepted if a.strip()) else "no"
     if culture:
         demos = re.findall(r"\w{4,}", _tag(prompt, "demonstrations") or "")
         words = list(dict.fromkeys(w.casefold() for w in demos[:n] + ["customs", "norms", "language",

@@ -67,7 +67,13 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
                 append_jsonl_line(partial, p.model_dump(mode="json"))
             done.update({p.id: p for p in answers})
     preds = [done[prediction_id(t, r)] for r, t in zip(rows, tasks)]
+    judge_name = None
+    if cfg.predict.judge.enabled:
+        preds, judge_name = judge_predictions(cfg, rd, rows, preds, progress)
     metrics = prediction_metrics(cfg, rows, preds, router)
+    if judge_name:
+        metrics["judge"] = {"by": judge_name, "judged": sum(p.judged is not None for p in preds),
+                            "no_verdict": sum(p.judged is None and bool(p.answers) for p in preds)}
     write_outputs(rd, preds, metrics)
     partial.unlink(missing_ok=True)
     return preds, metrics
@@ -127,6 +133,36 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
                                   route_scores=rs, label=a, gold=row.label, truncated=cut,
                                   answers=list(row.answers)))
     return out
+
+
+def judge_predictions(cfg: Config, rd: RunDir, rows: list[InputRow], preds: list[Prediction], progress: bool
+                      ) -> tuple[list[Prediction], str]:
+    """`predict.judge`: every free-text prediction with accepted answers gets the judge's verdict (`judged`: True
+    right, False wrong, None no parsable verdict). Its calls go through the run's answer cache and call log, so a
+    re-run repeats none."""
+    from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
+    from culturemanager.prompts import build_answer_judge_messages, parse_verdict
+
+    jud = cfg.predict.judge
+    asked = [i for i, p in enumerate(preds) if p.answers and cfg.task(p.task).format == "free_text"]
+    llm = CachedLLM(make_backend(jud.generator or cfg.generator), rd.llm_cache, rd.calls, progress=progress)
+    try:
+        requests = [ChatRequest(build_answer_judge_messages(rows[i].culture or preds[i].culture, preds[i].text,
+                                                            preds[i].answers, preds[i].label, jud.max_chars),
+                                temperature=0.0, max_tokens=ANSWER_JUDGE_MAX_TOKENS, seed=0) for i in asked]
+        answers = llm.complete(requests, stage="answer_judge") if requests else []
+    finally:
+        if hasattr(llm.backend, "close"):
+            llm.backend.close()  # e.g. a llama_server judge: its process ends with the judging
+    out = list(preds)
+    for i, ans in zip(asked, answers):
+        out[i] = preds[i].model_copy(update={"judged": parse_verdict(ans.text) if ans is not None else None})
+    if asked and all(p.judged is None for p in (out[i] for i in asked)):
+        log.warning("predict.judge: no parsable verdict for any of %d answers", len(asked))
+    return out, llm.name
+
+
+ANSWER_JUDGE_MAX_TOKENS = 4  # "yes" or "no"
 
 
 def prediction_id(task: Task, row: InputRow) -> str:
@@ -198,7 +234,8 @@ def free_text_metrics(cfg: Config, pairs: list[tuple[InputRow, Prediction]]) -> 
 
     def scores(idx: list[int]) -> dict:
         return free_text_scores([pairs[i][1].label for i in idx], [pairs[i][1].answers for i in idx],
-                                [languages.get(culture[i]) for i in idx])
+                                [languages.get(culture[i]) for i in idx],
+                                [pairs[i][1].judged for i in idx] if cfg.predict.judge.enabled else None)
 
     from culturemanager.answers import lemmatizer
 
