@@ -336,11 +336,93 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     assert Rates().layer_token_train_s > Rates().layer_token_forward_s
 
 
-def test_the_bench_refuses_formats_it_cannot_score_by_name(tmp_path, tiny_model, capsys):
+def test_the_bench_refuses_a_run_that_mixes_scores_naming_the_tasks(tmp_path, tiny_model, capsys):
     cfg = write_bench(tmp_path, tiny_model)
     tasks = json.loads((tmp_path / "data" / "tasks.json").read_text())
-    tasks["tasks"][1].update(format="multiple_choice", options=["A", "B"])
+    tasks["tasks"][1].update(format="multiple_choice", options=["OFF", "NOT"])
     (tmp_path / "data" / "tasks.json").write_text(json.dumps(tasks))
     assert main(["bench", str(cfg), "--no-progress"]) == 3
     err = capsys.readouterr().err
-    assert "tr-abusive (multiple_choice)" in err and "['binary', 'true_false']" in err and "bench.task_ids" in err
+    assert "tr-abusive (multiple_choice)" in err and "es-stereo (binary)" in err and "bench.task_ids" in err
+
+
+ES_QA = [("¿Cuál es la capital de España?", ["Madrid"]), ("¿Qué se come en Nochevieja?", ["uvas", "doce uvas"]),
+         ("¿Qué bebida se toma con churros?", ["chocolate"]), ("¿Dónde se celebra la Tomatina?", ["Buñol"]),
+         ("¿Qué idioma se habla en Cataluña?", ["catalán", "español"]), ("¿Qué plato lleva arroz y azafrán?",
+                                                                       ["paella"]),
+         ("¿Cuándo es la siesta?", ["después de comer", "por la tarde"]), ("¿Qué baile es de Andalucía?",
+                                                                          ["flamenco", "sevillanas"])]
+TR_QA = [("Türkiye'nin başkenti neresidir?", ["Ankara"]), ("Bayramda ne yenir?", ["baklava", "şeker"]),
+         ("Kahvaltıda ne içilir?", ["çay"]), ("Hangi şehir iki kıtadadır?", ["İstanbul"]),
+         ("Türk kahvesi nasıl pişirilir?", ["cezvede", "cezve"]), ("Düğünde ne takılır?", ["altın"]),
+         ("Ramazanda ne yenir?", ["pide", "güllaç"]), ("Hangi içecek ayrandır?", ["ayran", "yoğurt"])]
+
+
+def write_formats_bench(root: Path, model: Path) -> Path:
+    """The bench's tasks file with a multiple-choice task (options per row) and a free-text task (several
+    accepted answers per row) per culture, real-looking rows."""
+    cfg = write_bench(root, model)
+    data = root / "data"
+    mc = {"es": [{"q": q, "opts": [a[0], "Roma", "Lisboa"], "ans": a[0]} for q, a in ES_QA],
+          "tr": [{"q": q, "opts": ["Atina", a[0], "Sofya"], "ans": a[0]} for q, a in TR_QA]}
+    ft = {"es": [{"q": q, "answers": a} for q, a in ES_QA], "tr": [{"q": q, "answers": a} for q, a in TR_QA]}
+    tasks = json.loads((data / "tasks.json").read_text(encoding="utf-8"))
+    for lang, culture in (("es", "Spanish"), ("tr", "Turkish")):
+        for kind, rows in (("mc", mc[lang]), ("ft", ft[lang])):
+            (data / lang / f"{kind}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                               for r in rows), encoding="utf-8")
+        tasks["tasks"] += [
+            {"id": f"{lang}-mc", "culture": culture, "language": lang, "task": "everyday life", "file":
+             f"{lang}/mc.jsonl", "format": "multiple_choice", "text_field": "q", "options_field": "opts",
+             "label_field": "ans"},
+            {"id": f"{lang}-ft", "culture": culture, "language": lang, "task": "everyday life", "file":
+             f"{lang}/ft.jsonl", "format": "free_text", "text_field": "q", "answers_field": "answers"}]
+    (data / "tasks.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    return cfg
+
+
+@pytest.mark.parametrize("fmt, metrics", [("mc", ("accuracy", "macro_f1")), ("ft", ("soft_match", "exact_match"))])
+def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fmt, metrics):
+    """Each format's tasks through the whole bench (pipeline, adapters, routers, report) with its own scores:
+    accuracy over the options (calibrated too) for multiple choice, soft and exact match for free text."""
+    from culturemanager.bench.methods import NOT_APPLICABLE
+    from culturemanager.bench.score import FAMILIES
+
+    cfg = write_formats_bench(tmp_path, tiny_model)
+    ids = f'["es-{fmt}", "tr-{fmt}"]'
+    assert main(["bench", str(cfg), "--quick", "--no-progress", "--set", f"bench.task_ids={ids}",
+                 "--set", "bench.test_cap=6", "--set", "bench.max_new_tokens=4"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    family = FAMILIES["multiple_choice" if fmt == "mc" else "free_text"]
+    assert results["family"] == family and results["primary_metric"] == metrics[0]
+    names = [m["name"] for m in results["methods"]]
+    assert names == [m for m in METHODS if m not in NOT_APPLICABLE[family]]
+    kinds = ("raw", "calibrated") if fmt == "mc" else ("raw",)
+    for m in results["methods"]:
+        assert set(k for k in ("raw", "calibrated") if k in m) == set(kinds), m["name"]
+        for kind in kinds:
+            assert set(m[kind]["tasks"]) == {f"es-{fmt}", f"tr-{fmt}"}
+            for metric in metrics:
+                v = m[kind]["overall"][metric]["mean"]
+                lo, hi = m[kind]["overall_ci"][metric]
+                assert 0.0 <= v <= 1.0 and 0.0 <= lo <= hi <= 1.0, (m["name"], metric)
+    if fmt == "ft":  # the answers are the generated text, scored against each input's accepted answers
+        preds = json.loads((tmp_path / "out" / "preds" / "base" / "es-ft.json").read_text(encoding="utf-8"))
+        assert len(preds["answers"]) == 6 and all(isinstance(a, str) and "\n" not in a for a in preds["answers"])
+        test = [json.loads(x) for x in (tmp_path / "out" / "data" / "es-ft" / "test.jsonl").read_text(
+            encoding="utf-8").splitlines()]
+        assert all(r["answers"] and r["label"] == r["answers"][0] for r in test)
+        from culturemanager.answers import soft_match
+
+        want = sum(soft_match(a, r["answers"], "es") for a, r in zip(preds["answers"], test)) / 6
+        base = next(m for m in results["methods"] if m["name"] == "Original")
+        assert base["raw"]["tasks"]["es-ft"]["soft_match"]["mean"] == pytest.approx(want)
+    else:  # a probability per option, calibrated against the content-free lean over the options
+        preds = json.loads((tmp_path / "out" / "preds" / "base" / "es-mc.json").read_text(encoding="utf-8"))
+        assert len(preds["probs"]) == 6 and all(len(p) == 3 and abs(sum(p) - 1) < 1e-3 for p in preds["probs"])
+        assert len(preds["prior"]) == 3
+    verdicts = [c[kinds[0]][metrics[0]]["verdict"] for c in results["comparisons"]]
+    assert verdicts and set(verdicts) <= {"better", "worse", "not distinguishable"}
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert ("## Accuracy (%), uncalibrated" if fmt == "mc" else "## Soft match (%)") in report
+    assert "positive-class F1" not in report.split("## Router")[0].lower()

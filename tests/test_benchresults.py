@@ -32,3 +32,37 @@ def test_method_results_report_the_overall_macro_f1_of_each_method():
     res = {m["name"]: m for m in method_results(answers(), draws=100)}
     assert abs(res["TaskSFT"]["raw"]["overall"]["macro_f1"]["mean"] - 1.0) < 1e-9
     assert abs(res["Original"]["raw"]["overall"]["macro_f1"]["mean"] - 1 / 3) < 1e-9
+
+
+def test_multiple_choice_scores_the_likeliest_option_and_compares_accuracy():
+    gold = ["A", "B", "C"] * 10
+    right = [[0.8 if x == g else 0.1 for x in "ABC"] for g in gold]
+    always_a = [[0.5, 0.3, 0.2]] * len(gold)
+    a = Answers(gold={"t": gold}, culture_of={"t": "Spanish"}, family="options", labels={"t": ["A", "B", "C"]},
+                p={"TaskSFT": {0: {"t": (right, right)}}, "Original": {0: {"t": (always_a, always_a)}}})
+    res = {m["name"]: m for m in method_results(a, draws=100)}
+    assert res["TaskSFT"]["raw"]["overall"]["accuracy"]["mean"] == 1.0
+    # always "A": accuracy 1/3; F1 of A = 2*10/(2*10+20) = 1/2, of B and C 0 -> macro-F1 1/6
+    assert abs(res["Original"]["raw"]["overall"]["accuracy"]["mean"] - 1 / 3) < 1e-9
+    assert abs(res["Original"]["raw"]["overall"]["macro_f1"]["mean"] - 1 / 6) < 1e-9
+    [row] = comparisons(a, [("TaskSFT", "Original")], draws=200)
+    assert abs(row["raw"]["accuracy"]["difference"] - 2 / 3) < 1e-9 and row["raw"]["accuracy"]["verdict"] == "better"
+    assert set(row["raw"]) == {"accuracy", "macro_f1"}
+
+
+def test_free_text_scores_soft_and_exact_match_and_has_no_calibrated_kind():
+    gold = ["Madrid", "uvas", "Buñol", "flamenco"]
+    accepted = [["Madrid"], ["uvas", "doce uvas"], ["Buñol"], ["flamenco", "sevillanas"]]
+    good = ["Madrid", "Se comen doce uvas", "Buñol", "sevillanas"]
+    bad = ["Roma", "", "Valencia", "jota"]
+    a = Answers(gold={"t": gold}, culture_of={"t": "Spanish"}, family="free_text", accepted={"t": accepted},
+                language={"t": "es"}, p={"TaskSFT": {0: {"t": (good, good)}}, "Original": {0: {"t": (bad, bad)}}})
+    res = {m["name"]: m for m in method_results(a, draws=100)}
+    assert "calibrated" not in res["TaskSFT"]
+    # soft: all four; exact: Madrid, Buñol, sevillanas (the second answer only contains "doce uvas")
+    assert res["TaskSFT"]["raw"]["overall"]["soft_match"]["mean"] == 1.0
+    assert abs(res["TaskSFT"]["raw"]["overall"]["exact_match"]["mean"] - 0.75) < 1e-9
+    assert res["Original"]["raw"]["overall"]["soft_match"]["mean"] == 0.0
+    assert res["Original"]["raw"]["tasks"]["t"]["empty_share"]["mean"] == 0.25
+    [row] = comparisons(a, [("TaskSFT", "Original")], draws=200)
+    assert set(row) == {"a", "b", "raw"} and row["raw"]["soft_match"]["difference"] == 1.0

@@ -82,3 +82,21 @@ def test_calibration_subtracts_the_content_free_lean():
     # a model that gives "1" 0.8 on content-free text: an input it also gives 0.8 is neutral after calibration
     assert calibrated([0.8, 0.9, 0.5], 0.8) == pytest.approx([0.5, 9 / 13, 0.2])
     assert calibrated([0.3, 0.7], 0.5) == pytest.approx([0.3, 0.7])  # no lean: unchanged
+
+
+def test_weighted_macro_f1_and_mean_by_hand():
+    import numpy as np
+
+    from culturemanager.bench.stats import weighted_macro_f1, weighted_mean
+    from culturemanager.metrics import macro_f1
+
+    gold, pred = [0, 1, 2, 2, 1], [0, 2, 2, 2, 1]
+    # unit weights: the plain macro-F1 (class 0: 1, class 1: 2/3, class 2: 4/5)
+    W = np.ones((1, 5))
+    assert weighted_macro_f1(np.array(gold), np.array(pred), W, 3)[0] == pytest.approx((1 + 2 / 3 + 4 / 5) / 3)
+    assert weighted_macro_f1(np.array(gold), np.array(pred), W, 3)[0] == pytest.approx(
+        macro_f1(list(map(str, gold)), list(map(str, pred)), ["0", "1", "2"]))
+    # a resample that holds input 0 twice and inputs 3, 4 once: classes 0 and 1 perfect, class 2 (one true positive)
+    W2 = np.array([[2, 0, 0, 1, 1]], float)
+    assert weighted_macro_f1(np.array(gold), np.array(pred), W2, 3)[0] == pytest.approx(1.0)
+    assert weighted_mean(np.array([1, 0, 1, 1, 0]), W2)[0] == pytest.approx(3 / 4)

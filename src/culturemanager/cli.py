@@ -230,15 +230,9 @@ def cmd_bench(args) -> int:
     if shard[1] > 1:
         print(f"shard {args.shard}: trained {len(results['trained'])} adapters: {', '.join(results['trained'])}")
         return 0
-    print(f"{'method':36s} macro-F1 [95% interval]  calibrated  AUC")
-    for m in results["methods"]:
-        raw, cal = m["raw"]["overall"], m["calibrated"]["overall"]
-        if not raw:
-            print(f"{m['name']:36s} –")
-            continue
-        lo, hi = m["raw"]["overall_ci"]["macro_f1"]
-        print(f"{m['name']:36s} {100 * raw['macro_f1']['mean']:5.1f} [{100 * lo:4.1f}, {100 * hi:4.1f}]"
-              f"   {100 * cal['macro_f1']['mean']:5.1f}    {100 * raw['auc']['mean']:5.1f}")
+    from culturemanager.bench.report import summary
+
+    print(summary(results))
     print(f"results: {cfg.bench.dir / 'results.json'}\nreport:  {cfg.bench.dir / 'report.md'}")
     return 0
 

@@ -193,14 +193,14 @@ class Engine:
                 out[torch.tensor(rows)] = ((hidden * m).sum(1) / m.sum(1)).float().cpu()
         return out
 
-    def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int
-                 ) -> tuple[list[str], list[bool]]:
+    def generate(self, task: Task, texts: Sequence[str], adapters: Sequence[str | None], max_new_tokens: int,
+                 preamble: str = "") -> tuple[list[str], list[bool]]:
         """Greedy free-text answers decoded as one batch, each under its own adapter, and which texts were
         truncated. An answer is one line: it cannot end before its first non-blank token, it stops at the end
         of its first line, and an echoed template is cut (`formats.clean_answer`)."""
         from culturemanager.formats import clean_answer
 
-        encoded = self.encode(task, texts, max_new_tokens=max_new_tokens)
+        encoded = self.encode(task, texts, preamble, max_new_tokens=max_new_tokens)
         newline, kept = self.newline_ids(), [0] * len(encoded)
 
         def on_token(row: int, token: int) -> bool:

@@ -92,6 +92,8 @@ class BenchSection(Section):
     rates: dict[str, float] = Field(default_factory=dict)
     """Another machine's rates for `--plan` (fields of `plan.Rates`: layer_token_forward_s, layer_token_train_s,
     output_token_s, prompt_token_s, adapter_overhead_s); default: this project's CPU."""
+    max_new_tokens: int = Field(24, ge=1)
+    """free_text tasks: tokens each method may generate for an answer (answers are a few words)."""
     bootstrap: int = Field(1000, ge=100)
     """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
     paper: Path | None = None

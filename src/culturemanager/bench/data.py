@@ -17,6 +17,7 @@ from culturemanager.backends.target import encode, option_ids
 from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.methods import Job
+from culturemanager.bench.score import FAMILIES
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, TaskRows, read_task_rows
 from culturemanager.config import Config, Task
@@ -33,6 +34,11 @@ class TaskData:
     demos: list[tuple[str, str]] = field(default_factory=list)  # (text, label): TaskSFT only sees the labels
     test: list[tuple[str, str]] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    test_answers: list[list[str]] = field(default_factory=list)  # free_text: each test input's accepted answers
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.task.format]
 
     def task_label(self, y: str) -> str:
         """A bench gold label in the task's own spelling: true_false's "1" / "0" are "true" / "false"."""
@@ -54,22 +60,31 @@ def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path, wri
     info = {"id": spec.id, "culture": spec.culture, "task": spec.task, "language": spec.language,
             "file": spec.file, "sha256": file_sha256(cfg.data_dir / spec.file), "rows_used": len(rows.texts),
             "skipped": dict(rows.skipped), "status": "ok", "skip_reason": None}
-    demo_idx, test_idx = stratified_split(rows.labels, b.demo_share, b.split_seed, b.test_cap)
+    # free-text answers are (nearly) all distinct: stratifying by them would leave no demonstration
+    strata = rows.labels if td.family != "free_text" else ["answer"] * len(rows.labels)
+    demo_idx, test_idx = stratified_split(strata, b.demo_share, b.split_seed, b.test_cap)
     td.demos = [(rows.texts[i], rows.labels[i]) for i in demo_idx]
     td.test = [(rows.texts[i], rows.labels[i]) for i in test_idx]
-    info.update(demos=len(td.demos), test=len(td.test), test_positive=sum(y == "1" for _, y in td.test))
-    if info["test_positive"] == 0:
-        info.update(status="skipped", skip_reason="no positive example in the test split: F1 is undefined")
-    elif info["test_positive"] == len(td.test):
-        info.update(status="skipped", skip_reason="no negative example in the test split")
-    elif not td.demos:
+    td.test_answers = [rows.answers[i] for i in test_idx] if td.family == "free_text" else []
+    info.update(demos=len(td.demos), test=len(td.test), format=spec.format)
+    if td.family == "labels":
+        info["test_positive"] = sum(y == "1" for _, y in td.test)
+        if info["test_positive"] == 0:
+            info.update(status="skipped", skip_reason="no positive example in the test split: F1 is undefined")
+        elif info["test_positive"] == len(td.test):
+            info.update(status="skipped", skip_reason="no negative example in the test split")
+    if info["status"] == "ok" and not td.demos:
         info.update(status="skipped", skip_reason="too few rows for a demonstration split")
+    elif info["status"] == "ok" and len(td.test) < 2:
+        info.update(status="skipped", skip_reason="fewer than two test inputs")
     if info["status"] != "ok":
         log.warning("task %s skipped: %s", spec.id, info["skip_reason"])
     if write:
         folder = root / "data" / safe_name(spec.id)
         write_lines(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
-        write_lines(folder / "test.jsonl", [{"text": x, "label": y} for x, y in td.test])
+        write_lines(folder / "test.jsonl", [{"text": x, "label": y} | ({"answers": td.test_answers[i]}
+                                                                        if td.test_answers else {})
+                                            for i, (x, y) in enumerate(td.test)])
     td.info = info
     return td
 

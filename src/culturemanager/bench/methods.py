@@ -51,6 +51,10 @@ ROUTED: dict[str, tuple[str | None, int]] = {
     "CultureManager": (None, 1), "CultureManager (embedding router)": ("embedding", 1),
     "CultureManager (prompt router)": ("prompt", 1), "CultureManager (top-2 mix)": (None, 2)}
 SURVEY_KINDS = {"culturesft", "culturellm", "culturesft-all", "culturellm-all"}
+# methods a scoring family (bench/score.py FAMILIES) has no meaning for: the probe reads out P(positive) of two
+# labels; free-text answers cannot be mixed
+NOT_APPLICABLE: dict[str, set[str]] = {"labels": set(), "options": {"Probe (linear)"},
+                                       "free_text": {"Probe (linear)", "CultureManager (top-2 mix)"}}
 
 # method -> (job kind, per culture / per task / one for all); the adapter that answers a task of culture c
 _JOB_OF: dict[str, tuple[str, str]] = {

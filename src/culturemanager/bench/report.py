@@ -80,14 +80,26 @@ def header(r: dict) -> str:
         f"- Total wall time: {duration(get(r, 'timings', 'total'))}"])
 
 
+METRIC_NAMES = {"macro_f1": "macro-F1", "f1_positive": "F1 positive", "auc": "AUC", "accuracy": "accuracy",
+                "soft_match": "soft match", "exact_match": "exact match", "empty_share": "empty answers"}
+FAMILY_METRICS = {"labels": ("macro_f1", "f1_positive", "auc"), "options": ("accuracy", "macro_f1"),
+                  "free_text": ("soft_match", "exact_match")}
+
+
+def family(r: dict) -> str:
+    return r.get("family") or "labels"
+
+
 def reading(r: dict) -> str:
-    """The verdicts, from the paired intervals only (never from a point estimate)."""
+    """The verdicts, from the paired intervals only (never from a point estimate), on the family's primary
+    metric (macro-F1 for the two-label formats, accuracy for multiple choice, soft match for free text)."""
     rows = []
+    metric = r.get("primary_metric") or "macro_f1"
     for c in r.get("comparisons") or []:
         for kind in ("raw", "calibrated"):
-            x = get(c, kind, "macro_f1")
+            x = get(c, kind, metric)
             if x:
-                rows.append(f"- {c['a']} vs {c['b']} ({kind}): **{x['verdict']}** — macro-F1 difference "
+                rows.append(f"- {c['a']} vs {c['b']} ({kind}): **{x['verdict']}** — {METRIC_NAMES[metric]} difference "
                             f"{signed(x['difference'])} points, 95% interval [{signed(x['ci'][0])}, "
                             f"{signed(x['ci'][1])}]")
     if not rows:
@@ -103,6 +115,8 @@ def reading(r: dict) -> str:
 def scores(r: dict) -> str:
     methods = r.get("methods") or []
     counts = ", ".join(f"{m.get('name', DASH)} {n_seeds(m)}" for m in methods) or DASH
+    if family(r) != "labels":
+        return other_scores(r, counts)
     parts = []
     for kind in ("raw", "calibrated"):
         parts += [f"## Macro-F1 (%), {KIND_NAMES[kind]}", score_table(r, "macro_f1", kind)]
@@ -116,6 +130,26 @@ def scores(r: dict) -> str:
               "mean over tasks, with its 95% paired bootstrap interval over test inputs. Best mean per column in "
               "bold.",
               f"![F1 by task]({PLOTS['f1']})" if plot_data(r)["f1"] else "No F1-by-task plot: no task has a score."]
+    return "\n\n".join(parts)
+
+
+def other_scores(r: dict, counts: str) -> str:
+    """Multiple choice: accuracy and macro-F1 over the options, uncalibrated and calibrated (the content-free lean
+    over the options removed); free text: soft match, exact match and the share of empty answers."""
+    parts = []
+    if family(r) == "options":
+        for metric in ("accuracy", "macro_f1"):
+            for kind in ("raw", "calibrated"):
+                parts += [f"## {METRIC_NAMES[metric].capitalize()} (%), {KIND_NAMES[kind]}",
+                          score_table(r, metric, kind)]
+    else:
+        parts += ["## Soft match (%): an accepted answer's (lemmatized) words all in the answer",
+                  score_table(r, "soft_match"), "## Exact match (%)", score_table(r, "exact_match"),
+                  "## Empty answers (%)", score_table(r, "empty_share", bold=False),
+                  "Label calibration does not apply to generated answers: free text has one answer kind."]
+    parts.append(f"Seeds per method: {counts}. Task and culture cells are mean ± std over training seeds; **Avg** is "
+                 "the mean over tasks, with its 95% paired bootstrap interval over test inputs. Best mean per column "
+                 "in bold.")
     return "\n\n".join(parts)
 
 
@@ -138,16 +172,20 @@ def score_table(r: dict, metric: str, kind: str = "raw", bold: bool = True) -> s
 
 def comparisons_section(r: dict) -> str:
     rows = []
+    metrics = FAMILY_METRICS[family(r)]
+    columns = [("raw", metrics[0])] + ([("calibrated", metrics[0])] if family(r) != "free_text" else []) + \
+        [("raw", m) for m in metrics[1:]]
     for c in r.get("comparisons") or []:
         row = [f"{c.get('a')} − {c.get('b')}"]
-        for kind, metric in (("raw", "macro_f1"), ("calibrated", "macro_f1"), ("raw", "f1_positive"), ("raw", "auc")):
+        for kind, metric in columns:
             x = get(c, kind, metric)
             row.append(DASH if not x else f"{signed(x['difference'])} [{signed(x['ci'][0])}, {signed(x['ci'][1])}]"
                                           f" {MARK.get(x['verdict'], '')}")
         rows.append(row)
     return "\n\n".join(["## Paired differences (points, 95% interval)",
                          "▲ better, ▼ worse (the interval excludes 0); no mark: not distinguishable.",
-                         table(["A − B", "macro-F1", "macro-F1 calibrated", "F1 positive", "AUC"], rows)])
+                         table(["A − B"] + [METRIC_NAMES[m] + (" calibrated" if k == "calibrated" else "")
+                                            for k, m in columns], rows)])
 
 
 MARK = {"better": "▲", "worse": "▼"}
@@ -159,6 +197,9 @@ def signed(x) -> str:
 
 def paper(r: dict) -> str:
     p = r.get("paper")
+    if p and family(r) != "labels":
+        return ("## The paper's numbers\n\nNot shown: the paper's Table 1 scores the two-label CultureLLM tasks "
+                "(positive-class F1); this run's tasks are scored otherwise.")
     if not p:
         return ("## The paper's numbers\n\nNot shown: set `bench.paper` to the paper's numbers (a JSON file shaped "
                 "like ../shared/data/paper_table1.json), or re-render: `python -m culturemanager.bench.report "
@@ -236,7 +277,9 @@ def c_spec(r: dict) -> str:
         value += f" ± {score.get('std') or 0:.2f}"
     return "\n\n".join([
         "## Culture specificity (C-SPEC)",
-        "F1 (%) of each culture's adapter (rows) on each culture's tasks (columns):",
+        ("F1 (%)" if family(r) == "labels" else f"{METRIC_NAMES[r.get('primary_metric') or 'macro_f1'].capitalize()} "
+                                                  "(%)") + " of each culture's adapter (rows) on each culture's tasks "
+                                                           "(columns):",
         table(["adapter \\ tasks"] + cultures, rows),
         f"C-SPEC score: {value}. Reading: 1.0 = every culture is served best by its own adapter.",
         f"![C-SPEC]({PLOTS['c_spec']})"])
@@ -292,6 +335,27 @@ def _mean(items: list[dict], key: str) -> str:
 def timings(r: dict) -> str:
     t = [[k, duration(v)] for k, v in (r.get("timings") or {}).items()]
     return "\n\n".join(["## Timings", table(["Phase", "Time"], t)])
+
+
+def summary(r: dict) -> str:
+    """The console's table: per method the primary metric with its interval, calibrated where that applies, and
+    the family's second metric (AUC for the two-label formats)."""
+    metrics = FAMILY_METRICS[family(r)]
+    first, second = metrics[0], metrics[-1]
+    calibrated = family(r) != "free_text"
+    lines = [f"{'method':36s} {METRIC_NAMES[first]} [95% interval]" + ("  calibrated" if calibrated else "")
+             + f"  {METRIC_NAMES[second]}"]
+    for m in r.get("methods") or []:
+        raw = get(m, "raw", "overall")
+        if not raw:
+            lines.append(f"{m['name']:36s} {DASH}")
+            continue
+        lo, hi = get(m, "raw", "overall_ci", first) or (float("nan"), float("nan"))
+        cal = get(m, "calibrated", "overall", first, "mean") if calibrated else None
+        lines.append(f"{m['name']:36s} {pct(raw[first]['mean']):5.1f} [{pct(lo):4.1f}, {pct(hi):4.1f}]"
+                     + (f"   {pct_or_dash(cal):>5s}" if calibrated else "")
+                     + f"    {pct_or_dash(get(raw, second, 'mean')):>5s}")
+    return "\n".join(lines)
 
 
 def paper_numbers(path: Path) -> dict:

@@ -201,13 +201,23 @@ def left_out_others(tasks: list[RouteTask], examples: dict[str, list[str]], lang
     return out
 
 
-def routed_answers(by_adapter: dict[str, tuple[list[float], list[float]]], router: Router, routes: list[str],
-                   probs: list[dict[str, float]]) -> tuple[list[float], list[float]]:
-    """(P(positive), calibrated) per input from each adapter's answers: the weighted answers of the adapters that
-    `mixtures` picks for the input (the routed culture's alone, or the top `router.top_k` routes' together)."""
+def routed_answers(by_adapter: dict[str, tuple[list, list]], router: Router, routes: list[str],
+                   probs: list[dict[str, float]]) -> tuple[list, list]:
+    """(answers, calibrated) per input from each adapter's answers: the weighted answers of the adapters that
+    `mixtures` picks for the input (the routed culture's alone, or the top `router.top_k` routes' together).
+    An answer is P(positive), a probability per option (mixed option by option) or a generated text (never
+    mixed: the heaviest route's)."""
     mixes = mixtures(router, Routing(routes, probs=probs))
-    return tuple([sum(w * by_adapter[a][j][i] for a, w in m.items()) for i, m in enumerate(mixes)]  # type: ignore
-                 for j in (0, 1))
+
+    def mix(m: dict[str, float], j: int, i: int):
+        first = by_adapter[next(iter(m))][j][i]
+        if isinstance(first, str):
+            return by_adapter[max(m, key=m.get)][j][i]
+        if isinstance(first, list):
+            return [sum(w * by_adapter[a][j][i][k] for a, w in m.items()) for k in range(len(first))]
+        return sum(w * by_adapter[a][j][i] for a, w in m.items())
+
+    return tuple([mix(m, j, i) for i, m in enumerate(mixes)] for j in (0, 1))  # type: ignore
 
 
 def with_mixing(measured: dict, bench, routed: dict, answers: dict, seed: int) -> dict:

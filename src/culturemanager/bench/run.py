@@ -36,6 +36,7 @@ from culturemanager.bench.methods import (
     CM_METHODS,
     FIXED_VARIANT,
     METHODS,
+    NOT_APPLICABLE,
     ROUTED,
     SURVEY_KINDS,
     TRAINED,
@@ -46,13 +47,15 @@ from culturemanager.bench.methods import (
 from culturemanager.bench.report import paper_numbers, write_report
 from culturemanager.bench.results import Answers, best_baseline, comparisons, method_results
 from culturemanager.bench.score import (
+    FAMILIES,
+    PRIMARY,
     c_spec_summary,
     calibrated,
     culture_matrix,
     router_summary,
-    task_scores,
 )
-from culturemanager.bench.tasks import SCORED_FORMATS, TasksFile, TasksFileError, load_tasks
+from culturemanager.bench.tasks import TasksFile, TasksFileError, load_tasks
+from culturemanager.metrics import calibrate
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import file_lock, library_versions, safe_name
 from culturemanager.stages.route import CONTENT_FREE, Router
@@ -75,6 +78,7 @@ class Bench:
         self.router_options: list[str] = []
         self.trained: list[str] = []  # adapters this process trained (a shard reports them)
         self.routing: dict = {}  # both routers measured on the test inputs (bench/routing.py)
+        self.family = "labels"  # how this run's tasks are answered and scored (bench/score.py FAMILIES)
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -86,7 +90,7 @@ class Bench:
         if not self.ok_tasks:
             raise ValueError("no task is left to benchmark: " + "; ".join(
                 f"{t.spec.id}: {t.info.get('skip_reason')}" for t in self.tasks))
-        if CM_METHODS & set(self.cfg.bench.methods):
+        if CM_METHODS & set(self.methods):
             with file_lock(self.root / ".locks" / "pipeline.lock"):  # shards wait: the LLM calls are made once
                 self._timed("pipeline", self.pipeline)
         if self.shard[1] > 1:  # a training shard: its share of the adapters, then the last run evaluates
@@ -115,6 +119,11 @@ class Bench:
         return out
 
     @property
+    def methods(self) -> list[str]:
+        """bench.methods without those this run's scoring family has no meaning for (NOT_APPLICABLE)."""
+        return [m for m in self.cfg.bench.methods if m not in NOT_APPLICABLE[self.family]]
+
+    @property
     def ok_tasks(self) -> list[TaskData]:
         return [t for t in self.tasks if t.ok]
 
@@ -131,10 +140,13 @@ class Bench:
         unknown = sorted(set(wanted) - {t.id for t in self.tf.tasks})
         if unknown:
             raise ValueError(f"bench.task_ids {unknown} are not in {b.tasks}")
-        unscored = [f"{t.id} ({t.format})" for t in self.tf.tasks if t.id in wanted and t.format not in SCORED_FORMATS]
-        if unscored:
-            raise TasksFileError(f"{b.tasks}: tasks {unscored}: culturemanager bench scores {list(SCORED_FORMATS)} "
-                                 f"tasks only (its methods compare P(positive)); leave them out with bench.task_ids")
+        families = {FAMILIES[t.format] for t in self.tf.tasks if t.id in wanted}
+        if len(families) > 1:  # one run's averages and verdicts are over one kind of score
+            mixed = [f"{t.id} ({t.format})" for t in self.tf.tasks if t.id in wanted]
+            raise TasksFileError(f"{b.tasks}: tasks {mixed} mix formats scored differently (binary and true_false "
+                                 f"by P(positive), multiple_choice by accuracy, free_text by soft match): run one "
+                                 f"kind per bench, choosing its tasks with bench.task_ids")
+        self.family = families.pop() if families else "labels"
         for spec in (t for t in self.tf.tasks if t.id in wanted):
             self.tasks.append(split_task(spec, self.tf.prompt_template, self.cfg, self.root))
 
@@ -152,7 +164,7 @@ class Bench:
     def train(self, seeds: list[int]) -> None:
         """Every job's adapter, reused when its examples, settings and starting point are unchanged. One frozen
         prefix serves all of them (an example's lower-layer states are computed once per bench run)."""
-        todo = jobs(set(self.cfg.bench.methods), [t.spec.id for t in self.ok_tasks], self.cultures, seeds)
+        todo = jobs(set(self.methods), [t.spec.id for t in self.ok_tasks], self.cultures, seeds)
         tok = load_tokenizer(self.cfg.target)
         prefix = None
         i, n = self.shard
@@ -209,7 +221,7 @@ class Bench:
 
     def variants(self, seeds: list[int]) -> dict[str, set[str]]:
         """model variant ("base", "prompt", "probe" or an adapter job slug) -> the task ids it must answer."""
-        methods, need = set(self.cfg.bench.methods), {}
+        methods, need = set(self.methods), {}
         for t in self.ok_tasks:
             for method in methods:
                 for seed in seeds:
@@ -230,7 +242,7 @@ class Bench:
 
         engine = Engine.load(self.cfg.target)
         need = self.variants(seeds)
-        routed = self.route_all(engine) if ROUTED.keys() & set(self.cfg.bench.methods) else {}
+        routed = self.route_all(engine) if ROUTED.keys() & set(self.methods) else {}
         answers: dict[tuple[str, str], dict] = {}
         slugs = {job.slug: path for job, path in self.adapters.items() if path}
         order = sorted(need, key=lambda v: (v not in ("base", "prompt", "probe"), v))
@@ -245,34 +257,56 @@ class Bench:
         return routed, answers
 
     def answer(self, engine, variant: str, task: TaskData, folder: Path | None) -> dict:
-        """P(positive) per test input for one model variant, and on content-free input (the variant's lean, for
-        calibration), cached on disk by everything that decides them."""
+        """One model variant's answers to a task's test inputs, cached on disk by everything that decides them:
+        P(positive) per input and on content-free input (the variant's lean, for calibration) for the two-label
+        formats; a probability per option and the content-free ones for multiple choice; the generated answer
+        for free text."""
         adapter_hash = ""
         if folder is not None:
             adapter_hash = json.loads((folder / META).read_text(encoding="utf-8"))["data_hash"]
         preamble = self.cfg.bench.prompt_preamble.replace("{culture}", task.spec.culture) if variant == "prompt" \
             else ""
+        generation = self.cfg.bench.max_new_tokens if task.family == "free_text" else None
         key = stable_hash([variant, adapter_hash, preamble, task.task.template, task.test, self.cfg.target.model,
-                           self.cfg.target.max_length, task.demos if variant == "probe" else None, "v2"])
+                           self.cfg.target.max_length, task.demos if variant == "probe" else None, "v2"]
+                          + ([task.family, task.task.labels, generation] if task.family != "labels" else []))
         path = self.root / "preds" / variant / f"{safe_name(task.spec.id)}.json"
         if path.exists() and (saved := json.loads(path.read_text(encoding="utf-8"))).get("key") == key:
             return saved
         t0 = time.time()
         texts = [x for x, _ in task.test]
+        saved = {"key": key, "variant": variant, "task": task.spec.id}
         if variant == "probe":
-            p, prior = probe_answers(engine, task), 0.5
+            saved.update(p_positive=probe_answers(engine, task), prior=0.5)
         else:
             if folder is not None:
                 engine.add_adapter(variant, folder)
             name = variant if folder else None
-            positive = (task.task.labels or []).index(task.task.positive_label or "1")
-            probs, _ = engine.label_probs(task.task, texts + list(CONTENT_FREE), [name] * (len(texts) + 3), preamble)
-            p = [round(x, 5) for x in probs[:len(texts), positive].tolist()]
-            prior = round(statistics.fmean(probs[len(texts):, positive].tolist()), 5)
-        saved = {"key": key, "variant": variant, "task": task.spec.id, "p_positive": p, "prior": prior,
-                 "seconds": round(time.time() - t0, 2)}
+            if task.family == "free_text":
+                answers, _ = engine.generate(task.task, texts, [name] * len(texts), generation, preamble)
+                saved.update(answers=answers)
+            else:
+                probs, _ = engine.label_probs(task.task, texts + list(CONTENT_FREE), [name] * (len(texts) + 3),
+                                              preamble)
+                if task.family == "options":
+                    saved.update(probs=[[round(x, 5) for x in row] for row in probs[:len(texts)].tolist()],
+                                 prior=[round(x, 5) for x in probs[len(texts):].mean(0).tolist()])
+                else:
+                    positive = (task.task.labels or []).index(task.task.positive_label or "1")
+                    saved.update(p_positive=[round(x, 5) for x in probs[:len(texts), positive].tolist()],
+                                 prior=round(statistics.fmean(probs[len(texts):, positive].tolist()), 5))
+        saved["seconds"] = round(time.time() - t0, 2)
         write_json(path, saved)
         return saved
+
+    @staticmethod
+    def both(saved: dict) -> tuple[list, list]:
+        """A variant's answers uncalibrated and calibrated (free text: the same answers twice)."""
+        if "answers" in saved:
+            return saved["answers"], saved["answers"]
+        if "probs" in saved:
+            return saved["probs"], [calibrate(row, saved["prior"]) for row in saved["probs"]]
+        return saved["p_positive"], calibrated(saved["p_positive"], saved["prior"])
 
     def route_all(self, engine) -> dict:
         """{kind: {task: route per test input}, "probs": ...} for both routers, measured (bench/routing.py)."""
@@ -281,43 +315,43 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------ results
     def method_answers(self, method: str, task: TaskData, seed: int, routed: dict, answers: dict
-                       ) -> tuple[list[float], list[float]]:
-        """(P(positive), calibrated P(positive)) per test input of one method, seed and task."""
-        def both(variant: str) -> tuple[list[float], list[float]]:
-            a = answers[(variant, task.spec.id)]
-            return a["p_positive"], calibrated(a["p_positive"], a["prior"])
-
+                       ) -> tuple[list, list]:
+        """(answers, calibrated answers) per test input of one method, seed and task (Bench.both)."""
         if method not in ROUTED:
-            return both(self.method_variants(method, task, seed)[0])
+            return self.both(answers[(self.method_variants(method, task, seed)[0], task.spec.id)])
         kind, top_k = ROUTED[method]
         return self.routed_answers(kind or self.cfg.router.kind, top_k, task, seed, routed, answers)
 
     def routed_answers(self, kind: str, top_k: int, task: TaskData, seed: int, routed: dict, answers: dict
-                       ) -> tuple[list[float], list[float]]:
+                       ) -> tuple[list, list]:
         """The same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
         culture without an adapter (Router.adapter_for); with top_k > 1 the top routes' adapters together."""
-        def both(variant: str) -> tuple[list[float], list[float]]:
-            a = answers[(variant, task.spec.id)]
-            return a["p_positive"], calibrated(a["p_positive"], a["prior"])
-
         router = Router(True, self.router_options, "", {c: str(self.adapters.get(Job("cm", c, seed)) or "") or None
                                                         for c in self.cultures}, 0, top_k=top_k)
-        by_adapter = {c: both(self.variant(Job("cm", c, seed), "CultureManager")) for c in self.cultures}
-        by_adapter[BASE] = both("base")
+        by_adapter = {c: self.both(answers[(self.variant(Job("cm", c, seed), "CultureManager"), task.spec.id)])
+                      for c in self.cultures}
+        by_adapter[BASE] = self.both(answers[("base", task.spec.id)])
         return routing.routed_answers(by_adapter, router, routed[kind][task.spec.id],
                                       routed["probs"][kind][task.spec.id])
 
+    def scoring(self) -> Answers:
+        """What scores this run's answers: gold labels, and per family the options or accepted answers."""
+        return Answers({t.spec.id: [y for _, y in t.test] for t in self.ok_tasks}, self.culture_of(),
+                       family=self.family, labels={t.spec.id: list(t.task.labels or []) for t in self.ok_tasks},
+                       accepted={t.spec.id: t.test_answers for t in self.ok_tasks},
+                       language={t.spec.id: t.spec.language for t in self.ok_tasks})
+
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
-        names = [m for m in METHODS if m in self.cfg.bench.methods]
-        a = Answers({t.spec.id: [y for _, y in t.test] for t in self.ok_tasks}, culture_of)
+        names = [m for m in METHODS if m in self.methods]
+        a = self.scoring()
         for name in names:
             seeds = seeds_done if name in TRAINED else seeds_done[:1]
             a.p[name] = {s: {t.spec.id: self.method_answers(name, t, s, routed, answers) for t in self.ok_tasks}
                          for s in seeds}
         b = self.cfg.bench
         methods = method_results(a, b.split_seed, b.bootstrap)
-        best = best_baseline(methods)
+        best = best_baseline(methods, metric=PRIMARY[self.family])
         pairs = [("CultureManager", "TaskSFT"), ("CultureManager", best or ""), ("CultureManager", "Original"),
                  ("CultureManager", "CultureManager (known culture)"), ("CultureManager", "CultureManager-all"),
                  ("CultureManager task-specific only", "CultureManager task-agnostic only"),
@@ -328,9 +362,10 @@ class Bench:
                  ("CultureManager (top-2 mix)", "CultureManager")]
         paper = paper_numbers(b.paper) if b.paper else None
         return {
-            "schema": 2, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, "quick": self.quick,
+            "schema": 2, "family": self.family, "primary_metric": PRIMARY[self.family],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, "quick": self.quick,
             "models": {"target": self.cfg.target.model, "generator": self.cfg.generator.model
-                       if CM_METHODS & set(b.methods) else None},
+                       if CM_METHODS & set(self.methods) else None},
             "protocol": {"demo_share": b.demo_share, "test_cap": b.test_cap, "split_seed": b.split_seed,
                          "seeds": seeds_done, "seeds_planned": b.seeds, "bootstrap": b.bootstrap,
                          "train": self.cfg.train.model_dump(mode="json"), "survey_train": b.survey_train,
@@ -339,7 +374,8 @@ class Bench:
             "tasks": [t.info for t in self.tasks], "cultures": self.cultures, "methods": methods,
             "best_baseline": best, "comparisons": comparisons(a, pairs, b.split_seed, b.bootstrap),
             "router": router_summary(routed[self.cfg.router.kind], culture_of, self.router_options) if routed else None,
-            "routers": routing.with_mixing(self.routing, self, routed, answers, seeds_done[0]) if routed else None,
+            "routers": routing.with_mixing(self.routing, self, routed, answers, seeds_done[0]) if routed and
+            self.family == "labels" else (self.routing or None),
             "c_spec": c_spec_summary(self.c_spec_matrices(answers, seeds_done), self.cultures),
             "contamination": self.contamination(),
             "adapters": {j.slug: {"kind": j.kind, "name": j.name, "seed": j.seed, "trained": bool(p),
@@ -349,13 +385,19 @@ class Bench:
         }
 
     def c_spec_matrices(self, answers: dict, seeds_done: list[int]) -> dict:
-        """F1 of each culture's adapter on each culture's tasks, per seed (every adapter answers every task)."""
-        if "CultureManager" not in self.cfg.bench.methods:
+        """Each culture's adapter on each culture's tasks, per seed (every adapter answers every task): positive-
+        class F1 for the two-label formats (the paper's), the family's primary score otherwise."""
+        if "CultureManager" not in self.methods:
             return {}
+        from culturemanager.bench.results import scores_of
+
+        a = self.scoring()
+        metric = "f1_positive" if self.family == "labels" else PRIMARY[self.family]
         matrices = {}
         for s in seeds_done:
-            f1 = {(c, t.spec.id): task_scores([y for _, y in t.test], ["1" if x > 0.5 else "0" for x in answers[(
-                self.variant(Job("cm", c, s), "CultureManager"), t.spec.id)]["p_positive"]])["f1_positive"]
+            f1 = {(c, t.spec.id): scores_of(a, t.spec.id, self.both(answers[(self.variant(Job("cm", c, s),
+                                                                                          "CultureManager"),
+                                                                             t.spec.id)])[0])[metric]
                   for c in self.cultures for t in self.ok_tasks}
             matrices[s] = culture_matrix(f1, self.cultures, self.culture_of())
         return matrices

@@ -14,7 +14,35 @@ import statistics
 
 from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, macro_f1
 
-METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc")
+METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc", "soft_match", "exact_match",
+           "empty_share")
+FAMILIES = {"binary": "labels", "true_false": "labels", "multiple_choice": "options", "free_text": "free_text"}
+"""How a task format is answered and scored by the bench: labels (P(positive) of a two-label task: positive-class
+F1, macro-F1, AUC), options (a probability per option: accuracy, macro-F1 over the options' letters) or
+free_text (a generated answer: soft and exact match against the accepted answers)."""
+PRIMARY = {"labels": "macro_f1", "options": "accuracy", "free_text": "soft_match"}
+"""The metric a family's verdicts are read from."""
+CI_METRICS = {"labels": ("macro_f1", "f1_positive", "auc"), "options": ("accuracy", "macro_f1"),
+              "free_text": ("soft_match", "exact_match")}
+"""The metrics that get paired bootstrap intervals, per family."""
+
+
+def option_scores(gold: list[str], probs: list[list[float]], labels: list[str]) -> dict[str, float]:
+    """Multiple choice: the likeliest option per input against the gold letter: accuracy and macro-F1 over the
+    options."""
+    pred = [labels[max(range(len(p)), key=p.__getitem__)] for p in probs]
+    return {"macro_f1": macro_f1(gold, pred, labels), "accuracy": accuracy(gold, pred), "n": len(gold)}
+
+
+def free_text_task_scores(answers: list[str], accepted: list[list[str]], language: str | None) -> dict[str, float]:
+    """Free text: soft and exact match of each answer against its own accepted answers (answers.py), and the share
+    of empty answers."""
+    from culturemanager.answers import exact_match, soft_match
+
+    n = len(answers)
+    return {"soft_match": sum(soft_match(a, acc, language) for a, acc in zip(answers, accepted)) / n if n else 0.0,
+            "exact_match": sum(exact_match(a, acc) for a, acc in zip(answers, accepted)) / n if n else 0.0,
+            "empty_share": sum(not a.strip() for a in answers) / n if n else 0.0, "n": n}
 
 
 def task_scores(gold: list[str], pred: list[str], positive: str = "1", labels: tuple[str, ...] = ("0", "1")

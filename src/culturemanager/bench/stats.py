@@ -48,6 +48,20 @@ def weighted_scores(gold: np.ndarray, pred: np.ndarray, W: np.ndarray) -> dict[s
     return {"f1_positive": f1_pos, "macro_f1": (f1_pos + f1_neg) / 2, "accuracy": (tp + tn) / total}
 
 
+def weighted_mean(values: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Per resample: the weighted mean of a per-input score (1/0 correct, soft match, ...)."""
+    return (W @ np.asarray(values, float)) / W.sum(1)
+
+
+def weighted_macro_f1(gold: np.ndarray, pred: np.ndarray, W: np.ndarray, classes: int) -> np.ndarray:
+    """Per resample: macro-F1 over `classes` classes (integer arrays gold, pred in 0..classes-1): the mean of every
+    class's F1 on the resampled inputs (a class with no true positive scores 0, as in `metrics.macro_f1`)."""
+    g, p = np.asarray(gold), np.asarray(pred)
+    f1s = [_f1(W @ ((g == k) & (p == k)), W @ ((g != k) & (p == k)), W @ ((g == k) & (p != k)))
+           for k in range(classes)]
+    return np.mean(f1s, axis=0)
+
+
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denom = 2 * tp + fp + fn
     return np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=(tp > 0) & (denom > 0))

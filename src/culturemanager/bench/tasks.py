@@ -74,12 +74,6 @@ class BenchTask(BaseModel):
         return self
 
 
-SCORED_FORMATS = ("binary", "true_false")
-"""The formats `culturemanager bench` runs: its methods score P(positive) (positive-class F1, AUC, calibration of
-that probability); for true_false the positive class is "true". multiple_choice and free_text tasks are read and
-checked here, but the bench refuses them by name."""
-
-
 class TasksFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
