@@ -79,6 +79,16 @@ bench: $(VENV)/.bench
 bench-quick: $(VENV)/.bench
 	$(CM) bench examples/bench.toml --quick
 
+# Culture knowledge from the World Factbook in three formats (true/false, multiple choice, free text), one bench run
+# per format: runs/bench-factbook/{tf,mc,ft}/report.md (docs/benchmarks.md, "Factbook tasks").
+FACTBOOK_IDS = [\"ar-factbook-$$f\",\"bn-factbook-$$f\",\"zh-factbook-$$f\",\"es-factbook-$$f\",\"tr-factbook-$$f\"]
+bench-factbook: $(VENV)/.bench
+	$(PY) -m culturemanager.bench.factbook_tasks $(CULTUREMANAGER_DATA)/factbook runs/factbook-tasks
+	for f in tf mc ft; do \
+	  $(CM) bench examples/factbook.toml --set bench.dir=../runs/bench-factbook/$$f \
+	    --set "bench.task_ids=$(FACTBOOK_IDS)" || exit 1; \
+	done
+
 # This machine's per-token-and-layer rates for `--plan` (plan.Rates).
 bench-rates: $(VENV)/.demo
 	$(PY) benchmarks/rates.py

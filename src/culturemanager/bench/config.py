@@ -10,6 +10,7 @@ Run: imported by `culturemanager bench CONFIG.toml [--quick] [--set KEY=VALUE]`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,20 @@ class SurveyFiles(Section):
     """The survey baselines' training data (CultureLLM's chat-format files), relative to `dir`."""
 
     dir: Path = Path("culturellm")
-    """Folder of the survey files, relative to the data folder unless absolute."""
+    """Folder of the survey files, relative to the data folder unless absolute (`${CULTUREMANAGER_DATA}/culturellm`
+    and `~` are expanded)."""
     folders: dict[str, str] = Field(default_factory=dict)
     """Culture name -> its folder name where they differ (e.g. Chinese = "China"); default: the name itself."""
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        expanded = os.path.expandvars(os.path.expanduser(v))
+        if "$" in expanded:
+            raise ValueError(f"{v!r} uses an environment variable that is not set")
+        return expanded
     survey: str = "{folder}/Finetune/WVQ_{folder}_50.jsonl"
     """Per culture: the 50 World Values Survey questions with the culture's answers (CultureSFT)."""
     augmented: str = "{folder}/Finetune/WVQ_{folder}_1000.jsonl"

@@ -79,6 +79,7 @@ class Bench:
         self.trained: list[str] = []  # adapters this process trained (a shard reports them)
         self.routing: dict = {}  # both routers measured on the test inputs (bench/routing.py)
         self.family = "labels"  # how this run's tasks are answered and scored (bench/score.py FAMILIES)
+        self.prefix = None  # the frozen lower layers' states (backends/prefix.py), shared by every seed's training
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -163,10 +164,10 @@ class Bench:
 
     def train(self, seeds: list[int]) -> None:
         """Every job's adapter, reused when its examples, settings and starting point are unchanged. One frozen
-        prefix serves all of them (an example's lower-layer states are computed once per bench run)."""
+        prefix serves all of them (an example's lower-layer states are computed once per bench run: the prefix lives
+        on the Bench, so the seeds after the first reuse it)."""
         todo = jobs(set(self.methods), [t.spec.id for t in self.ok_tasks], self.cultures, seeds)
         tok = load_tokenizer(self.cfg.target)
-        prefix = None
         i, n = self.shard
         groups = list(dict.fromkeys((j.init or j) for j in todo))  # a job and the one it continues from together
         for k, job in enumerate(todo, 1):
@@ -177,7 +178,7 @@ class Bench:
                 if not mine:
                     log.warning("%s is being trained by another process: skipped here", job.slug)
                     continue
-                prefix = self.train_job(job, k, len(todo), tok, prefix)
+                self.prefix = self.train_job(job, k, len(todo), tok, self.prefix)
 
     def train_job(self, job: Job, k: int, total: int, tok, prefix):
         """Train (or reuse) one job's adapter; returns the frozen prefix, created on first need and shared."""
