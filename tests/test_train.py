@@ -170,3 +170,56 @@ def test_an_adapter_locked_by_another_process_is_skipped_not_trained_twice(task_
         counts = run.stage("train")
     assert counts["locked_elsewhere"] == ["Spanish"] and counts["trained"] == ["Turkish"]
     assert not (run.rd.adapter("Spanish") / "adapter_model.safetensors").exists()
+
+
+def test_small_loss_keep_by_hand():
+    from culturemanager.stages.train import small_loss_keep
+
+    losses = [0.1, 2.0, 0.3, 0.2, 5.0, 0.4, 0.9]
+    labels = ["1", "1", "1", "1", "0", "0", "0"]
+    # label "1": round(0.5 x 4) = 2 dropped, the losses 2.0 and 0.3; label "0": round(1.5) = 2, losses 5.0, 0.9
+    assert small_loss_keep(losses, labels, 0.5) == [True, False, False, True, False, True, False]
+    # a label with one sample always keeps it; ties drop the later sample first
+    assert small_loss_keep([1.0, 1.0, 3.0], ["a", "a", "b"], 0.5) == [True, False, True]
+
+
+def test_small_loss_check_drops_the_high_loss_samples_and_trains_again_on_the_rest(task_config):
+    run = prepare(task_config, "train.small_loss.enabled=true", "train.small_loss.drop_share=0.25")
+    counts = run.stage("train")
+    assert counts["trained"] == ["Spanish", "Turkish"]
+    folder = run.rd.adapter("Spanish")
+    rows = [json.loads(x) for x in (folder / "small_loss.jsonl").read_text(encoding="utf-8").splitlines()]
+    meta = json.loads((folder / "culturemanager.json").read_text())
+    first = json.loads((folder.parent / ".Spanish.first" / "culturemanager.json").read_text())
+    assert [r["loss"] for r in rows] == first["example_losses"] and len(rows) == first["examples"] == 16
+    dropped = [r for r in rows if not r["kept"]]
+    assert counts["small_loss_dropped"]["Spanish"] == len(dropped) == meta["small_loss"]["dropped"] > 0
+    assert meta["samples"] == 16 - len(dropped)  # the final adapter trained on the kept samples only
+    for key in {(r["task"], r["label"]) for r in rows}:  # within each label the dropped ones had the highest loss
+        mine = [r for r in rows if (r["task"], r["label"]) == key]
+        if any(not r["kept"] for r in mine):
+            assert min(r["loss"] for r in mine if not r["kept"]) >= max(r["loss"] for r in mine if r["kept"])
+    # a second run trains neither adapter again
+    assert run.stage("train")["reused"] == ["Spanish", "Turkish"]
+
+
+def test_small_loss_finds_the_flipped_labels_a_first_adapter_cannot_fit(tiny_model, tmp_path):
+    """Twelve inputs of one kind answered "x", twelve of another answered "y", and two of the first kind mislabelled
+    "y": after a first adapter, those two have the highest loss among the "y" samples, and the check drops them."""
+    from culturemanager.backends.trainer import fit_adapter
+    from culturemanager.config import TargetConfig, TrainConfig
+    from culturemanager.stages.train import small_loss_keep
+
+    a, b, x, y = [5, 6, 7, 8], [40, 41, 42, 43], 20, 21
+    examples = [(a + [50 + i], [-100] * 5) for i in range(12)] + [(b + [60 + i], [-100] * 5) for i in range(12)]
+    examples = [(ids + [x if ids[0] == 5 else y], labels + [x if ids[0] == 5 else y]) for ids, labels in examples]
+    flipped = [(a + [70 + i, y], [-100] * 5 + [y]) for i in range(2)]
+    examples += flipped
+    settings = TrainConfig(rank=4, alpha=8, epochs=30, lr=5e-3, batch_size=8, target_modules=["q_proj", "v_proj"])
+    record = fit_adapter(TargetConfig(model=str(tiny_model), max_length=32, batch_size=8), settings, 0, examples,
+                         tmp_path / "first", "d", {}, progress=False, score=True)
+    losses = record["example_losses"]
+    labels = [str(lab[-1]) for _, lab in examples]
+    keep = small_loss_keep(losses, labels, 2 / 14)  # label y: 14 samples, 2 dropped (label x: 12, also 2)
+    assert [i for i, k in enumerate(keep) if not k and labels[i] == str(y)] == [24, 25]  # exactly the flipped ones
+    assert min(losses[24:]) > max(losses[12:24])

@@ -30,6 +30,7 @@ from culturemanager.settings import (  # noqa: F401 - every table is importable 
     SearchConfig,
     Section,
     SelectConfig,
+    SmallLossConfig,
     SynthesisConfig,
     TargetConfig,
     TrainConfig,
@@ -74,6 +75,10 @@ class DataFile(Section):
     """Field holding the accepted answers of a free_text input: a list of strings (or one string). A prediction
     is scored right when it matches any of them (exact and soft match, answers.py); with `label_field` as well,
     the label is one more accepted answer. In a CSV file the cell is one accepted answer."""
+    options_field: str | None = None
+    """multiple_choice: field holding the row's options (a list of 2 to 26 strings). They are lettered into the
+    text ("... A) Madrid B) Rome"), and a label that names an option's text becomes its letter: the task's labels
+    are then the letters (labels = ["A", "B", "C", "D"])."""
     start: int = Field(0, ge=0)
     """First row to use (0-based, after skipping blank lines)."""
     limit: int | None = Field(None, ge=0)

@@ -169,6 +169,8 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         if df.label_map and raw not in df.label_map:
             raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
         label = df.label_map.get(raw, raw)
+    if df.options_field is not None:
+        text, label = _with_options(obj, df, where, text, label)
     answers = _answers(obj, df, where) + ((label,) if label is not None else ())
     culture = df.culture
     if df.culture_field is not None:
@@ -176,6 +178,29 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
             raise InputFileError(f"{where}: no text field {df.culture_field!r} (the row's culture)")
         culture = obj[df.culture_field]
     return InputRow(text.strip(), label, where, culture, df.task, tuple(dict.fromkeys(answers)))
+
+
+def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | None) -> tuple[str, str | None]:
+    """A multiple-choice row: its options lettered into the text, its label (an option's text or letter) as the
+    letter."""
+    import string
+
+    from culturemanager.formats import with_options
+
+    options = obj.get(df.options_field or "")
+    if not isinstance(options, list) or not 2 <= len(options) <= 26 or not all(
+            isinstance(o, str) and o.strip() for o in options) or len(set(options)) != len(options):
+        raise InputFileError(f"{where}: options field {df.options_field!r} is {options!r}, not a list of 2 to 26 "
+                             f"distinct options")
+    letters = string.ascii_uppercase[:len(options)]
+    if label is not None:
+        if label in options:
+            label = letters[options.index(label)]
+        elif label.strip().upper() in letters:
+            label = label.strip().upper()
+        else:
+            raise InputFileError(f"{where}: label {label!r} is neither one of the row's options nor their letter")
+    return with_options(text.strip(), options), label
 
 
 def _answers(obj: dict, df: DataFile, where: str) -> tuple[str, ...]:

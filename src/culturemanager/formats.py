@@ -12,10 +12,17 @@ Run: `python -m culturemanager.formats` prints each format's one-shot example.
 from __future__ import annotations
 
 import re
+import string
 
 from culturemanager.answers import answer_tokens, normalize_answer
 from culturemanager.config import DEFAULT_LABELS, Task
 from culturemanager.records import DropReason
+
+
+def with_options(question: str, options: list[str]) -> str:
+    """A multiple-choice question with its options lettered: "What is ...? A) x B) y"."""
+    return question + " " + " ".join(f"{string.ascii_uppercase[i]}) {o.strip()}" for i, o in enumerate(options))
+
 
 FORMAT_HINT: dict[str, str] = {
     "binary": "Each label says whether the text has {task}: {positive} = it has, the other label = it has not.",

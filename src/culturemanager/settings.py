@@ -250,6 +250,19 @@ class SynthesisConfig(Section):
         return self
 
 
+class SmallLossConfig(Section):
+    """The label check that needs no judge (the small-loss idea of the label-noise literature): a first adapter is
+    trained on all of a culture's samples, the samples it finds least likely under their own label (the highest
+    answer loss) are dropped, and the adapter is trained again on the rest (stages/train.py). Every sample's loss
+    and verdict is written beside the adapter (`small_loss.jsonl`)."""
+
+    enabled: bool = False
+    """Train twice, dropping the high-loss samples in between."""
+    drop_share: float = Field(0.2, gt=0.0, lt=1.0)
+    """Share of each label's samples dropped, the highest losses first (per label, so a rare label is not
+    dropped wholesale; at least one sample of each label is kept)."""
+
+
 class TrainConfig(Section):
     rank: int = Field(8, ge=1)
     """LoRA rank r of each adapted matrix."""
@@ -294,6 +307,8 @@ class TrainConfig(Section):
     """Save a resumable checkpoint every this many steps."""
     min_samples: int = Field(4, ge=1)
     """Cultures with fewer synthetic samples get no adapter (they fall back to the base model)."""
+    small_loss: SmallLossConfig = Field(default_factory=SmallLossConfig)
+    """The small-loss label check on CultureManager's synthetic samples (off by default)."""
 
 
 class RouterConfig(Section):

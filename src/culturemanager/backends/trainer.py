@@ -46,10 +46,12 @@ Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt t
 
 def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
                 digest: str, meta: dict, progress: bool = True, label: str = "adapter", loaded=None,
-                prefix: FrozenPrefix | None = None, init: Path | None = None) -> dict:
+                prefix: FrozenPrefix | None = None, init: Path | None = None, score: bool = False) -> dict:
     """Train one adapter and save it to `out`; returns its `culturemanager.json` record. `loaded` is a (base
     model, tokenizer) pair the caller already loaded (modified in place); `prefix` a shared frozen-prefix cache
-    (for `settings.layers`); `init` an adapter folder to continue from (same LoRA settings)."""
+    (for `settings.layers`); `init` an adapter folder to continue from (same LoRA settings). With `score`, the
+    record also holds every training example's answer loss under the finished adapter (`example_losses`, the
+    small-loss check's input)."""
     from peft import get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
     from rich.progress import Progress
@@ -94,6 +96,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
                 save_checkpoint(ckpt, digest, state, get_peft_model_state_dict(model), opt, sched)
     if state["best"] is not None:
         set_peft_model_state_dict(model, state["best"])
+    losses = example_losses(model, examples, tok.pad_token_id, prefix, target.batch_size) if score else None
     record = {**meta, "data_hash": digest, "examples": len(examples), "train_examples": len(train_idx),
               "validation_examples": len(val_idx), "steps": state["step"], "planned_steps": len(batches),
               "best_step": state["best_step"], "examples_seen": sum(len(b) for b in batches[:state["step"]]),
@@ -101,7 +104,8 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
               "validation_curve": state["val_curve"], "layers": settings.layers,
               "effective_batch": settings.batch_size, "micro_batch": settings.micro_batch or settings.batch_size,
               "target": target.model_dump(mode="json"), "train": settings.model_dump(mode="json"),
-              "versions": library_versions()}
+              "versions": library_versions()} | ({"example_losses": [round(x, 5) for x in losses]}
+                                                  if losses is not None else {})
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -114,6 +118,12 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
              label, len(examples), state["step"], len(batches), settings.batch_size,
              settings.micro_batch or settings.batch_size, state["losses"][-1] if state["losses"] else float("nan"))
     return record
+
+
+def settings_key(t: TrainConfig) -> dict:
+    """The training settings as they enter an adapter's data hash; the small-loss check only when it is on, so
+    adapters trained before the setting existed stay current."""
+    return t.model_dump(mode="json", exclude=None if t.small_loss.enabled else {"small_loss"})
 
 
 def lora_config(t: TrainConfig, n_layers: int | None = None):
@@ -253,6 +263,19 @@ def validation_loss(model, val: list[Example], pad_id: int, prefix: FrozenPrefix
             by_label[answer_key(e)].append(loss)
     model.train(was)
     return sum(sum(v) / len(v) for v in by_label.values()) / len(by_label)
+
+
+@torch.no_grad()
+def example_losses(model, examples: list[Example], pad_id: int, prefix: FrozenPrefix | None, batch_size: int = 16
+                   ) -> list[float]:
+    """Each example's mean answer-token loss under the model as it is (eval mode), in batches."""
+    was = model.training
+    model.eval()
+    out: list[float] = []
+    for s in range(0, len(examples), batch_size):
+        out += _per_example_loss(model, examples[s:s + batch_size], pad_id, prefix)
+    model.train(was)
+    return out
 
 
 def _per_example_loss(model, chunk: list[Example], pad_id: int, prefix: FrozenPrefix | None) -> list[float]:

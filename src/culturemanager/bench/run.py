@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from culturemanager.backends.target import load_target, load_tokenizer
-from culturemanager.backends.trainer import META, fit_adapter
+from culturemanager.backends.trainer import META, fit_adapter, settings_key
 from culturemanager.bench import routing
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, pipeline_config, split_task
@@ -55,6 +55,7 @@ from culturemanager.bench.score import (
     router_summary,
 )
 from culturemanager.bench.tasks import TasksFile, TasksFileError, load_tasks
+from culturemanager.config import SmallLossConfig
 from culturemanager.metrics import calibrate
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import file_lock, library_versions, safe_name
@@ -192,7 +193,7 @@ class Bench:
             self.adapters[job] = None
             return prefix
         start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
-        digest = stable_hash([examples, settings.model_dump(mode="json"), self.cfg.target.model, job.seed, start])
+        digest = stable_hash([examples, settings_key(settings), self.cfg.target.model, job.seed, start])
         if not adapter_is_current(out, digest):
             if prefix is None and settings.layers:
                 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
@@ -200,18 +201,41 @@ class Bench:
                 model, _ = load_target(self.cfg.target)
                 prefix = FrozenPrefix(model, len(decoder_layers(model)) - settings.layers,
                                       self.cfg.target.batch_size, tok.pad_token_id)
+            meta: dict = {"job": job.__dict__}
+            if settings.small_loss.enabled:  # synthetic data only (settings_for): train, drop high-loss, retrain
+                examples, meta["small_loss"] = self.small_loss(job, examples, settings, digest, prefix, init)
             log.info("[%d/%d] training %s on %d examples", k, total, job.slug, len(examples))
-            fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, {"job": job.__dict__},
+            fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, meta,
                         self.progress, label=f"{job.slug} ({k}/{total})", prefix=prefix, init=init)
             self.trained.append(job.slug)
         self.adapters[job] = out
         return prefix
 
+    def small_loss(self, job: Job, examples: list, settings, digest: str, prefix, init) -> tuple[list, dict]:
+        """The small-loss check on one CultureManager adapter's synthetic examples (stages/train.py): a first
+        adapter in a hidden folder (reused on resume), each example's answer loss, the high-loss ones dropped."""
+        from culturemanager.backends.trainer import answer_key
+        from culturemanager.stages.train import small_loss_keep
+
+        out = job.folder(self.root)
+        first = out.parent / f".{out.name}.first"
+        first_digest = stable_hash([digest, "small-loss-first"])
+        if not adapter_is_current(first, first_digest):
+            fit_adapter(self.cfg.target, settings, job.seed, examples, first, first_digest, {"job": job.__dict__},
+                        self.progress, label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init,
+                        score=True)
+        losses = json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
+        keep = small_loss_keep(losses, [str(answer_key(e)) for e in examples], settings.small_loss.drop_share)
+        return [e for e, k in zip(examples, keep) if k], {"examples": len(examples),
+                                                          "dropped": len(keep) - sum(keep)}
+
     def settings_for(self, job: Job):
         """The [train] settings, with `bench.survey_train` on top for the survey baselines (their answers are
         1-10 ratings: no class balancing by default)."""
         if job.kind in SURVEY_KINDS and self.cfg.bench.survey_train:
-            return self.cfg.train.model_copy(update=self.cfg.bench.survey_train)
+            return self.cfg.train.model_copy(update={**self.cfg.bench.survey_train, "small_loss": SmallLossConfig()})
+        if not job.kind.startswith("cm"):  # the small-loss check is for synthetic data only
+            return self.cfg.train.model_copy(update={"small_loss": SmallLossConfig()})
         return self.cfg.train
 
     # ------------------------------------------------------------------------------------------ evaluation

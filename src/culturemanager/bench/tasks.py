@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from culturemanager.config import Format
+from culturemanager.formats import with_options
 from culturemanager.records import normalize_text
 
 
@@ -204,11 +205,6 @@ def accepted_answers(task: BenchTask, obj: dict, where: str) -> list[str]:
             raise TasksFileError(f"{where}: field {name!r} is {raw!r}, not accepted answers (non-empty strings)")
         out += [x.strip() for x in raw if x.strip() not in out]
     return out
-
-
-def with_options(question: str, options: list[str]) -> str:
-    """The question with its options lettered: "What is ...? A) x B) y"."""
-    return question + " " + " ".join(f"{string.ascii_uppercase[i]}) {o.strip()}" for i, o in enumerate(options))
 
 
 def main() -> None:

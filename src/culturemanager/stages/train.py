@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
-from culturemanager.backends.trainer import META, Example, fit_adapter
+from culturemanager.backends.trainer import META, Example, fit_adapter, settings_key
 from culturemanager.config import Config, Task
 from culturemanager.records import Sample, read_jsonl
 from culturemanager.rundir import RunDir, file_lock
@@ -68,13 +68,61 @@ def train_culture(cfg: Config, rd: RunDir, culture: str, counts: dict, progress:
     if adapter_is_current(out, digest):
         counts["reused"].append(culture)
         return
-    counts["truncated"] += train_adapter(cfg, culture, samples, out, digest, progress)
+    extra: dict = {}
+    if cfg.train.small_loss.enabled:
+        samples, extra = small_loss_check(cfg, rd, culture, samples, digest, progress)
+        counts.setdefault("small_loss_dropped", {})[culture] = extra["small_loss"]["dropped"]
+    counts["truncated"] += train_adapter(cfg, culture, samples, out, digest, progress, extra)
     counts["trained"].append(culture)
+    if extra:
+        write_jsonl_rows(out / SMALL_LOSS_FILE, extra.pop("rows"))
+
+
+SMALL_LOSS_FILE = "small_loss.jsonl"
+
+
+def small_loss_check(cfg: Config, rd: RunDir, culture: str, samples: list[Sample], digest: str, progress: bool
+                     ) -> tuple[list[Sample], dict]:
+    """`train.small_loss`: a first adapter on all samples (kept in a hidden folder and reused while its data is
+    unchanged, so a resumed run does not train it again), each sample's answer loss under it, and the samples
+    the check keeps (`small_loss_keep`). Returns the kept samples and what to record: counts for the adapter's
+    culturemanager.json and one row per sample (loss, kept) for small_loss.jsonl."""
+    out = rd.adapter(culture)
+    first = out.parent / f".{out.name}.first"
+    first_digest = hashlib.sha256(f"{digest}:small-loss-first".encode()).hexdigest()
+    if not adapter_is_current(first, first_digest):
+        train_adapter(cfg, culture, samples, first, first_digest, progress, {"small_loss_first": True}, score=True)
+    losses = json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
+    keep = small_loss_keep(losses, [f"{s.task}\x00{s.label}" for s in samples], cfg.train.small_loss.drop_share)
+    rows = [{"task": s.task, "text": s.text, "label": s.label, "loss": loss, "kept": k}
+            for s, loss, k in zip(samples, losses, keep)]
+    dropped = len(keep) - sum(keep)
+    log.info("small-loss check for %s: %d of %d samples dropped (highest answer loss per label)", culture, dropped,
+             len(keep))
+    return ([s for s, k in zip(samples, keep) if k],
+            {"small_loss": {"samples": len(keep), "dropped": dropped, "drop_share": cfg.train.small_loss.drop_share},
+             "rows": rows})
+
+
+def small_loss_keep(losses: list[float], labels: list[str], share: float) -> list[bool]:
+    """Per label, the round(share x n) samples with the highest loss are dropped (ties: the later sample first),
+    and at least one sample of each label is kept."""
+    keep = [True] * len(losses)
+    for label in dict.fromkeys(labels):
+        idx = [i for i, y in enumerate(labels) if y == label]
+        k = min(round(share * len(idx)), len(idx) - 1)
+        for i in sorted(idx, key=lambda i: (-losses[i], -i))[:k]:
+            keep[i] = False
+    return keep
+
+
+def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def data_hash(cfg: Config, samples: list[Sample]) -> str:
     """Everything that changes the adapter: the samples, the templates, the target and the LoRA settings."""
-    body = {"samples": [(s.task, s.text, s.label) for s in samples], "train": cfg.train.model_dump(),
+    body = {"samples": [(s.task, s.text, s.label) for s in samples], "train": settings_key(cfg.train),
             "target": cfg.target.model, "max_length": cfg.target.max_length, "seed": cfg.run.seed,
             "templates": {t.id: t.template for t in cfg.tasks}}
     return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
@@ -109,11 +157,12 @@ def training_example(tok, task: Task, text: str, answer: str, max_length: int) -
 
 
 def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, digest: str,
-                  progress: bool) -> int:
+                  progress: bool, extra: dict | None = None, score: bool = False) -> int:
     base, tok = load_target(cfg.target)
     examples, truncated = build_examples(cfg, tok, samples)
     meta = {"culture": culture, "samples": len(samples), "tasks": sorted({s.task for s in samples}),
-            "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks}}
+            "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks},
+            **{k: v for k, v in (extra or {}).items() if k != "rows"}}
     fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture,
-                loaded=(base, tok))
+                loaded=(base, tok), score=score)
     return truncated
