@@ -286,6 +286,12 @@ def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_con
     assert scores["n"] == 3 and 0 <= scores["soft_match"] <= 1 and 0 <= scores["exact_match"] <= scores["soft_match"]
     assert set(scores["by_culture"]) == {"Spanish", "Turkish"} and scores["by_culture"]["Spanish"]["n"] == 2
     assert metrics["free_text"]["n"] == 3 and set(scores["lemmatizer"]) == {"Spanish", "Turkish"}
+    # answers that are no answers, by reason (formats.validate_answer); an empty one is counted as such
+    from culturemanager.formats import validate_answer
+
+    want = [validate_answer(p.text, p.label, cfg.task("hate")) for p in preds]
+    assert scores["not_answers"] == {r.value: want.count(r) for r in set(want) if r is not None}
+    assert scores["not_answers"].get("no_label", 0) == scores["empty_answers"]
 
 
 def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_again(task_config, tmp_path):

@@ -232,10 +232,16 @@ def free_text_metrics(cfg: Config, pairs: list[tuple[InputRow, Prediction]]) -> 
     languages = {c.name: c.language for c in cfg.cultures}
     culture = [r.culture or p.culture for r, p in pairs]
 
+    from culturemanager.formats import validate_answer
+
+    # what is no answer at all: empty, a bare label ("0", "true"), an echoed template, the question repeated
+    reasons = [validate_answer(r.text, p.label, cfg.task(p.task)) for r, p in pairs]
+
     def scores(idx: list[int]) -> dict:
         return free_text_scores([pairs[i][1].label for i in idx], [pairs[i][1].answers for i in idx],
                                 [languages.get(culture[i]) for i in idx],
-                                [pairs[i][1].judged for i in idx] if cfg.predict.judge.enabled else None)
+                                [pairs[i][1].judged for i in idx] if cfg.predict.judge.enabled else None) | {
+            "not_answers": dict(Counter(str(reasons[i].value) for i in idx if reasons[i] is not None))}
 
     from culturemanager.answers import lemmatizer
 
