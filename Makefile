@@ -87,12 +87,14 @@ factbook-run: $(VENV)/.demo $(LLAMA_SERVER)
 
 # Culture knowledge from the World Factbook in three formats (true/false, multiple choice, free text), one bench run
 # per format: runs/bench-factbook/{tf,mc,ft}/report.md (docs/benchmarks.md, "Factbook tasks").
-FACTBOOK_IDS = [\"ar-factbook-$$f\",\"bn-factbook-$$f\",\"zh-factbook-$$f\",\"es-factbook-$$f\",\"tr-factbook-$$f\"]
+# FACTBOOK_LANGS picks the cultures (make bench-factbook FACTBOOK_LANGS="es tr": Spain and Turkey only).
+FACTBOOK_LANGS ?= ar bn zh es tr
 bench-factbook: $(VENV)/.bench
 	$(PY) -m culturemanager.bench.factbook_tasks $(CULTUREMANAGER_DATA)/factbook runs/factbook-tasks
 	for f in tf mc ft; do \
+	  ids=$$(for l in $(FACTBOOK_LANGS); do printf '"%s-factbook-%s",' $$l $$f; done); \
 	  $(CM) bench examples/factbook.toml --set bench.dir=../runs/bench-factbook/$$f \
-	    --set "bench.task_ids=$(FACTBOOK_IDS)" || exit 1; \
+	    --set "bench.task_ids=[$${ids%,}]" || exit 1; \
 	done
 
 # This machine's per-token-and-layer rates for `--plan` (plan.Rates).

@@ -320,6 +320,10 @@ def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_aga
     assert judge["judged"] == 2 and judge["no_verdict"] == 0
     assert judge["judge_match"] == sum(p.judged for p in preds) / 2
     assert metrics["judge"] == {"by": "fake", "judged": 2, "no_verdict": 0}
+    from culturemanager.summary import describe  # the run's summary line reads free-text scores (it crashed on them)
+
+    line = describe("predict", metrics)
+    assert "hate: soft match" in line and "judge" in line and "macro-F1" not in line
     calls = [c for c in read_jsonl(run.rd.calls, CallRecord) if c.stage == "answer_judge"]
     assert [c.outcome for c in calls] == ["ok", "ok"]
     run.stage("predict")

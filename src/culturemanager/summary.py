@@ -55,13 +55,23 @@ def describe(stage: str, c: dict) -> str:
         s = f"{c.get('inputs', 0)} predictions; routed: {routed}; truncated {counts.get('truncated', 0)}"
         for task, m in c.get("tasks", {}).items():
             if "scores" in m:
-                sc = m["scores"]
-                s += (f"; {task}: macro-F1 {sc['macro_f1']:.3f}, F1(pos) {sc.get('f1_positive', 0):.3f}, "
-                      f"accuracy {sc['accuracy']:.3f} (n={sc['n']})")
+                s += f"; {task}: {task_scores_line(m['scores'])}"
         if "router_accuracy" in c:
             s += f"; router accuracy {c['router_accuracy']:.3f}"
         return s
     return str(c)
+
+
+def task_scores_line(sc: dict) -> str:
+    """One task's scores as the summary shows them: label tasks' macro-F1 (F1 of the positive label where there is
+    one) and accuracy; free-text tasks' soft and exact match (and the judge's rate and agreement when it ran)."""
+    if "soft_match" in sc:
+        judge = sc.get("judge") or {}
+        extra = (f", judge {judge['judge_match']:.3f} (agreement with soft match {judge['agreement']:.3f})"
+                 if judge.get("judge_match") is not None and judge.get("agreement") is not None else "")
+        return f"soft match {sc['soft_match']:.3f}, exact match {sc['exact_match']:.3f}{extra} (n={sc['n']})"
+    pos = f", F1(pos) {sc['f1_positive']:.3f}" if "f1_positive" in sc else ""
+    return f"macro-F1 {sc['macro_f1']:.3f}{pos}, accuracy {sc['accuracy']:.3f} (n={sc['n']})"
 
 
 def print_summary(run_dir: Path, console: Console | None = None) -> None:
