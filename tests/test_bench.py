@@ -441,3 +441,36 @@ def test_the_small_loss_check_applies_to_culturemanagers_synthetic_data_only(tmp
     tasksft = tmp_path / "out" / "adapters" / "tasksft" / "es-stereo"
     assert "small_loss" not in json.loads((tasksft / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
     assert not (tasksft / ".seed0.first").exists()
+
+
+def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path, monkeypatch):
+    """examples/factbook.toml (one bench run per format) and examples/factbook-run.toml (all three formats in one
+    run): they load, and each format's split and inputs read from the builder's files."""
+    from conftest import DATA, REPO
+    from test_factbook_tasks import FOLDERS, profile
+
+    from culturemanager.bench.factbook_tasks import build
+    from culturemanager.bench.run import Bench
+    from culturemanager.datafiles import read_rows
+
+    for code, folder in FOLDERS.items():
+        (tmp_path / "fb" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fb" / folder / f"{code}.json").write_text(json.dumps(profile(code)), encoding="utf-8")
+    build(tmp_path / "fb", tmp_path / "tasks")
+    monkeypatch.setenv("CULTUREMANAGER_DATA", str(DATA))
+    for fmt, family in (("tf", "labels"), ("mc", "options"), ("ft", "free_text")):
+        ids = json.dumps([f"{lang}-factbook-{fmt}" for lang in ("ar", "es")])
+        cfg = load_bench_config(REPO / "examples" / "factbook.toml", [
+            f"bench.tasks={tmp_path / 'tasks' / 'tasks.json'}", f"bench.dir={tmp_path / fmt}", f"bench.task_ids={ids}"])
+        bench = Bench(cfg, progress=False)
+        bench.split()
+        assert bench.family == family and [t.spec.id for t in bench.tasks] == json.loads(ids)
+    from culturemanager import load_config
+
+    run = load_config(REPO / "examples" / "factbook-run.toml")
+    assert [t.format for t in run.tasks] == ["true_false", "multiple_choice", "free_text"] and run.predict.judge.enabled
+    for df in run.predict.inputs:  # the same files, as the builder writes them (hand-made profiles: capitals)
+        rows = read_rows(df.model_copy(update={"path": tmp_path / "tasks" / df.path.name, "start": 0}))
+        assert rows and all(r.culture in ("Spanish", "Turkish") for r in rows)
+        if df.options_field:
+            assert all(r.label in "ABCD" and " A) " in r.text for r in rows)
