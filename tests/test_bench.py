@@ -390,8 +390,9 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
 
     cfg = write_formats_bench(tmp_path, tiny_model)
     ids = f'["es-{fmt}", "tr-{fmt}"]'
+    judge = ["--set", "bench.judge.enabled=true"] if fmt == "ft" else []  # the fake generator judges
     assert main(["bench", str(cfg), "--quick", "--no-progress", "--set", f"bench.task_ids={ids}",
-                 "--set", "bench.test_cap=6", "--set", "bench.max_new_tokens=4"]) == 0
+                 "--set", "bench.test_cap=6", "--set", "bench.max_new_tokens=4", *judge]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
     family = FAMILIES["multiple_choice" if fmt == "mc" else "free_text"]
     assert results["family"] == family and results["primary_metric"] == metrics[0]
@@ -417,6 +418,12 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
         want = sum(soft_match(a, r["answers"], "es") for a, r in zip(preds["answers"], test)) / 6
         base = next(m for m in results["methods"] if m["name"] == "Original")
         assert base["raw"]["tasks"]["es-ft"]["soft_match"]["mean"] == pytest.approx(want)
+        # the judge (the fake: "yes" when an accepted answer is in the answer; an empty answer is wrong unasked)
+        said = [bool(a.strip()) and any(x.casefold() in a.casefold() for x in r["answers"])
+                for a, r in zip(preds["answers"], test)]
+        assert results["judge"]["by"] == "fake" and results["judge"]["distinct_answers"] > 0
+        assert base["raw"]["tasks"]["es-ft"]["judge_match"]["mean"] == pytest.approx(sum(said) / 6)
+        assert "judge_match" in results["comparisons"][0]["raw"]
     else:  # a probability per option, calibrated against the content-free lean over the options
         preds = json.loads((tmp_path / "out" / "preds" / "base" / "es-mc.json").read_text(encoding="utf-8"))
         assert len(preds["probs"]) == 6 and all(len(p) == 3 and abs(sum(p) - 1) < 1e-3 for p in preds["probs"])
@@ -425,6 +432,7 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
     assert verdicts and set(verdicts) <= {"better", "worse", "not distinguishable"}
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert ("## Accuracy (%), uncalibrated" if fmt == "mc" else "## Soft match (%)") in report
+    assert ("## LLM judge (%)" in report) == (fmt == "ft")
     assert "positive-class F1" not in report.split("## Router")[0].lower()
 
 

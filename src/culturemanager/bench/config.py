@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from culturemanager.bench.methods import METHODS
 from culturemanager.config import (
+    AnswerJudgeConfig,
     ConfigError,
     LLMConfig,
     QueriesConfig,
@@ -106,6 +107,9 @@ class BenchSection(Section):
     output_token_s, prompt_token_s, adapter_overhead_s); default: this project's CPU."""
     max_new_tokens: int = Field(24, ge=1)
     """free_text tasks: tokens each method may generate for an answer (answers are a few words)."""
+    judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
+    """free_text tasks: an LLM judge of every method's answers (default endpoint: the bench's generator), scored
+    beside soft match with its agreement (off by default: one short call per distinct answer)."""
     bootstrap: int = Field(1000, ge=100)
     """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
     paper: Path | None = None

@@ -81,7 +81,8 @@ def header(r: dict) -> str:
 
 
 METRIC_NAMES = {"macro_f1": "macro-F1", "f1_positive": "F1 positive", "auc": "AUC", "accuracy": "accuracy",
-                "soft_match": "soft match", "exact_match": "exact match", "empty_share": "empty answers"}
+                "soft_match": "soft match", "exact_match": "exact match", "empty_share": "empty answers",
+                "judge_match": "judge", "judge_agreement": "judge agreement"}
 FAMILY_METRICS = {"labels": ("macro_f1", "f1_positive", "auc"), "options": ("accuracy", "macro_f1"),
                   "free_text": ("soft_match", "exact_match")}
 
@@ -147,6 +148,11 @@ def other_scores(r: dict, counts: str) -> str:
                   score_table(r, "soft_match"), "## Exact match (%)", score_table(r, "exact_match"),
                   "## Empty answers (%)", score_table(r, "empty_share", bold=False),
                   "Label calibration does not apply to generated answers: free text has one answer kind."]
+        if r.get("judge"):
+            parts += [f"## LLM judge (%): the share of answers {show(get(r, 'judge', 'by'))} calls right",
+                      score_table(r, "judge_match"),
+                      "## The judge's agreement with soft match (%), on the answers it gave a verdict for",
+                      score_table(r, "judge_agreement", bold=False)]
     parts.append(f"Seeds per method: {counts}. Task and culture cells are mean ± std over training seeds; **Avg** is "
                  "the mean over tasks, with its 95% paired bootstrap interval over test inputs. Best mean per column "
                  "in bold.")
@@ -172,7 +178,7 @@ def score_table(r: dict, metric: str, kind: str = "raw", bold: bool = True) -> s
 
 def comparisons_section(r: dict) -> str:
     rows = []
-    metrics = FAMILY_METRICS[family(r)]
+    metrics = FAMILY_METRICS[family(r)] + (("judge_match",) if r.get("judge") else ())
     columns = [("raw", metrics[0])] + ([("calibrated", metrics[0])] if family(r) != "free_text" else []) + \
         [("raw", m) for m in metrics[1:]]
     for c in r.get("comparisons") or []:

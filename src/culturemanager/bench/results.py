@@ -52,6 +52,8 @@ class Answers:
     labels: dict[str, list[str]] = field(default_factory=dict)  # options: task -> the options' letters
     accepted: dict[str, list[list[str]]] = field(default_factory=dict)  # free_text: task -> answers per input
     language: dict[str, str | None] = field(default_factory=dict)  # free_text: task -> soft match's language
+    judged: dict[str, dict[tuple[int, str], bool | None]] | None = None  # free_text with bench.judge: task ->
+    # (test input, answer) -> the judge's verdict
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -59,7 +61,11 @@ class Answers:
 
     @property
     def ci_metrics(self) -> tuple[str, ...]:
-        return CI_METRICS[self.family]
+        return CI_METRICS[self.family] + (("judge_match",) if self.family == "free_text" and self.judged else ())
+
+    def verdicts(self, task: str, answers: list[str]) -> list[bool | None]:
+        table = (self.judged or {}).get(task, {})
+        return [table.get((i, a)) for i, a in enumerate(answers)]
 
 
 def method_results(a: Answers, seed: int = 0, draws: int = DRAWS) -> list[dict]:
@@ -120,8 +126,24 @@ def scores_of(a: Answers, task: str, answers: list) -> dict:
     if a.family == "options":
         return option_scores(gold, answers, a.labels[task])
     if a.family == "free_text":
-        return free_text_task_scores(answers, a.accepted[task], a.language.get(task))
+        out = free_text_task_scores(answers, a.accepted[task], a.language.get(task))
+        if a.judged:
+            out |= judge_scores(a.verdicts(task, answers), answers, a.accepted[task], a.language.get(task))
+        return out
     return task_scores(gold, ["1" if x > 0.5 else "0" for x in answers]) | {"auc": auc(gold, answers)}
+
+
+def judge_scores(verdicts: list[bool | None], answers: list[str], accepted: list[list[str]], language: str | None
+                 ) -> dict[str, float]:
+    """The judge's rate (an input without a verdict counts as not right), its agreement with soft match on the
+    inputs it gave a verdict for, and the share without one."""
+    from culturemanager.answers import soft_match
+
+    n = len(verdicts)
+    pairs = [(v, soft_match(x, acc, language)) for v, x, acc in zip(verdicts, answers, accepted) if v is not None]
+    return {"judge_match": sum(v is True for v in verdicts) / n if n else 0.0,
+            "judge_agreement": sum(v == m for v, m in pairs) / len(pairs) if pairs else float("nan"),
+            "judge_no_verdict": (n - len(pairs)) / n if n else 0.0}
 
 
 def resamples(a: Answers, seed: int, draws: int) -> dict[str, np.ndarray]:
@@ -141,6 +163,8 @@ def resampled(a: Answers, task: str, answers: list, metric: str, W: np.ndarray) 
         from culturemanager.answers import exact_match, soft_match
 
         lang = a.language.get(task)
+        if metric == "judge_match":
+            return weighted_mean(np.array([v is True for v in a.verdicts(task, answers)]), W)
         match = soft_match if metric == "soft_match" else (lambda x, acc, _: exact_match(x, acc))
         return weighted_mean(np.array([match(x, acc, lang) for x, acc in zip(answers, a.accepted[task])]), W)
     g = np.array([y == "1" for y in a.gold[task]])

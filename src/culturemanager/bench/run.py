@@ -81,6 +81,8 @@ class Bench:
         self.routing: dict = {}  # both routers measured on the test inputs (bench/routing.py)
         self.family = "labels"  # how this run's tasks are answered and scored (bench/score.py FAMILIES)
         self.prefix = None  # the frozen lower layers' states (backends/prefix.py), shared by every seed's training
+        self.verdicts: dict[str, dict[tuple[int, str], bool | None]] = {}  # bench.judge: task -> (input, answer)
+        self.judge_name: str | None = None
 
     # ------------------------------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -107,6 +109,8 @@ class Bench:
             r, a = self._timed("evaluate", self.evaluate, [seed])
             routed.update(r)
             answers.update(a)
+            if self.family == "free_text" and self.cfg.bench.judge.enabled:
+                self._timed("judge", self.judge_all, answers)
             self.timings["total"] = round(time.time() - t0, 1)
             results = self.results(routed, answers, seeds[:k + 1])
             write_json(self.root / "results.json", results)
@@ -333,6 +337,30 @@ class Bench:
             return saved["probs"], [calibrate(row, saved["prior"]) for row in saved["probs"]]
         return saved["p_positive"], calibrated(saved["p_positive"], saved["prior"])
 
+    def judge_all(self, answers: dict) -> None:
+        """bench.judge: every distinct (test input, answer) that any variant gave gets the judge's verdict, once
+        (its calls cached under bench.dir/judge); an empty answer is wrong without asking."""
+        from culturemanager.stages.predict import judge_answers
+
+        by_id = {t.spec.id: t for t in self.ok_tasks}
+        todo: dict[tuple[str, int, str], tuple[str, str, list[str], str]] = {}
+        for (_, task_id), saved in answers.items():
+            t = by_id[task_id]
+            for i, ans in enumerate(saved.get("answers") or []):
+                known = self.verdicts.setdefault(task_id, {})
+                if (i, ans) in known or (task_id, i, ans) in todo:
+                    continue
+                if not ans.strip():
+                    known[(i, ans)] = False
+                    continue
+                todo[(task_id, i, ans)] = (t.spec.culture, t.test[i][0], t.test_answers[i], ans)
+        jud, folder = self.cfg.bench.judge, self.root / "judge"
+        verdicts, self.judge_name = judge_answers(jud.generator or self.cfg.generator, folder / "llm.jsonl",
+                                                  folder / "calls.jsonl", list(todo.values()), jud.max_chars,
+                                                  self.progress)
+        for (task_id, i, ans), v in zip(todo, verdicts):
+            self.verdicts[task_id][(i, ans)] = v
+
     def route_all(self, engine) -> dict:
         """{kind: {task: route per test input}, "probs": ...} for both routers, measured (bench/routing.py)."""
         routed, self.routing = routing.bench_routes(self, engine)
@@ -364,7 +392,8 @@ class Bench:
         return Answers({t.spec.id: [y for _, y in t.test] for t in self.ok_tasks}, self.culture_of(),
                        family=self.family, labels={t.spec.id: list(t.task.labels or []) for t in self.ok_tasks},
                        accepted={t.spec.id: t.test_answers for t in self.ok_tasks},
-                       language={t.spec.id: t.spec.language for t in self.ok_tasks})
+                       language={t.spec.id: t.spec.language for t in self.ok_tasks},
+                       judged=self.verdicts if self.family == "free_text" and self.cfg.bench.judge.enabled else None)
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
@@ -406,6 +435,8 @@ class Bench:
             "adapters": {j.slug: {"kind": j.kind, "name": j.name, "seed": j.seed, "trained": bool(p),
                                   **(adapter_meta(p) if p else {})} for j, p in self.adapters.items()},
             "pipeline": self.pipeline_counts, "paper": paper,
+            "judge": {"by": self.judge_name, "distinct_answers": sum(len(v) for v in self.verdicts.values())}
+            if self.verdicts else None,
             "timings": self.timings, "versions": library_versions(),
         }
 

@@ -15,7 +15,7 @@ import statistics
 from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, macro_f1
 
 METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc", "soft_match", "exact_match",
-           "empty_share")
+           "empty_share", "judge_match", "judge_agreement", "judge_no_verdict")
 FAMILIES = {"binary": "labels", "true_false": "labels", "multiple_choice": "options", "free_text": "free_text"}
 """How a task format is answered and scored by the bench: labels (P(positive) of a two-label task: positive-class
 F1, macro-F1, AUC), options (a probability per option: accuracy, macro-F1 over the options' letters) or

@@ -140,26 +140,37 @@ def judge_predictions(cfg: Config, rd: RunDir, rows: list[InputRow], preds: list
     """`predict.judge`: every free-text prediction with accepted answers gets the judge's verdict (`judged`: True
     right, False wrong, None no parsable verdict). Its calls go through the run's answer cache and call log, so a
     re-run repeats none."""
+    jud = cfg.predict.judge
+    asked = [i for i, p in enumerate(preds) if p.answers and cfg.task(p.task).format == "free_text"]
+    verdicts, name = judge_answers(jud.generator or cfg.generator, rd.llm_cache, rd.calls,
+                                   [(rows[i].culture or preds[i].culture, preds[i].text, list(preds[i].answers),
+                                     preds[i].label) for i in asked], jud.max_chars, progress)
+    out = list(preds)
+    for i, v in zip(asked, verdicts):
+        out[i] = preds[i].model_copy(update={"judged": v})
+    return out, name
+
+
+def judge_answers(generator, cache: Path, calls: Path, items: list[tuple[str, str, list[str], str]],
+                  max_chars: int = 600, progress: bool = True) -> tuple[list[bool | None], str]:
+    """The answer judge on (culture, question, accepted answers, answer) items: True right, False wrong, None no
+    parsable verdict; and the judge's name. One short call per item through the answer cache at `cache` (the call
+    log at `calls`), so nothing is asked twice; predict and the bench both judge with it."""
     from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
     from culturemanager.prompts import build_answer_judge_messages, parse_verdict
 
-    jud = cfg.predict.judge
-    asked = [i for i, p in enumerate(preds) if p.answers and cfg.task(p.task).format == "free_text"]
-    llm = CachedLLM(make_backend(jud.generator or cfg.generator), rd.llm_cache, rd.calls, progress=progress)
+    llm = CachedLLM(make_backend(generator), cache, calls, progress=progress)
     try:
-        requests = [ChatRequest(build_answer_judge_messages(rows[i].culture or preds[i].culture, preds[i].text,
-                                                            preds[i].answers, preds[i].label, jud.max_chars),
-                                temperature=0.0, max_tokens=ANSWER_JUDGE_MAX_TOKENS, seed=0) for i in asked]
+        requests = [ChatRequest(build_answer_judge_messages(c, q, acc, a, max_chars), temperature=0.0,
+                                max_tokens=ANSWER_JUDGE_MAX_TOKENS, seed=0) for c, q, acc, a in items]
         answers = llm.complete(requests, stage="answer_judge") if requests else []
     finally:
         if hasattr(llm.backend, "close"):
             llm.backend.close()  # e.g. a llama_server judge: its process ends with the judging
-    out = list(preds)
-    for i, ans in zip(asked, answers):
-        out[i] = preds[i].model_copy(update={"judged": parse_verdict(ans.text) if ans is not None else None})
-    if asked and all(p.judged is None for p in (out[i] for i in asked)):
-        log.warning("predict.judge: no parsable verdict for any of %d answers", len(asked))
-    return out, llm.name
+    verdicts = [parse_verdict(a.text) if a is not None else None for a in answers]
+    if items and all(v is None for v in verdicts):
+        log.warning("answer judge: no parsable verdict for any of %d answers", len(items))
+    return verdicts, llm.name
 
 
 ANSWER_JUDGE_MAX_TOKENS = 4  # "yes" or "no"
