@@ -87,6 +87,11 @@ FAMILY_METRICS = {"labels": ("macro_f1", "f1_positive", "auc"), "options": ("acc
                   "free_text": ("soft_match", "exact_match")}
 
 
+def title(name: str) -> str:
+    """A metric's name at the start of a heading: "macro-F1" -> "Macro-F1" (str.capitalize would lower the F)."""
+    return name[:1].upper() + name[1:]
+
+
 def family(r: dict) -> str:
     return r.get("family") or "labels"
 
@@ -141,7 +146,7 @@ def other_scores(r: dict, counts: str) -> str:
     if family(r) == "options":
         for metric in ("accuracy", "macro_f1"):
             for kind in ("raw", "calibrated"):
-                parts += [f"## {METRIC_NAMES[metric].capitalize()} (%), {KIND_NAMES[kind]}",
+                parts += [f"## {title(METRIC_NAMES[metric])} (%), {KIND_NAMES[kind]}",
                           score_table(r, metric, kind)]
     else:
         parts += ["## Soft match (%): an accepted answer's (lemmatized) words all in the answer",
@@ -283,7 +288,7 @@ def c_spec(r: dict) -> str:
         value += f" ± {score.get('std') or 0:.2f}"
     return "\n\n".join([
         "## Culture specificity (C-SPEC)",
-        ("F1 (%)" if family(r) == "labels" else f"{METRIC_NAMES[r.get('primary_metric') or 'macro_f1'].capitalize()} "
+        ("F1 (%)" if family(r) == "labels" else f"{title(METRIC_NAMES[r.get('primary_metric') or 'macro_f1'])} "
                                                   "(%)") + " of each culture's adapter (rows) on each culture's tasks "
                                                            "(columns):",
         table(["adapter \\ tasks"] + cultures, rows),
