@@ -262,24 +262,30 @@ def test_calibrated_predictions_divide_by_each_adapters_content_free_lean(task_c
         assert p.label == task.labels[max(range(2), key=want.__getitem__)]
 
 
-def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_config, tmp_path):
+def free_text_predict(task_config, tmp_path, rows: list[dict], *overrides: str):
+    """The task as free text, `rows` (text, accepted answers, culture) as predict's input, random adapters, the
+    router off: (config, run, predict's metrics, the predictions)."""
     import json
 
-    rows = [{"text": "¿Qué se come en Nochevieja?", "answers": ["doce uvas", "uvas"], "culture": "Spanish"},
-            {"text": "¿Dónde se celebra la Tomatina?", "answers": "Buñol", "culture": "Spanish"},
-            {"text": "Bayramda ne yenir?", "answers": ["baklava"], "culture": "Turkish"}]
+    from culturemanager.records import Prediction, read_jsonl
+
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                        encoding="utf-8")
     cfg = load_config(task_config, ['tasks.0.format="free_text"', "predict.max_new_tokens=4", "router.enabled=false",
-                                    'predict.inputs=[{path="qa.jsonl", answers_field="answers", '
-                                    'culture_field="culture"}]'])
+                                    *overrides, 'predict.inputs=[{path="qa.jsonl", answers_field="answers", '
+                                                'culture_field="culture"}]'])
     run = Run(cfg, progress=False)
     random_adapters(cfg, run.rd)
     run.stage("route")
     metrics = run.stage("predict")
-    from culturemanager.records import Prediction, read_jsonl
+    return cfg, run, metrics, read_jsonl(run.rd.predictions, Prediction)
 
-    preds = read_jsonl(run.rd.predictions, Prediction)
+
+def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_config, tmp_path):
+    rows = [{"text": "¿Qué se come en Nochevieja?", "answers": ["doce uvas", "uvas"], "culture": "Spanish"},
+            {"text": "¿Dónde se celebra la Tomatina?", "answers": "Buñol", "culture": "Spanish"},
+            {"text": "Bayramda ne yenir?", "answers": ["baklava"], "culture": "Turkish"}]
+    cfg, _, metrics, preds = free_text_predict(task_config, tmp_path, rows)
     assert [p.answers for p in preds] == [["doce uvas", "uvas"], ["Buñol"], ["baklava"]]
     assert all("\n" not in p.label for p in preds)
     scores = metrics["tasks"]["hate"]["scores"]
@@ -297,23 +303,11 @@ def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_con
 def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_again(task_config, tmp_path):
     """predict.judge: every free-text prediction gets the judge's verdict; metrics carry the judge's rate and its
     agreement with soft match; a second predict answers every judge call from the run's cache."""
-    import json
-
-    from culturemanager.records import CallRecord, Prediction, read_jsonl
+    from culturemanager.records import CallRecord, read_jsonl
 
     rows = [{"text": "¿Qué se come en Nochevieja?", "answers": ["uvas"], "culture": "Spanish"},
             {"text": "Bayramda ne yenir?", "answers": ["baklava"], "culture": "Turkish"}]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                       encoding="utf-8")
-    cfg = load_config(task_config, ['tasks.0.format="free_text"', "predict.max_new_tokens=4", "router.enabled=false",
-                                    "predict.judge.enabled=true",
-                                    'predict.inputs=[{path="qa.jsonl", answers_field="answers", '
-                                    'culture_field="culture"}]'])
-    run = Run(cfg, progress=False)
-    random_adapters(cfg, run.rd)
-    run.stage("route")
-    metrics = run.stage("predict")
-    preds = read_jsonl(run.rd.predictions, Prediction)
+    _, run, metrics, preds = free_text_predict(task_config, tmp_path, rows, "predict.judge.enabled=true")
     # the fake judge says "yes" exactly when an accepted answer is in the answer: random adapters never write one
     assert [p.judged for p in preds] == [any(a.casefold() in p.label.casefold() for a in p.answers) for p in preds]
     judge = metrics["tasks"]["hate"]["scores"]["judge"]

@@ -199,11 +199,16 @@ def test_mixtures_weight_the_top_routes_adapters():
     assert mixtures(Router(True, ["A", "B"], "", {"A": "a/", "B": "b/"}, 64), routing)[0] == {"A": 1.0}
 
 
-def test_top_k_mixing_is_the_weighted_average_of_the_adapters_label_probabilities(task_config):
+def adapter_engine(task_config):
+    """(config, engine) with random Spanish and Turkish adapters loaded."""
     cfg = load_config(task_config)
     rd = Run(cfg, progress=False).rd
     random_adapters(cfg, rd)
-    engine = Engine.load(cfg.target, {"Spanish": rd.adapter("Spanish"), "Turkish": rd.adapter("Turkish")})
+    return cfg, Engine.load(cfg.target, {"Spanish": rd.adapter("Spanish"), "Turkish": rd.adapter("Turkish")})
+
+
+def test_top_k_mixing_is_the_weighted_average_of_the_adapters_label_probabilities(task_config):
+    cfg, engine = adapter_engine(task_config)
     task = cfg.tasks[0]
     texts = ["Los catalanes son tacaños", "Defol git buradan", "Çay ister misin?"]
     mixes = [{"Spanish": 0.7, "Turkish": 0.3}, {"Turkish": 1.0}, {"Spanish": 0.25, BASE: 0.75}]
@@ -251,10 +256,7 @@ def test_a_calibrated_mixture_is_the_weighted_average_of_each_adapters_calibrate
     """The rule predict and the bench share: each adapter's content-free lean is removed before the weights apply."""
     from culturemanager.metrics import calibrate
 
-    cfg = load_config(task_config)
-    rd = Run(cfg, progress=False).rd
-    random_adapters(cfg, rd)
-    engine = Engine.load(cfg.target, {"Spanish": rd.adapter("Spanish"), "Turkish": rd.adapter("Turkish")})
+    cfg, engine = adapter_engine(task_config)
     task = cfg.tasks[0]
     texts = ["Los catalanes son tacaños", "Defol git buradan"]
     mixes = [{"Spanish": 0.6, "Turkish": 0.4}, {"Turkish": 1.0}]

@@ -183,23 +183,17 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
 def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | None) -> tuple[str, str | None]:
     """A multiple-choice row: its options lettered into the text, its label (an option's text or letter) as the
     letter."""
-    import string
-
-    from culturemanager.formats import with_options
+    from culturemanager.formats import option_letter, valid_options, with_options
 
     options = obj.get(df.options_field or "")
-    if not isinstance(options, list) or not 2 <= len(options) <= 26 or not all(
-            isinstance(o, str) and o.strip() for o in options) or len(set(options)) != len(options):
+    if not valid_options(options):
         raise InputFileError(f"{where}: options field {df.options_field!r} is {options!r}, not a list of 2 to 26 "
                              f"distinct options")
-    letters = string.ascii_uppercase[:len(options)]
     if label is not None:
-        if label in options:
-            label = letters[options.index(label)]
-        elif label.strip().upper() in letters:
-            label = label.strip().upper()
-        else:
+        letter = option_letter(options, label)
+        if letter is None:
             raise InputFileError(f"{where}: label {label!r} is neither one of the row's options nor their letter")
+        label = letter
     return with_options(text.strip(), options), label
 
 

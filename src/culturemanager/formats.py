@@ -19,6 +19,20 @@ from culturemanager.config import DEFAULT_LABELS, Task
 from culturemanager.records import DropReason
 
 
+def valid_options(options: object) -> bool:
+    """A row's multiple-choice options: a list of 2 to 26 distinct non-empty strings (one letter each)."""
+    return isinstance(options, list) and 2 <= len(options) <= 26 and len(set(options)) == len(options) and all(
+        isinstance(o, str) and o.strip() for o in options)
+
+
+def option_letter(options: list[str], label: str) -> str | None:
+    """The letter of a row's correct option, named by its text or by its letter; None when it names neither."""
+    letters = string.ascii_uppercase[:len(options)]
+    if label in options:
+        return letters[options.index(label)]
+    return label.strip().upper() if label.strip().upper() in letters and label.strip() else None
+
+
 def with_options(question: str, options: list[str]) -> str:
     """A multiple-choice question with its options lettered: "What is ...? A) x B) y"."""
     return question + " " + " ".join(f"{string.ascii_uppercase[i]}) {o.strip()}" for i, o in enumerate(options))

@@ -269,14 +269,15 @@ def read_json_lines(path: Path) -> tuple[list[Any], int]:
     return values, bad
 
 
-def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:
-    """Write atomically (temp file + rename), so a killed run never leaves half a stage output."""
+def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
+    """Write records (or plain JSON objects) atomically (temp file + rename), so a killed run never leaves half a
+    stage output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(r.model_dump_json() + "\n")
+            f.write((r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r, ensure_ascii=False)) + "\n")
             n += 1
     os.replace(tmp, path)
     return n

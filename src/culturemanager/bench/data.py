@@ -21,7 +21,7 @@ from culturemanager.bench.score import FAMILIES
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, TaskRows, read_task_rows
 from culturemanager.config import Config, Task
-from culturemanager.records import Sample
+from culturemanager.records import Sample, write_jsonl
 from culturemanager.rundir import safe_name
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def split_task(spec: BenchTask, template: str, cfg: BenchConfig, root: Path, wri
         log.warning("task %s skipped: %s", spec.id, info["skip_reason"])
     if write:
         folder = root / "data" / safe_name(spec.id)
-        write_lines(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
-        write_lines(folder / "test.jsonl", [{"text": x, "label": y} | ({"answers": td.test_answers[i]}
+        write_jsonl(folder / "demos.jsonl", [{"text": x} for x, _ in td.demos])  # no labels for the pipeline
+        write_jsonl(folder / "test.jsonl", [{"text": x, "label": y} | ({"answers": td.test_answers[i]}
                                                                         if td.test_answers else {})
                                             for i, (x, y) in enumerate(td.test)])
     td.info = info
@@ -149,13 +149,6 @@ def subsample(examples: list[Example], cap: int | None) -> list[Example]:
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def write_lines(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
 
 
 def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dict[str, list[Sample]],

@@ -219,16 +219,11 @@ class Bench:
         """The small-loss check on one CultureManager adapter's synthetic examples (stages/train.py): a first
         adapter in a hidden folder (reused on resume), each example's answer loss, the high-loss ones dropped."""
         from culturemanager.backends.trainer import answer_key
-        from culturemanager.stages.train import small_loss_keep
+        from culturemanager.stages.train import first_pass_losses, small_loss_keep
 
-        out = job.folder(self.root)
-        first = out.parent / f".{out.name}.first"
-        first_digest = stable_hash([digest, "small-loss-first"])
-        if not adapter_is_current(first, first_digest):
-            fit_adapter(self.cfg.target, settings, job.seed, examples, first, first_digest, {"job": job.__dict__},
-                        self.progress, label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init,
-                        score=True)
-        losses = json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
+        losses = first_pass_losses(job.folder(self.root), digest, lambda first, first_digest: fit_adapter(
+            self.cfg.target, settings, job.seed, examples, first, first_digest, {"job": job.__dict__}, self.progress,
+            label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init, score=True))
         keep = small_loss_keep(losses, [str(answer_key(e)) for e in examples], settings.small_loss.drop_share)
         return [e for e, k in zip(examples, keep) if k], {"examples": len(examples),
                                                           "dropped": len(keep) - sum(keep)}

@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from culturemanager.config import Format
-from culturemanager.formats import with_options
+from culturemanager.formats import option_letter, valid_options, with_options
 from culturemanager.records import normalize_text
 
 
@@ -178,8 +178,7 @@ def row_label(task: BenchTask, obj: dict, where: str, rows: TaskRows) -> tuple[s
                                  f"{task.id!r}")
         return raw, []
     options = obj.get(task.options_field or "")
-    if not isinstance(options, list) or len(options) < 2 or len(options) > 26 or len(set(map(str, options))) \
-            != len(options) or not all(isinstance(o, str) and o.strip() for o in options):
+    if not valid_options(options):
         raise TasksFileError(f"{where}: field {task.options_field!r} is {options!r}, not a list of 2 to 26 "
                              f"distinct options")
     letters = list(string.ascii_uppercase[:len(options)])
@@ -187,10 +186,8 @@ def row_label(task: BenchTask, obj: dict, where: str, rows: TaskRows) -> tuple[s
         rows.options = letters
     elif rows.options != letters:
         raise TasksFileError(f"{where}: {len(options)} options, the task's earlier rows have {len(rows.options)}")
-    if raw in options:
-        return letters[options.index(raw)], []
-    if raw.strip().upper() in letters:
-        return raw.strip().upper(), []
+    if (letter := option_letter(options, raw)) is not None:
+        return letter, []
     raise TasksFileError(f"{where}: label {raw!r} is neither one of the row's options nor their letter")
 
 

@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
 from culturemanager.backends.trainer import META, Example, fit_adapter, settings_key
 from culturemanager.config import Config, Task
-from culturemanager.records import Sample, read_jsonl
+from culturemanager.records import Sample, read_jsonl, write_jsonl
 from culturemanager.rundir import RunDir, file_lock
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def train_culture(cfg: Config, rd: RunDir, culture: str, counts: dict, progress:
     counts["truncated"] += train_adapter(cfg, culture, samples, out, digest, progress, extra)
     counts["trained"].append(culture)
     if extra:
-        write_jsonl_rows(out / SMALL_LOSS_FILE, extra.pop("rows"))
+        write_jsonl(out / SMALL_LOSS_FILE, extra.pop("rows"))
 
 
 SMALL_LOSS_FILE = "small_loss.jsonl"
@@ -87,12 +88,8 @@ def small_loss_check(cfg: Config, rd: RunDir, culture: str, samples: list[Sample
     unchanged, so a resumed run does not train it again), each sample's answer loss under it, and the samples
     the check keeps (`small_loss_keep`). Returns the kept samples and what to record: counts for the adapter's
     culturemanager.json and one row per sample (loss, kept) for small_loss.jsonl."""
-    out = rd.adapter(culture)
-    first = out.parent / f".{out.name}.first"
-    first_digest = hashlib.sha256(f"{digest}:small-loss-first".encode()).hexdigest()
-    if not adapter_is_current(first, first_digest):
-        train_adapter(cfg, culture, samples, first, first_digest, progress, {"small_loss_first": True}, score=True)
-    losses = json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
+    losses = first_pass_losses(rd.adapter(culture), digest, lambda first, first_digest: train_adapter(
+        cfg, culture, samples, first, first_digest, progress, {"small_loss_first": True}, score=True))
     keep = small_loss_keep(losses, [f"{s.task}\x00{s.label}" for s in samples], cfg.train.small_loss.drop_share)
     rows = [{"task": s.task, "text": s.text, "label": s.label, "loss": loss, "kept": k}
             for s, loss, k in zip(samples, losses, keep)]
@@ -102,6 +99,17 @@ def small_loss_check(cfg: Config, rd: RunDir, culture: str, samples: list[Sample
     return ([s for s, k in zip(samples, keep) if k],
             {"small_loss": {"samples": len(keep), "dropped": dropped, "drop_share": cfg.train.small_loss.drop_share},
              "rows": rows})
+
+
+def first_pass_losses(out: Path, digest: str, train_first: Callable[[Path, str], object]) -> list[float]:
+    """The small-loss check's first adapter for the adapter at `out` (data hash `digest`): trained by
+    `train_first(folder, its digest)` into a hidden folder beside `out` unless it is current there, then each
+    training example's loss from its culturemanager.json. The train stage and the bench both use it."""
+    first = out.parent / f".{out.name}.first"
+    first_digest = hashlib.sha256(f"{digest}:small-loss-first".encode()).hexdigest()
+    if not adapter_is_current(first, first_digest):
+        train_first(first, first_digest)
+    return json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
 
 
 def small_loss_keep(losses: list[float], labels: list[str], share: float) -> list[bool]:
@@ -114,10 +122,6 @@ def small_loss_keep(losses: list[float], labels: list[str], share: float) -> lis
         for i in sorted(idx, key=lambda i: (-losses[i], -i))[:k]:
             keep[i] = False
     return keep
-
-
-def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def data_hash(cfg: Config, samples: list[Sample]) -> str:
