@@ -157,11 +157,17 @@ def make_run(run_dir: Path) -> Path:
 
     template = load_tasks(DATA / "tasks.json").prompt_template if (DATA / "tasks.json").exists() else None
     run_dir.mkdir(parents=True, exist_ok=True)
+    # the embedding router (the default) learns each culture from its demonstrations: texts the load never sends
+    demos = []
+    for culture, texts in zip(CULTURES, culture_texts(64, 96)):
+        path = run_dir / f"demos-{culture.lower()}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        demos.append(f'{{ path = "{path.name}", culture = "{culture}" }}')
     config = run_dir / "run.toml"
     config.write_text("\n".join([
         '[run]\ndir = "."\n', '[target]\nmodel = "gemma3-270m"\nmax_length = 128\nbatch_size = 8\n',
         *(f'[[cultures]]\nname = "{c}"\n' for c in CULTURES),
-        '[[tasks]]\nid = "harm"\nlabel = "offensive language"',
+        '[[tasks]]\nid = "harm"\nlabel = "offensive language"', f"demonstrations = [{', '.join(demos)}]",
         *([f"template = {json.dumps(template)}"] if template else []), ""]), encoding="utf-8")
     cfg = load_config(config)
     for i, culture in enumerate(CULTURES):
@@ -176,14 +182,21 @@ def make_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def load_texts() -> list[str]:
-    """Spanish and Turkish test texts, alternating (so clients k and k+1 send texts of different cultures)."""
+def culture_texts(start: int, stop: int) -> tuple[list[str], list[str]]:
+    """Rows start..stop of the Spanish stereotype and Turkish abusive-language files (CULTURES' order); the
+    fixed fallback texts when the data is not there."""
     if not (DATA / "tasks.json").exists():
-        return FALLBACK * 8
+        return FALLBACK[:2] * 8, FALLBACK[2:] * 8
     from culturemanager.bench.tasks import load_tasks, read_task_rows
 
     tasks = {t.id: t for t in load_tasks(DATA / "tasks.json").tasks}
-    es, tr = (read_task_rows(tasks[t], DATA).texts[:64] for t in ("es-stereotype", "tr-abusive"))
+    es, tr = (read_task_rows(tasks[t], DATA).texts[start:stop] for t in ("es-stereotype", "tr-abusive"))
+    return es, tr
+
+
+def load_texts() -> list[str]:
+    """Spanish and Turkish test texts, alternating (so clients k and k+1 send texts of different cultures)."""
+    es, tr = culture_texts(0, 64)
     return [t for pair in zip(es, tr) for t in pair]
 
 
