@@ -252,3 +252,31 @@ def test_main_adds_the_papers_numbers_from_a_file(results, tmp_path, monkeypatch
     (tmp_path / "table1.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"table1\.json: no such file"):
         main()
+
+
+def test_the_base_rate_kind_gets_its_table_reading_lines_and_difference_column(results):
+    r = copy.deepcopy(results)
+    for m in r["methods"]:
+        m["base_rate"] = copy.deepcopy(m["raw"])
+    r["methods"][2]["base_rate"]["overall"]["macro_f1"] = stat(0.7, 0.72)
+    r["comparisons"][0]["base_rate"] = {"macro_f1": {"difference": 0.2, "ci": [0.1, 0.3], "verdict": "better"}}
+    md = render_markdown(r)
+    table = section(md, "Macro-F1 (%), at the task's base rate")
+    assert row_of(table, "CultureManager")[-1].startswith("**71.0 ± 1.4**")
+    assert "CultureManager vs Original (base rate): **better**" in section(md, "Reading")
+    diffs = section(md, "Paired differences")
+    assert "macro-F1 at base rate" in diffs and "+20.0 [+10.0, +30.0] ▲" in row_of(diffs, "CultureManager − Original")
+    assert "at the task's base rate" not in render_markdown(results)  # results without the kind: no table
+
+
+def test_summary_has_a_base_rate_column_only_when_the_results_have_it(results):
+    from culturemanager.bench.report import summary
+
+    assert "at base rate" not in summary(results).splitlines()[0]
+    r = copy.deepcopy(results)
+    for m in r["methods"]:
+        m["base_rate"] = copy.deepcopy(m["calibrated"])
+    head, *rows = summary(r).splitlines()
+    assert head.split()[-5:] == ["calibrated", "at", "base", "rate", "AUC"]
+    cm = next(x for x in rows if x.startswith("CultureManager"))
+    assert cm.split()[-3] == cm.split()[-2]  # base_rate here is a copy of calibrated: the same value

@@ -66,3 +66,27 @@ def test_free_text_scores_soft_and_exact_match_and_has_no_calibrated_kind():
     assert res["Original"]["raw"]["tasks"]["t"]["empty_share"]["mean"] == 0.25
     [row] = comparisons(a, [("TaskSFT", "Original")], draws=200)
     assert set(row) == {"a", "b", "raw"} and row["raw"]["soft_match"]["difference"] == 1.0
+
+
+def test_the_base_rate_kind_scores_a_right_ranking_with_a_lean_as_right_and_a_constant_as_nothing():
+    # both methods answer "1" to every input at 0.5: the uncalibrated scores cannot tell them apart; at the task's
+    # base rate (half its demonstrations positive) the one that ranks right is perfect
+    leaned = [0.9 if g == "1" else 0.6 for g in GOLD]
+    constant = [0.7] * len(GOLD)
+    a = Answers(gold={"t": GOLD}, culture_of={"t": "Spanish"}, base_rate={"t": 0.5},
+                p={"TaskSFT": {0: {"t": (leaned, leaned)}}, "Original": {0: {"t": (constant, constant)}}})
+    assert a.kinds == ("raw", "calibrated", "base_rate")
+    res = {m["name"]: m for m in method_results(a, draws=100)}
+    assert abs(res["TaskSFT"]["raw"]["overall"]["macro_f1"]["mean"] - 1 / 3) < 1e-9
+    assert abs(res["TaskSFT"]["base_rate"]["overall"]["macro_f1"]["mean"] - 1.0) < 1e-9
+    assert abs(res["TaskSFT"]["base_rate"]["overall"]["positive_rate"]["mean"] - 0.5) < 1e-9
+    # the constant answer: every input tied at the cut, none answered positive: macro-F1 (0 + 2/3) / 2
+    assert abs(res["Original"]["base_rate"]["overall"]["macro_f1"]["mean"] - 1 / 3) < 1e-9
+    [row] = comparisons(a, [("TaskSFT", "Original")], draws=200)
+    assert row["raw"]["macro_f1"]["verdict"] == "not distinguishable"
+    assert row["base_rate"]["macro_f1"]["verdict"] == "better"
+    assert row["base_rate"]["auc"]["difference"] == row["raw"]["auc"]["difference"]  # a monotone shift
+
+
+def test_without_base_rates_there_is_no_base_rate_kind():
+    assert answers().kinds == ("raw", "calibrated")

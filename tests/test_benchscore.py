@@ -100,3 +100,19 @@ def test_weighted_macro_f1_and_mean_by_hand():
     W2 = np.array([[2, 0, 0, 1, 1]], float)
     assert weighted_macro_f1(np.array(gold), np.array(pred), W2, 3)[0] == pytest.approx(1.0)
     assert weighted_mean(np.array([1, 0, 1, 1, 0]), W2)[0] == pytest.approx(3 / 4)
+
+
+def test_at_base_rate_answers_the_top_share_positive_and_keeps_the_ranking():
+    from culturemanager.bench.score import at_base_rate
+
+    p = [0.9, 0.8, 0.3, 0.2]
+    half = at_base_rate(p, 0.5)
+    assert [x > 0.5 for x in half] == [True, True, False, False]
+    assert sorted(range(4), key=lambda i: -half[i]) == [0, 1, 2, 3]  # monotone: the same order, so the same AUC
+    assert [x > 0.5 for x in at_base_rate(p, 0.25)] == [True, False, False, False]  # round(0.25 * 4) = 1
+    # a lean does not matter: the same ranking shifted up gives the same answers
+    assert [x > 0.5 for x in at_base_rate([0.99, 0.98, 0.97, 0.96], 0.5)] == [True, True, False, False]
+    # a constant answer ranks nothing: the tied inputs all stay below the cut, never above
+    assert not any(x > 0.5 for x in at_base_rate([0.99] * 4, 0.25))
+    assert not any(x > 0.5 for x in at_base_rate(p, 0.0)) and all(x > 0.5 for x in at_base_rate(p, 1.0))
+    assert at_base_rate([], 0.3) == []

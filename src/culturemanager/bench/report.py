@@ -57,7 +57,19 @@ def render_markdown(results: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- sections
 
-KIND_NAMES = {"raw": "uncalibrated", "calibrated": "calibrated (each variant's content-free lean removed)"}
+KIND_NAMES = {"raw": "uncalibrated", "calibrated": "calibrated (each variant's content-free lean removed)",
+              "base_rate": "at the task's base rate (the top share of its test inputs, as many as its "
+                           "demonstrations' positive share says, answered positive)"}
+KIND_SHORT = {"raw": "", "calibrated": " calibrated", "base_rate": " at base rate"}
+
+
+def answer_kinds(r: dict) -> tuple[str, ...]:
+    """The answer kinds this run's results hold: raw, calibrated (not free text) and base_rate (two-label
+    formats, from results that carry it)."""
+    if family(r) == "free_text":
+        return ("raw",)
+    has_base = any("base_rate" in m for m in r.get("methods") or [])
+    return ("raw", "calibrated") + (("base_rate",) if has_base else ())
 
 
 def header(r: dict) -> str:
@@ -102,10 +114,11 @@ def reading(r: dict) -> str:
     rows = []
     metric = r.get("primary_metric") or "macro_f1"
     for c in r.get("comparisons") or []:
-        for kind in ("raw", "calibrated"):
+        for kind in answer_kinds(r):
             x = get(c, kind, metric)
             if x:
-                rows.append(f"- {c['a']} vs {c['b']} ({kind}): **{x['verdict']}** — {METRIC_NAMES[metric]} difference "
+                rows.append(f"- {c['a']} vs {c['b']} ({kind.replace('_', ' ')}): **{x['verdict']}** — "
+                            f"{METRIC_NAMES[metric]} difference "
                             f"{signed(x['difference'])} points, 95% interval [{signed(x['ci'][0])}, "
                             f"{signed(x['ci'][1])}]")
     if not rows:
@@ -124,8 +137,13 @@ def scores(r: dict) -> str:
     if family(r) != "labels":
         return other_scores(r, counts)
     parts = []
-    for kind in ("raw", "calibrated"):
+    for kind in answer_kinds(r):
         parts += [f"## Macro-F1 (%), {KIND_NAMES[kind]}", score_table(r, "macro_f1", kind)]
+        if kind == "base_rate":
+            parts.append("The cut depends on the other test inputs' scores (never their labels), and the base rate "
+                         "comes from the labelled demonstrations that only TaskSFT and the probe train on: a reading "
+                         "of each method's ranking at a fixed operating point, not a method. AUC is the same as "
+                         "uncalibrated (the shift is monotone).")
     parts += ["## Positive-class F1 (%), the paper's metric (uncalibrated)", score_table(r, "f1_positive", "raw"),
               "## ROC-AUC (%) of P(positive): threshold-free, 50 for a constant answer", score_table(r, "auc", "raw"),
               "## Share of test inputs answered positive (%)",
@@ -184,8 +202,7 @@ def score_table(r: dict, metric: str, kind: str = "raw", bold: bool = True) -> s
 def comparisons_section(r: dict) -> str:
     rows = []
     metrics = FAMILY_METRICS[family(r)] + (("judge_match",) if r.get("judge") else ())
-    columns = [("raw", metrics[0])] + ([("calibrated", metrics[0])] if family(r) != "free_text" else []) + \
-        [("raw", m) for m in metrics[1:]]
+    columns = [(k, metrics[0]) for k in answer_kinds(r)] + [("raw", m) for m in metrics[1:]]
     for c in r.get("comparisons") or []:
         row = [f"{c.get('a')} − {c.get('b')}"]
         for kind, metric in columns:
@@ -195,8 +212,7 @@ def comparisons_section(r: dict) -> str:
         rows.append(row)
     return "\n\n".join(["## Paired differences (points, 95% interval)",
                          "▲ better, ▼ worse (the interval excludes 0); no mark: not distinguishable.",
-                         table(["A − B"] + [METRIC_NAMES[m] + (" calibrated" if k == "calibrated" else "")
-                                            for k, m in columns], rows)])
+                         table(["A − B"] + [METRIC_NAMES[m] + KIND_SHORT[k] for k, m in columns], rows)])
 
 
 MARK = {"better": "▲", "worse": "▼"}
@@ -349,12 +365,13 @@ def timings(r: dict) -> str:
 
 
 def summary(r: dict) -> str:
-    """The console's table: per method the primary metric with its interval, calibrated where that applies, and
-    the family's second metric (AUC for the two-label formats)."""
+    """The console's table: per method the primary metric with its interval, calibrated and at the base rate
+    where those apply, and the family's second metric (AUC for the two-label formats)."""
     metrics = FAMILY_METRICS[family(r)]
     first, second = metrics[0], metrics[-1]
-    calibrated = family(r) != "free_text"
-    lines = [f"{'method':36s} {METRIC_NAMES[first]} [95% interval]" + ("  calibrated" if calibrated else "")
+    others = answer_kinds(r)[1:]
+    lines = [f"{'method':36s} {METRIC_NAMES[first]} [95% interval]" + "".join(f"  {KIND_SHORT[k].strip()}"
+                                                                           for k in others)
              + f"  {METRIC_NAMES[second]}"]
     for m in r.get("methods") or []:
         raw = get(m, "raw", "overall")
@@ -362,9 +379,9 @@ def summary(r: dict) -> str:
             lines.append(f"{m['name']:36s} {DASH}")
             continue
         lo, hi = get(m, "raw", "overall_ci", first) or (float("nan"), float("nan"))
-        cal = get(m, "calibrated", "overall", first, "mean") if calibrated else None
-        lines.append(f"{m['name']:36s} {pct(raw[first]['mean']):5.1f} [{pct(lo):4.1f}, {pct(hi):4.1f}]"
-                     + (f"   {pct_or_dash(cal):>5s}" if calibrated else "")
+        cells = "".join(f"  {pct_or_dash(get(m, k, 'overall', first, 'mean')):>{len(KIND_SHORT[k].strip())}s}"
+                        for k in others)
+        lines.append(f"{m['name']:36s} {pct(raw[first]['mean']):5.1f} [{pct(lo):4.1f}, {pct(hi):4.1f}]" + cells
                      + f"    {pct_or_dash(get(raw, second, 'mean')):>5s}")
     return "\n".join(lines)
 

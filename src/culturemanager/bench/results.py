@@ -4,7 +4,11 @@ paired bootstrap intervals, and the comparisons the report reads from. Pure func
 `Answers` holds, per method, seed and task, the answer to each test input, uncalibrated and calibrated
 (contextual calibration: each variant's lean on content-free input removed, for every method alike): P(positive)
 for the two-label formats, a probability per option for multiple choice, the generated answer for free text
-(bench/score.py FAMILIES; free text has no calibrated kind). From them:
+(bench/score.py FAMILIES; free text has no calibrated kind). The two-label formats get a third answer kind,
+"base_rate" (`score.at_base_rate`): the uncalibrated P(positive) cut at the task's positive share (from its
+demonstrations' labels), so the top share of a task's test inputs is answered positive, for every method alike:
+how well a method ranks, read at the operating point a deployment that knows its base rate would use. From
+them:
 - per method: `aggregate` of the per-task scores (positive-class F1, macro-F1, accuracy, the share answered
   positive, ROC-AUC), for both answer kinds, as mean / std over training seeds;
 - per method: a 95% paired bootstrap interval of its overall scores over test inputs (the same resampled inputs
@@ -24,7 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from culturemanager.bench.methods import BASELINE, METHODS
-from culturemanager.bench.score import CI_METRICS, PRIMARY, aggregate, free_text_task_scores, option_scores, task_scores
+from culturemanager.bench.score import (
+    CI_METRICS,
+    PRIMARY,
+    aggregate,
+    at_base_rate,
+    free_text_task_scores,
+    option_scores,
+    task_scores,
+)
 from culturemanager.bench.stats import (
     auc,
     bootstrap_weights,
@@ -36,7 +48,7 @@ from culturemanager.bench.stats import (
     weighted_scores,
 )
 
-KINDS = ("raw", "calibrated")
+KINDS = ("raw", "calibrated", "base_rate")
 DRAWS = 1000
 
 
@@ -54,10 +66,19 @@ class Answers:
     language: dict[str, str | None] = field(default_factory=dict)  # free_text: task -> soft match's language
     judged: dict[str, dict[tuple[int, str], bool | None]] | None = None  # free_text with bench.judge: task ->
     # (test input, answer) -> the judge's verdict
+    base_rate: dict[str, float] = field(default_factory=dict)  # labels: task -> its demonstrations' positive share
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return ("raw",) if self.family == "free_text" else KINDS
+        if self.family == "free_text":
+            return ("raw",)
+        return KINDS if self.family == "labels" and self.base_rate else KINDS[:2]
+
+    def of_kind(self, task: str, answers: tuple[list, list], kind: str) -> list:
+        """One answer kind of a method's (uncalibrated, calibrated) answers to a task."""
+        if kind == "base_rate":
+            return at_base_rate(answers[0], self.base_rate[task])
+        return answers[KINDS.index(kind)]
 
     @property
     def ci_metrics(self) -> tuple[str, ...]:
@@ -76,7 +97,7 @@ def method_results(a: Answers, seed: int = 0, draws: int = DRAWS) -> list[dict]:
     for name, per_seed in a.p.items():
         entry: dict = {"name": name, "group": METHODS[name][0], "description": METHODS[name][1]}
         for kind in a.kinds:
-            scores = {s: {t: scores_of(a, t, per_seed[s][t][KINDS.index(kind)]) for t in per_seed[s]}
+            scores = {s: {t: scores_of(a, t, a.of_kind(t, per_seed[s][t], kind)) for t in per_seed[s]}
                       for s in per_seed}
             agg = aggregate(scores, a.culture_of)
             entry["seeds"] = agg.pop("seeds")
@@ -175,18 +196,18 @@ def resampled(a: Answers, task: str, answers: list, metric: str, W: np.ndarray) 
 def overall_distribution(a: Answers, per_seed: dict, weights: dict[str, np.ndarray], kind: str
                          ) -> dict[str, np.ndarray]:
     """Per resample: the mean over tasks of the mean over seeds of each metric."""
-    k = KINDS.index(kind)
     tasks = [t for t in a.gold if all(t in per_seed[s] for s in per_seed)]
+    answers = {(s, t): a.of_kind(t, per_seed[s][t], kind) for t in tasks for s in per_seed}
     out = {}
     for m in a.ci_metrics:
-        per_task = [np.mean([resampled(a, t, per_seed[s][t][k], m, weights[t]) for s in per_seed], axis=0)
+        per_task = [np.mean([resampled(a, t, answers[s, t], m, weights[t]) for s in per_seed], axis=0)
                     for t in tasks]
         out[m] = np.nanmean(per_task, axis=0) if per_task else np.full(DRAWS, np.nan)
     return out
 
 
 def observed(a: Answers, per_seed: dict, kind: str) -> dict[str, float]:
-    k = KINDS.index(kind)
     tasks = [t for t in a.gold if all(t in per_seed[s] for s in per_seed)]
-    return {m: statistics.fmean(statistics.fmean(scores_of(a, t, per_seed[s][t][k])[m] for s in per_seed)
+    return {m: statistics.fmean(statistics.fmean(scores_of(a, t, a.of_kind(t, per_seed[s][t], kind))[m]
+                                                 for s in per_seed)
                                 for t in tasks) for m in a.ci_metrics}

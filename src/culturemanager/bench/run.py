@@ -388,7 +388,9 @@ class Bench:
                        family=self.family, labels={t.spec.id: list(t.task.labels or []) for t in self.ok_tasks},
                        accepted={t.spec.id: t.test_answers for t in self.ok_tasks},
                        language={t.spec.id: t.spec.language for t in self.ok_tasks},
-                       judged=self.verdicts if self.family == "free_text" and self.cfg.bench.judge.enabled else None)
+                       judged=self.verdicts if self.family == "free_text" and self.cfg.bench.judge.enabled else None,
+                       base_rate={t.spec.id: sum(y == "1" for _, y in t.demos) / len(t.demos) for t in self.ok_tasks}
+                       if self.family == "labels" else {})
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()

@@ -10,6 +10,7 @@ Run: imported by `culturemanager bench`; no entry point of its own.
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, macro_f1
@@ -122,6 +123,21 @@ def c_spec_summary(matrices: dict[int, list[list[float]]], cultures: list[str]) 
     mean = [[statistics.fmean(matrices[s][i][j] for s in seeds) for j in range(n)] for i in range(n)]
     return {"cultures": cultures, "matrix": mean, "score": spread([c_spec(matrices[s]) for s in seeds]),
             "seeds": seeds}
+
+
+def at_base_rate(p_positive: list[float], rate: float) -> list[float]:
+    """P(positive) shifted in log-odds so that the round(rate * n) highest-scored inputs, and only they, are above
+    0.5: the answers at a known base rate (the task's positive share), whatever lean the model has. Monotone, so
+    the ranking (AUC) is unchanged. Inputs tied at the cut all stay below it (fewer positives, never more).
+    Transductive: the cut depends on the other test inputs' scores (never on their labels)."""
+    n = len(p_positive)
+    if not n:
+        return []
+    z = [math.log(q / (1 - q)) for q in (min(max(x, 1e-9), 1 - 1e-9) for x in p_positive)]
+    k = min(n, max(0, round(rate * n)))
+    ranked = sorted(z, reverse=True)
+    cut = ranked[0] if k == 0 else ranked[-1] - 1.0 if k == n else (ranked[k - 1] + ranked[k]) / 2
+    return [1 / (1 + math.exp(min(max(cut - x, -700.0), 700.0))) for x in z]
 
 
 def calibrated(p_positive: list[float], prior: float) -> list[float]:
