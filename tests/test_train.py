@@ -91,7 +91,8 @@ def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted(task_
     with pytest.raises(KeyboardInterrupt):
         run.stage("train")
     ckpt = run.rd.adapters_dir / ".Spanish.checkpoint" / "state.pt"
-    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["step"] == 2 and saved["seconds"] > 0  # the time spent so far travels with the checkpoint
     monkeypatch.setattr(train_mod, "train_step", real_step)
     steps = {"n": 0}
 
@@ -104,6 +105,7 @@ def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted(task_
     resumed_meta = json.loads((run.rd.adapter("Spanish") / "culturemanager.json").read_text())
     assert steps["n"] == 2 * clean_meta["steps"] - 2  # Spanish resumed at step 2, Turkish from scratch
     assert resumed_meta["loss_curve"][:2] == clean_meta["loss_curve"][:2]
+    assert clean_meta["seconds"] > 0 and resumed_meta["seconds"] >= saved["seconds"]  # the killed run's time counts
     resumed = load_file(run.rd.adapter("Spanish") / "adapter_model.safetensors")
     assert all(torch.allclose(clean[k], resumed[k], atol=1e-6) for k in clean)
     assert not ckpt.parent.exists()

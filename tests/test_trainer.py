@@ -91,6 +91,11 @@ def test_fit_adapter_saves_the_best_validation_weights(tiny_model, tmp_path):
     best = min(loss for _, loss in curve)
     assert record["best_step"] == next(s for s, loss in curve if loss == best) < record["steps"]
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    # where the time went: every part counted once, the frozen prefix (layers=1 of 2) split out of the steps
+    parts = record["seconds_by_part"]
+    assert set(parts) == {"load", "steps", "validation", "checkpoints", "prefix", "rest"}
+    assert parts["prefix"] > 0 and parts["steps"] > 0 and parts["validation"] > 0
+    assert sum(parts.values()) == pytest.approx(record["seconds"], abs=0.05)
     base, tok = load_target(target)
     model = PeftModel.from_pretrained(base, tmp_path / "a")
     _, val = split_validation(ex, 0.25, 0)

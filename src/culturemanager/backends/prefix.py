@@ -15,6 +15,7 @@ Run: imported by `backends/target.py` (scoring), `engine.py` and `stages/train.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -79,6 +80,7 @@ class FrozenPrefix:
         self.model, self.k, self.batch_size, self.pad_id = model, k, batch_size, pad_id
         self._states: dict[tuple[int, ...], torch.Tensor] = {}
         self.computed = 0  # sequences run through the lower layers (for tests and the benchmark's counts)
+        self.seconds = 0.0  # time spent computing them (an adapter's record splits its time with it)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -91,6 +93,9 @@ class FrozenPrefix:
     def states(self, seqs: Sequence[list[int]]) -> list[torch.Tensor]:
         """[len(seq), hidden] per sequence: the input of layer k (the output of layer k-1)."""
         missing = list(dict.fromkeys(tuple(s) for s in seqs if tuple(s) not in self._states))
+        if not missing:
+            return [self._states[tuple(s)] for s in seqs]
+        t0 = time.perf_counter()
         missing.sort(key=len)
         layer = decoder_layers(self.model)[self.k - 1]
         training = self.model.training
@@ -117,6 +122,7 @@ class FrozenPrefix:
                 self._states[s] = got[0][row, width - len(s):].detach().clone()
             self.computed += len(chunk)
         self.model.train(training)
+        self.seconds += time.perf_counter() - t0
         return [self._states[tuple(s)] for s in seqs]
 
     @contextmanager

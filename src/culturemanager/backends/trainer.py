@@ -26,8 +26,10 @@ import logging
 import math
 import random
 import shutil
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,9 +61,11 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
     if not examples:
         raise ValueError(f"no training examples for adapter {label!r}")
     torch.manual_seed(seed)
+    t0 = time.time()
     base, tok = loaded or load_target(target)
     n_layers = len(decoder_layers(base))
     model = get_peft_model(base, lora_config(settings, n_layers))
+    parts = {"load": time.time() - t0, "steps": 0.0, "validation": 0.0, "checkpoints": 0.0, "prefix": 0.0}
     if init is not None:
         from safetensors.torch import load_file
 
@@ -84,16 +88,20 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         job = bar.add_task(f"train {label}", total=len(batches), completed=state["step"])
         while state["step"] < len(batches) and not state["stopped"]:
             batch = [train_rows[i] for i in batches[state["step"]]]
-            loss = train_step(model, opt, batch, tok.pad_token_id, prefix, settings.micro_batch)
-            sched.step()
+            with timed(parts, "steps", prefix):
+                loss = train_step(model, opt, batch, tok.pad_token_id, prefix, settings.micro_batch)
+                sched.step()
             state["losses"].append(round(loss, 5))
             state["step"] += 1
             bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
             if val and (state["step"] % settings.eval_every == 0 or state["step"] == len(batches)):
-                early_stopping(state, validation_loss(model, val, tok.pad_token_id, prefix),
-                               lambda: get_peft_model_state_dict(model), settings)
+                with timed(parts, "validation", prefix):
+                    early_stopping(state, validation_loss(model, val, tok.pad_token_id, prefix),
+                                   lambda: get_peft_model_state_dict(model), settings)
             if state["step"] % settings.checkpoint_every == 0 and state["step"] < len(batches):
-                save_checkpoint(ckpt, digest, state, get_peft_model_state_dict(model), opt, sched)
+                with timed(parts, "checkpoints", prefix):
+                    save_checkpoint(ckpt, digest, {**state, "seconds": state.get("seconds", 0.0) + time.time() - t0},
+                                    get_peft_model_state_dict(model), opt, sched)
     if state["best"] is not None:
         set_peft_model_state_dict(model, state["best"])
     losses = example_losses(model, examples, tok.pad_token_id, prefix, target.batch_size) if score else None
@@ -106,6 +114,9 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
               "target": target.model_dump(mode="json"), "train": settings.model_dump(mode="json"),
               "versions": library_versions()} | ({"example_losses": [round(x, 5) for x in losses]}
                                                   if losses is not None else {})
+    record["seconds"] = round(state.get("seconds", 0.0) + time.time() - t0, 2)  # a resumed run adds the checkpoint's
+    parts["rest"] = time.time() - t0 - sum(parts.values())  # this process's time: load, steps, validation, ...
+    record["seconds_by_part"] = {k: round(v, 2) for k, v in parts.items()}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -118,6 +129,19 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
              label, len(examples), state["step"], len(batches), settings.batch_size,
              settings.micro_batch or settings.batch_size, state["losses"][-1] if state["losses"] else float("nan"))
     return record
+
+
+@contextmanager
+def timed(parts: dict[str, float], key: str, prefix: FrozenPrefix | None) -> Iterator[None]:
+    """Adds the block's seconds to parts[key], less the frozen prefix's work for examples first seen in it
+    (which goes to parts["prefix"]): where an adapter's training time goes, for `--plan`'s rates."""
+    t0, p0 = time.time(), prefix.seconds if prefix is not None else 0.0
+    try:
+        yield
+    finally:
+        spent = (prefix.seconds if prefix is not None else 0.0) - p0
+        parts["prefix"] += spent
+        parts[key] += time.time() - t0 - spent
 
 
 def settings_key(t: TrainConfig) -> dict:
