@@ -33,7 +33,7 @@ from culturemanager.bench.data import split_task
 from culturemanager.bench.format import duration, table
 from culturemanager.bench.methods import jobs
 from culturemanager.bench.tasks import load_tasks
-from culturemanager.plan import Rates, forward_seconds, mean_tokens, num_layers, training_seconds
+from culturemanager.plan import Rates, adapter_seconds, forward_seconds, mean_tokens, num_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 META = "culturemanager.json"
@@ -72,10 +72,8 @@ def main() -> None:
     adapters = adapter_rows(root, all_jobs, args.gap, since)
     seeds = set(args.seeds) if args.seeds else {r["seed"] for r in adapters}
     adapters = [r for r in adapters if r["seed"] in seeds]
-    lengths = job_lengths(cfg, tasks, cultures, tok, root, {r["job"] for r in adapters})
     for r in adapters:
-        r["estimated"] = training_seconds(r["seen"], demo_tokens, adapted, rates) + rates.adapter_overhead_s
-        r["tokens"], r["answer_tokens"] = lengths[r.pop("job")]
+        r["estimated"] = adapter_seconds(r["seen"], demo_tokens, adapted, rates)
     timed = [r for r in adapters if r["seconds"] is not None]
     by_kind = defaultdict(list)
     for r in timed:
@@ -132,7 +130,7 @@ def adapter_rows(root: Path, all_jobs, gap: float, since: float = 0.0) -> list[d
         seconds = meta.get("seconds")
         if seconds is None and previous is not None and mtime - previous < gap:
             seconds = round(mtime - previous, 2)
-        rows.append({"job": job, "slug": job.slug, "kind": job.kind, "seed": job.seed, "seen": meta["examples_seen"],
+        rows.append({"slug": job.slug, "kind": job.kind, "seed": job.seed, "seen": meta["examples_seen"],
                      "steps": meta["steps"], "seconds": seconds, "parts": meta.get("seconds_by_part"),
                      "timed_by": "record" if "seconds" in meta else
                      ("file times" if seconds is not None else None)})
@@ -181,23 +179,6 @@ def call_rows(path: Path, rates: Rates) -> dict:
         row["measured_s"] = round(row["measured_s"] + c["latency_s"], 2)
         row["estimated_s"] = round(row["estimated_s"] + (c.get("prompt_tokens") or 0) * rates.prompt_token_s
                                    + (c.get("completion_tokens") or 0) * rates.output_token_s, 2)
-    return out
-
-
-def job_lengths(cfg, tasks, cultures, tok, root: Path, wanted: set) -> dict:
-    """job -> (mean tokens, mean answer tokens) of its training examples (CultureManager's from the run's
-    synthetic samples)."""
-    from culturemanager.backends.trainer import answer_key
-    from culturemanager.bench.data import job_examples
-    from culturemanager.records import Sample, read_jsonl
-
-    samples = {c: read_jsonl(path, Sample) if (path := root / "pipeline" / "samples" / f"{c}.jsonl").exists()
-               else [] for c in cultures}
-    out = {}
-    for job in wanted:
-        examples = job_examples(job, cfg, tasks, samples, cultures, tok)
-        out[job] = (statistics.fmean(len(ids) for ids, _ in examples) if examples else 0.0,
-                    statistics.fmean(len(answer_key(e)) for e in examples) if examples else 0.0)
     return out
 
 

@@ -71,6 +71,11 @@ def training_seconds(examples_seen: int, tokens: float, adapted_layers: int, rat
     return examples_seen * tokens * adapted_layers * rates.layer_token_train_s
 
 
+def adapter_seconds(examples_seen: int, tokens: float, adapted_layers: int, rates: Rates) -> float:
+    """One adapter: its training steps and the per-adapter overhead (load, LoRA setup, save)."""
+    return training_seconds(examples_seen, tokens, adapted_layers, rates) + rates.adapter_overhead_s
+
+
 def forward_seconds(sequences: int, tokens: float, layers: int, rates: Rates) -> float:
     return sequences * tokens * layers * rates.layer_token_forward_s
 

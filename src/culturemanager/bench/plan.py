@@ -15,12 +15,12 @@ from culturemanager.plan import (
     Phase,
     Plan,
     Rates,
+    adapter_seconds,
     forward_seconds,
     generator_phase,
     mean_tokens,
     num_layers,
     planned_steps,
-    training_seconds,
 )
 
 KEEP_RATE = 0.6  # kept samples per sample asked for, measured on the bench's pipeline (docs/benchmarks.md)
@@ -67,6 +67,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     # training: every adapter of every seed
     todo = jobs(methods, [t.spec.id for t in tasks], cultures, cfg.bench.seeds)
     seen = unique = steps = 0
+    train_s = 0.0
     for job in todo:
         if job.kind.startswith("cm"):
             n = round(samples_per_culture * (len(cultures) if job.kind == "cm-all" else 1)
@@ -79,14 +80,14 @@ def plan_bench(cfg: BenchConfig) -> Plan:
         s = planned_steps(train_n, t.epochs, t.batch_size, t.max_examples, t.max_steps)
         steps += s
         seen += min(s * t.batch_size, 10 ** 9)
+        train_s += adapter_seconds(min(s * t.batch_size, 10 ** 9), demo_tokens, adapted, rates)
         unique += n if job.seed == cfg.bench.seeds[0] else 0
     lower = layers - adapted
     plan.phases.append(Phase("train: frozen prefix", f"{unique} distinct examples through {lower} frozen layers",
                              forward_seconds(unique, demo_tokens, lower, rates)))
     plan.phases.append(Phase("train: adapters", f"{len(todo)} adapters, {steps} steps, {seen} examples seen through "
                              f"{adapted} adapted layers",
-                             training_seconds(seen, demo_tokens, adapted, rates)
-                             + len(todo) * rates.adapter_overhead_s))
+                             train_s))
 
     # evaluation: every (variant, task) pair, the router, the probe
     n_test = sum(len(t.test) for t in tasks)
