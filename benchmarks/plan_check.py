@@ -10,10 +10,12 @@ timings cover only its own process):
 - evaluation: each cached answer file's `seconds` (preds/VARIANT/TASK.json), adapters and base model apart;
 - the pipeline: each generator call's `latency_s` in pipeline/calls.jsonl (calls answered from the cache cost 0).
 
-Estimated seconds use the plan's formulas with the run's own counts (each adapter's examples seen, each
-answer file's inputs), so a ratio far from 1 says a rate is wrong, not that the run did other work than planned.
-Adapters trained since `seconds_by_part` was recorded also show where their time went (loading, steps, validation,
-checkpoints, the frozen prefix of examples first seen in that process, the rest), as a mean per kind.
+An adapter's recorded seconds leave out its share of the frozen prefix (`seconds_by_part`), which `--plan` counts
+as a phase of its own. Estimated seconds use the plan's formulas with the run's own counts (each adapter's
+examples seen, each answer file's inputs), so a ratio far from 1 says a rate is wrong, not that the run did other
+work than planned. Adapters trained since `seconds_by_part` was recorded also show where their time went
+(loading, steps, validation, checkpoints, the frozen prefix of examples first seen in that process, the rest), as
+a mean per kind.
 
 Run: `python benchmarks/plan_check.py examples/bench.toml [--seeds 1] [--set key=value ...]`; prints the tables
 for docs/benchmarks.md and writes benchmarks/results/plan_check.json.
@@ -33,7 +35,16 @@ from culturemanager.bench.data import split_task
 from culturemanager.bench.format import duration, table
 from culturemanager.bench.methods import jobs
 from culturemanager.bench.tasks import load_tasks
-from culturemanager.plan import Rates, adapter_seconds, forward_seconds, mean_tokens, num_layers
+from culturemanager.plan import (
+    Rates,
+    adapter_seconds,
+    forward_seconds,
+    mean_tokens,
+    num_layers,
+    rates_for,
+    upper_forward_seconds,
+    validation_passes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 META = "culturemanager.json"
@@ -52,7 +63,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "plan_check.json")
     args = ap.parse_args()
     cfg = load_bench_config(args.config, args.overrides)
-    root, rates = Path(cfg.bench.dir), Rates(**cfg.bench.rates)
+    root, rates = Path(cfg.bench.dir), rates_for(cfg.bench.rates, cfg.generator.model)
     from culturemanager.backends.target import load_tokenizer
 
     tf = load_tasks(cfg.bench.tasks)
@@ -73,7 +84,7 @@ def main() -> None:
     seeds = set(args.seeds) if args.seeds else {r["seed"] for r in adapters}
     adapters = [r for r in adapters if r["seed"] in seeds]
     for r in adapters:
-        r["estimated"] = adapter_seconds(r["seen"], demo_tokens, adapted, rates)
+        r["estimated"] = adapter_seconds(r["seen"], demo_tokens, adapted, rates, r["validation_forwards"])
     timed = [r for r in adapters if r["seconds"] is not None]
     by_kind = defaultdict(list)
     for r in timed:
@@ -83,6 +94,7 @@ def main() -> None:
                    f"{statistics.fmean(r['estimated'] for r in v):.1f}",
                    ratio(sum(r["seconds"] for r in v), sum(r["estimated"] for r in v))] for k, v in by_kind.items()]
     measured, estimated = sum(r["seconds"] for r in timed), sum(r["estimated"] for r in timed)
+    prefix_s = sum(r["parts"].get("prefix", 0.0) for r in timed if r.get("parts"))
     train_rows.append(["all", len(timed), "", duration(measured), duration(estimated), ratio(measured, estimated)])
     parts_rows = [[k] + [f"{statistics.fmean(r['parts'][p] for r in v):.1f}" for p in PARTS]
                   for k, v in by_kind.items() if all(r.get("parts") for r in v)]
@@ -93,6 +105,7 @@ def main() -> None:
            "tokens": {"training": round(demo_tokens, 1), "adapted_layers": adapted, "layers": layers},
            "adapters": adapters, "untimed_adapters": len(adapters) - len(timed),
            "train": {"measured_s": round(measured, 1), "estimated_s": round(estimated, 1),
+                     "prefix_measured_s": round(prefix_s, 1),
                      "ratio": round(measured / estimated, 3) if estimated else None},
            "evaluate": evals, "pipeline": calls}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +113,9 @@ def main() -> None:
     print(f"Training, seeds {sorted(seeds)}: {len(timed)} adapters timed, {len(adapters) - len(timed)} not "
           f"(the first after a pause or a new process)\n")
     print(table(["kind", "adapters", "examples seen", "measured s", "plan s", "measured / plan"], cells(train_rows)))
+    if prefix_s:
+        print(f"\nThe frozen prefix, inside those adapters' records (left out of their seconds above): "
+              f"{duration(prefix_s)}; `--plan` has it as the phase \"train: frozen prefix\"")
     if parts_rows:
         print("\nWhere an adapter's time went (mean seconds per adapter)\n")
         print(table(["kind", *PARTS], parts_rows))
@@ -127,11 +143,15 @@ def adapter_rows(root: Path, all_jobs, gap: float, since: float = 0.0) -> list[d
     found.sort(key=lambda x: x[0])
     rows, previous = [], None
     for mtime, job, meta in found:
-        seconds = meta.get("seconds")
+        seconds, parts = meta.get("seconds"), meta.get("seconds_by_part")
+        if seconds is not None and parts:  # the plan counts the frozen prefix as a phase of its own
+            seconds = round(seconds - parts.get("prefix", 0.0), 2)
         if seconds is None and previous is not None and mtime - previous < gap:
             seconds = round(mtime - previous, 2)
         rows.append({"slug": job.slug, "kind": job.kind, "seed": job.seed, "seen": meta["examples_seen"],
                      "steps": meta["steps"], "seconds": seconds, "parts": meta.get("seconds_by_part"),
+                     "validation_forwards": validation_passes(meta.get("validation_examples", 0), meta["steps"],
+                                                              meta["train"].get("eval_every", 5)),
                      "timed_by": "record" if "seconds" in meta else
                      ("file times" if seconds is not None else None)})
         previous = mtime
@@ -141,7 +161,8 @@ def adapter_rows(root: Path, all_jobs, gap: float, since: float = 0.0) -> list[d
 def eval_rows(root: Path, seeds: set[int], test_tokens: dict[str, float], adapted: int, layers: int, rates: Rates
               ) -> dict:
     """Measured and estimated seconds of the cached answers: adapters (through the adapted layers) and the
-    base model's variants (every layer; the prompt variant's preamble is not counted)."""
+    base model's variants (every layer; the prompt variant's preamble is not counted). An adapter's answers run
+    through its adapted layers on the frozen prefix; the prefix itself is counted with training."""
     out = {"adapters": [0, 0, 0.0, 0.0], "base model": [0, 0, 0.0, 0.0]}
     for f in sorted((root / "preds").glob("*/*.json")):
         variant, task = f.parent.name, f.stem
@@ -153,7 +174,8 @@ def eval_rows(root: Path, seeds: set[int], test_tokens: dict[str, float], adapte
             continue
         n = len(saved.get("p_positive") or saved.get("probs") or saved.get("answers") or [])
         row = out["adapters" if is_adapter else "base model"]
-        est = forward_seconds(n + 3, test_tokens[task], adapted if is_adapter else layers, rates)
+        est = (upper_forward_seconds if is_adapter else forward_seconds)(n + 3, test_tokens[task],
+                                                                         adapted if is_adapter else layers, rates)
         row[0] += 1
         row[1] += n
         row[2] += saved["seconds"]

@@ -1,10 +1,12 @@
 """This machine's rates for `--plan` (plan.Rates): seconds per token and decoder layer of the target model, for
 inference (a forward pass) and for training (forward + backward through adapted layers), on real task prompts.
 
-It times, on the packaged Gemma-3-270m with batches of 8 benchmark inputs (the bench's template): a full forward
-pass through every layer; a forward through the top `--layers` layers on the frozen prefix's stored states; a
-training step on the top `--layers` layers (LoRA on every linear module) on the stored states; and loading a
-target + saving an adapter (the per-adapter overhead). Each is divided by tokens x layers.
+It times, on the packaged Gemma-3-270m and benchmark inputs of every task (the bench's template): in batches of
+`target.batch_size` (16) shortest first, as evaluation runs them, a full forward pass through every layer, the
+frozen prefix's lower layers, and a forward through the top `--layers` layers on the stored states; in batches of
+8 of one task, as training draws them, a training step on the top `--layers` layers (LoRA on every linear module)
+on the stored states; and loading a target + saving an adapter (the per-adapter overhead). Each is divided by
+tokens x layers.
 
 Run: `make bench-rates` (or `python benchmarks/rates.py [--layers 2]`); prints the rates to put in
 `plan.Rates` (or a config's `[bench.rates]`) and writes benchmarks/results/rates.json.
@@ -56,23 +58,30 @@ def main() -> None:
     load_s = time.time() - t0
     n_layers = base.config.num_hidden_layers
     examples = [training_example(tok, t, x, y, target.max_length)[0] for t, x, y in rows]
+    # training batches: train.batch_size (8) of one task's examples, as the bench's adapters draw them
     batches = [examples[i:i + 8] for i in range(0, len(examples), 8)][:args.batches]
+    # evaluation batches: target.batch_size (16) prompts, shortest first, as Engine.option_scores runs them
+    prompts = sorted((x for x, _ in examples), key=len)
+    chunks = [prompts[i:i + target.batch_size] for i in range(0, len(prompts), target.batch_size)]
     k = n_layers - args.layers
     model = get_peft_model(base, lora_config(TrainConfig(layers=args.layers, target_modules=LINEAR), n_layers))
-    prefix = FrozenPrefix(model, k, 8, tok.pad_token_id)
-    full, upper, train = [], [], []
+    prefix = FrozenPrefix(model, k, target.batch_size, tok.pad_token_id)
+    full, upper, lower, train = [], [], [], []
     with torch.no_grad():
         model.eval()
-        for b in batches:  # alternating, in one run: the shared machine's load hits every case alike
-            seqs = [x for x, _ in b]
+        for seqs in chunks:  # alternating, in one run: the shared machine's load hits every case alike
             tokens = sum(map(len, seqs))
             t0 = time.time()
             lm_forward(model, seqs, tok.pad_token_id, 1)
             full.append((time.time() - t0) / (tokens * n_layers))
+            prefix.clear()
+            t0 = time.time()
             prefix.states(seqs)
+            lower.append((time.time() - t0) / (tokens * k))
             t0 = time.time()
             lm_forward(model, seqs, tok.pad_token_id, 1, prefix=prefix)
             upper.append((time.time() - t0) / (tokens * args.layers))
+    prefix.states([x for b in batches for x, _ in b])  # stored before the steps are timed, as in the bench
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     for b in batches:
@@ -88,6 +97,7 @@ def main() -> None:
               f"--layers {args.layers} --batches {args.batches}", "layers": args.layers,
               "mean_tokens": statistics.fmean(len(x) for x, _ in examples),
               "layer_token_forward_s": statistics.median(full), "layer_token_forward_upper_s": statistics.median(upper),
+              "layer_token_prefix_s": statistics.median(lower),
               "layer_token_train_s": statistics.median(train), "adapter_overhead_s": load_s + save_s}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

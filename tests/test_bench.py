@@ -323,7 +323,8 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     out = capsys.readouterr().out
     assert "| train: adapters |" in out and "total" in out
     assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
-    cfg = load_bench_config(cfg_path, ["bench.rates.layer_token_train_s=1.0", "bench.rates.adapter_overhead_s=0"])
+    cfg = load_bench_config(cfg_path, ["bench.rates.layer_token_train_s=1.0", "bench.rates.adapter_overhead_s=0",
+                                       "bench.rates.layer_token_forward_upper_s=0"])
     plan = plan_bench(cfg)
     assert plan.counts["adapters"] == len(jobs(set(cfg.bench.methods), ["es-stereo", "tr-abusive"],
                                                ["Spanish", "Turkish"], [0, 1]))
@@ -334,6 +335,10 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     # time = examples seen x tokens x adapted layers x the rate (1 s here)
     assert train.seconds == pytest.approx(seen * tokens * 1 * 1.0, rel=0.02)
     assert Rates().layer_token_train_s > Rates().layer_token_forward_s
+    # a run of base-model methods only has no adapter to evaluate, and no frozen prefix of test inputs
+    base = plan_bench(load_bench_config(cfg_path, ["bench.methods=['Original', 'Prompt']"]))
+    assert next(p for p in base.phases if p.name == "evaluate: adapters").seconds == 0
+    assert next(p for p in base.phases if p.name == "evaluate: base model").seconds > 0
 
 
 def test_the_bench_refuses_a_run_that_mixes_scores_naming_the_tasks(tmp_path, tiny_model, capsys):
@@ -482,3 +487,17 @@ def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path,
         assert rows and all(r.culture in ("Spanish", "Turkish") for r in rows)
         if df.options_field:
             assert all(r.label in "ABCD" and " A) " in r.text for r in rows)
+
+
+def test_the_plan_counts_the_answer_files_the_bench_writes(bench_run):
+    from culturemanager.bench.plan import plan_bench
+
+    root, cfg_path = bench_run
+    preds = root / "out" / "preds"
+    adapter_files = [f for d in preds.iterdir() if d.name not in ("base", "prompt", "probe") for f in d.glob("*.json")]
+    adapters = [d for d in (root / "out" / "adapters").glob("*/*/seed*") if (d / "culturemanager.json").exists()]
+    plan = plan_bench(load_bench_config(cfg_path))
+    evaluate = next(p for p in plan.phases if p.name == "evaluate: adapters")
+    assert plan.counts["adapters"] == len(adapters)  # every planned adapter was trained (none fell below min_samples)
+    # each (adapter, task) pair the methods need is answered once, however many methods read it
+    assert int(evaluate.work.split(" (adapter, task) pairs")[0]) == len(adapter_files)

@@ -9,9 +9,10 @@ lengths, the model's config gives its number of layers. Everything else is arith
 - training: each adapter's plan (`backends/trainer.plan_batches`: epochs, `max_examples`, `max_steps`), the
   examples it sees, and the tokens through its adapted layers; the frozen lower layers once per distinct example;
 - evaluation: every (variant, task) pair's test inputs through the adapted layers, the router and the probe.
-Time = work x rate. `Rates` are seconds per token and layer (forward, and forward + backward) and generator
-tokens per second, measured on this project's 2-core CPU (`make bench-rates`); a config's `[bench.rates]` (or
-`--set bench.rates.x=...`) gives another machine's.
+Time = work x rate. `Rates` are seconds per token and layer (a full forward pass; a forward through the adapted
+layers on the frozen prefix's states; forward + backward of a training step) and generator seconds per token,
+measured on this project's 2-core CPU (`make bench-rates`, benchmarks/results/rates.json); a config's
+`[bench.rates]` (or `--set bench.rates.x=...`) gives another machine's.
 
 Run: `culturemanager bench CONFIG.toml --plan`.
 """
@@ -22,16 +23,37 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+# Kept synthetic samples per sample asked for: the full bench's pipeline kept 107 of the 120 it asked for
+# (2026-12-01, Qwen2.5-Coder-1.5B; the rest near-duplicates, leaks or unparsed answers).
+KEEP_RATE = 0.9
+
 
 @dataclass(frozen=True)
 class Rates:
-    """Seconds per unit of work on one machine. Defaults: this project's 2-core CPU (docs/benchmarks.md)."""
+    """Seconds per unit of work on one machine. Defaults: this project's 2-core CPU, from `make bench-rates`
+    (benchmarks/results/rates.json, 2026-12-01, quiet machine; three runs agreed within 15% on every rate)."""
 
-    layer_token_forward_s: float = 1.6e-4  # one token through one decoder layer, inference
-    layer_token_train_s: float = 5.0e-4    # forward + backward of one token through one adapted layer
-    output_token_s: float = 0.12           # generator, per answer token (decode)
-    prompt_token_s: float = 0.004          # generator, per prompt token (prefill)
-    adapter_overhead_s: float = 6.0        # per adapter trained: load, LoRA setup, save
+    layer_token_forward_s: float = 1.4e-4        # one token through one decoder layer of a full forward pass
+    layer_token_prefix_s: float = 1.15e-4        # one token through one frozen lower layer (the frozen prefix)
+    layer_token_forward_upper_s: float = 3.4e-4  # one token through one adapted layer on the frozen prefix's states
+    #                                              (the embedding, masks and output layer are spread over 2 layers)
+    layer_token_train_s: float = 1.4e-3          # forward + backward of one token through one adapted layer
+    output_token_s: float = 0.12                 # generator, per answer token (decode)
+    prompt_token_s: float = 0.004                # generator, per prompt token (prefill)
+    adapter_overhead_s: float = 5.0              # per adapter trained: load, LoRA setup, save
+
+
+# The packaged generators on this CPU (llama.cpp, 2 threads): seconds per answer token from `make bench-generators`
+# (7.7 and 15.4 tokens/s), per prompt token from the bench's calls (pipeline/calls.jsonl: 0.5B, `make bench-quick`,
+# 2026-12-01: 16 synthesis calls, 12,256 prompt + 1,848 answer tokens in 144 s).
+GENERATOR_RATES = {"qwen2.5-coder-1.5b-instruct": {"output_token_s": 0.12, "prompt_token_s": 0.004},
+                   "qwen2.5-coder-0.5b-instruct": {"output_token_s": 0.065, "prompt_token_s": 0.0022}}
+
+
+def rates_for(given: dict, generator: str) -> Rates:
+    """This CPU's rates, the generator's own where it is a packaged one, and a config's `[bench.rates]` over
+    both."""
+    return Rates(**{**GENERATOR_RATES.get(generator, {}), **given})
 
 
 @dataclass
@@ -71,13 +93,41 @@ def training_seconds(examples_seen: int, tokens: float, adapted_layers: int, rat
     return examples_seen * tokens * adapted_layers * rates.layer_token_train_s
 
 
-def adapter_seconds(examples_seen: int, tokens: float, adapted_layers: int, rates: Rates) -> float:
-    """One adapter: its training steps and the per-adapter overhead (load, LoRA setup, save)."""
-    return training_seconds(examples_seen, tokens, adapted_layers, rates) + rates.adapter_overhead_s
+def adapter_seconds(examples_seen: int, tokens: float, adapted_layers: int, rates: Rates,
+                    validation_forwards: int = 0) -> float:
+    """One adapter: its training steps, its validation passes (`validation_forwards` sequences through the
+    adapted layers, see `validation_passes`) and the per-adapter overhead (load, LoRA setup, save)."""
+    return (training_seconds(examples_seen, tokens, adapted_layers, rates) + rates.adapter_overhead_s
+            + upper_forward_seconds(validation_forwards, tokens, adapted_layers, rates))
+
+
+def validation_size(n: int, share: float) -> int:
+    """About how many of n examples `trainer.split_validation` holds out (it rounds per label; use its own
+    result where the examples are known)."""
+    return 0 if share <= 0 or n < 10 else max(1, round(n * share))
+
+
+def validation_passes(held_out: int, steps: int, eval_every: int) -> int:
+    """Sequences an adapter runs through for early stopping: its `held_out` validation examples every
+    `eval_every` steps and after the last step."""
+    if held_out == 0 or steps == 0:
+        return 0
+    return held_out * (steps // eval_every + (1 if steps % eval_every else 0))
 
 
 def forward_seconds(sequences: int, tokens: float, layers: int, rates: Rates) -> float:
+    """Full forward passes (every layer, from the embedding to the output layer)."""
     return sequences * tokens * layers * rates.layer_token_forward_s
+
+
+def prefix_seconds(sequences: int, tokens: float, lower_layers: int, rates: Rates) -> float:
+    """The frozen prefix: sequences through the lower layers, once each."""
+    return sequences * tokens * lower_layers * rates.layer_token_prefix_s
+
+
+def upper_forward_seconds(sequences: int, tokens: float, adapted_layers: int, rates: Rates) -> float:
+    """Forward passes through the adapted layers only, on the frozen prefix's stored states."""
+    return sequences * tokens * adapted_layers * rates.layer_token_forward_upper_s
 
 
 def planned_steps(n: int, epochs: int, batch_size: int, max_examples: int | None, max_steps: int | None) -> int:
@@ -123,7 +173,7 @@ def plan_run(cfg) -> Plan:
     from culturemanager.datafiles import read_rows
     from culturemanager.stages.spec import demonstrations_by_culture
 
-    rates, plan = Rates(), Plan()
+    rates, plan = rates_for({}, cfg.generator.model), Plan()
     g = cfg.generator
     conc = g.concurrency if g.backend in ("openai", "llama_server") else 1
     jobs = sum(len(cfg.task_cultures(t)) * len(cfg.queries.modes) for t in cfg.tasks)
@@ -141,14 +191,15 @@ def plan_run(cfg) -> Plan:
     adapted = min(cfg.train.layers or layers, layers)
     demos = [d for t in cfg.tasks for texts in demonstrations_by_culture(cfg, t).values() for d in texts]
     tokens = mean_tokens(tok, cfg.tasks[0], demos, cfg.target.max_length)
-    per_culture = queries / len(cfg.cultures) * cfg.synthesis.samples_per_material * 0.6
+    per_culture = queries / len(cfg.cultures) * cfg.synthesis.samples_per_material * KEEP_RATE
     t = cfg.train
     steps = planned_steps(round(per_culture * (1 - t.validation)), t.epochs, t.batch_size, t.max_examples,
                           t.max_steps)
     seen = steps * t.batch_size * len(cfg.cultures)
+    each = adapter_seconds(steps * t.batch_size, tokens, adapted, rates,
+                           validation_passes(validation_size(round(per_culture), t.validation), steps, t.eval_every))
     plan.phases.append(Phase("train", f"{len(cfg.cultures)} adapters, {steps} steps each, {seen} examples seen",
-                             training_seconds(seen, tokens, adapted, rates)
-                             + len(cfg.cultures) * rates.adapter_overhead_s))
+                             len(cfg.cultures) * each))
     inputs = sum(len(read_rows(f)) for f in cfg.predict.inputs)
     options = len(cfg.cultures) + (1 if cfg.router.others else 0)
     plan.phases.append(Phase("predict", f"{inputs} inputs: routed ({options} options) and answered",

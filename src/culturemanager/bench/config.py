@@ -103,8 +103,9 @@ class BenchSection(Section):
     """At most this many survey examples per survey adapter (a fixed sample, the same for every seed; CultureLLM's
     augmented sets hold 2,100 per culture and 10,500 together). Default: all."""
     rates: dict[str, float] = Field(default_factory=dict)
-    """Another machine's rates for `--plan` (fields of `plan.Rates`: layer_token_forward_s, layer_token_train_s,
-    output_token_s, prompt_token_s, adapter_overhead_s); default: this project's CPU."""
+    """Another machine's rates for `--plan` (fields of `plan.Rates`: layer_token_forward_s,
+    layer_token_forward_upper_s, layer_token_train_s, output_token_s, prompt_token_s, adapter_overhead_s; `make
+    bench-rates` measures the first four on a machine); default: this project's CPU."""
     max_new_tokens: int = Field(24, ge=1)
     """free_text tasks: tokens each method may generate for an answer (answers are a few words)."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)

@@ -95,6 +95,16 @@ def job_for(method: str, task_id: str, culture: str, seed: int) -> Job | None:
     return Job(kind, {"task": task_id, "culture": culture, "all": "all"}[per], seed)
 
 
+def answering(method: str, task_id: str, culture: str, seed: int, cultures: list[str]) -> list[Job | str]:
+    """What answers a task's test inputs for a method: adapter jobs, or a fixed variant of the base model
+    ("base", "prompt", "probe"). A routed method may send any input to any culture's adapter or to the base
+    model ("Others"), so it needs all of them."""
+    if method in ROUTED:
+        return ["base", *(Job("cm", c, seed) for c in cultures)]
+    job = job_for(method, task_id, culture, seed)
+    return [job] if job is not None else [FIXED_VARIANT[method]]
+
+
 def jobs(methods: set[str], task_ids: list[str], cultures: list[str], seeds: list[int]) -> list[Job]:
     """Every adapter the methods need, each once, in training order (an adapter another continues from first).
     CultureManager with its router needs every culture's adapter (it also answers other cultures' tasks)."""

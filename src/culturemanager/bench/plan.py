@@ -7,29 +7,33 @@ Run: `culturemanager bench CONFIG.toml --plan [--set bench.rates.layer_token_tra
 
 from __future__ import annotations
 
+from culturemanager.backends.trainer import split_validation
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, split_task
-from culturemanager.bench.methods import CM_METHODS, METHODS, TRAINED, jobs
+from culturemanager.bench.methods import CM_METHODS, FIXED_VARIANT, ROUTED, SURVEY_KINDS, answering, jobs
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.plan import (
+    KEEP_RATE,
     Phase,
     Plan,
-    Rates,
     adapter_seconds,
     forward_seconds,
     generator_phase,
     mean_tokens,
     num_layers,
     planned_steps,
+    prefix_seconds,
+    rates_for,
+    upper_forward_seconds,
+    validation_passes,
+    validation_size,
 )
-
-KEEP_RATE = 0.6  # kept samples per sample asked for, measured on the bench's pipeline (docs/benchmarks.md)
 
 
 def plan_bench(cfg: BenchConfig) -> Plan:
     from culturemanager.backends.target import load_tokenizer
 
-    rates = Rates(**cfg.bench.rates)
+    rates = rates_for(cfg.bench.rates, cfg.generator.model)
     tf = load_tasks(cfg.bench.tasks)
     wanted = cfg.bench.task_ids or [t.id for t in tf.tasks]
     tasks = [t for t in (split_task(s, tf.prompt_template, cfg, cfg.bench.dir, write=False)
@@ -40,8 +44,9 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     layers = num_layers(cfg.target.model)
     adapted = min(cfg.train.layers or layers, layers)
     ml = cfg.target.max_length
-    test_tokens = _mean([mean_tokens(tok, t.task, [x for x, _ in t.test], ml) for t in tasks])
-    demo_tokens = _mean([mean_tokens(tok, t.task, [x for x, _ in t.demos], ml) for t in tasks])
+    test_tokens = {t.spec.id: mean_tokens(tok, t.task, [x for x, _ in t.test], ml) for t in tasks}
+    demo_tokens_of = {t.spec.id: mean_tokens(tok, t.task, [x for x, _ in t.demos], ml) for t in tasks}
+    demo_tokens = _mean(list(demo_tokens_of.values()))
     plan = Plan()
 
     # the pipeline's LLM stages
@@ -66,54 +71,71 @@ def plan_bench(cfg: BenchConfig) -> Plan:
 
     # training: every adapter of every seed
     todo = jobs(methods, [t.spec.id for t in tasks], cultures, cfg.bench.seeds)
-    seen = unique = steps = 0
+    seen = steps = 0
+    distinct: set[tuple[int, ...]] = set()  # the frozen prefix runs once per distinct training example
+    synthetic = 0  # CultureManager's adapters share each culture's samples
     train_s = 0.0
     for job in todo:
-        if job.kind.startswith("cm"):
+        t = cfg.train if job.kind not in SURVEY_KINDS else cfg.train.model_copy(update=cfg.bench.survey_train)
+        if job.kind.startswith("cm"):  # synthetic samples: not written yet, so their expected number
             n = round(samples_per_culture * (len(cultures) if job.kind == "cm-all" else 1)
                       * (0.5 if job.kind in ("cm-ts", "cm-ta") else 1))
+            held_out = validation_size(n, t.validation)
+            synthetic += n if job.kind == "cm" and job.seed == cfg.bench.seeds[0] else 0
         else:
-            n = len(job_examples(job, cfg, tasks, {}, cultures, tok))
-        t = cfg.train if job.kind not in ("culturesft", "culturellm", "culturesft-all", "culturellm-all") \
-            else cfg.train.model_copy(update=cfg.bench.survey_train)
-        train_n = n - round(n * t.validation) if n >= 10 else n
-        s = planned_steps(train_n, t.epochs, t.batch_size, t.max_examples, t.max_steps)
+            examples = job_examples(job, cfg, tasks, {}, cultures, tok)
+            n, held_out = len(examples), len(split_validation(examples, t.validation, job.seed)[1])
+            distinct.update(tuple(ids) for ids, _ in examples)
+        s = planned_steps(n - held_out, t.epochs, t.batch_size, t.max_examples, t.max_steps)
         steps += s
-        seen += min(s * t.batch_size, 10 ** 9)
-        train_s += adapter_seconds(min(s * t.batch_size, 10 ** 9), demo_tokens, adapted, rates)
-        unique += n if job.seed == cfg.bench.seeds[0] else 0
+        seen += s * t.batch_size
+        train_s += adapter_seconds(s * t.batch_size, demo_tokens, adapted, rates,
+                                   validation_passes(held_out, s, t.eval_every))
     lower = layers - adapted
+    unique = len(distinct) + synthetic
     plan.phases.append(Phase("train: frozen prefix", f"{unique} distinct examples through {lower} frozen layers",
-                             forward_seconds(unique, demo_tokens, lower, rates)))
+                             prefix_seconds(unique, demo_tokens, lower, rates)))
     plan.phases.append(Phase("train: adapters", f"{len(todo)} adapters, {steps} steps, {seen} examples seen through "
                              f"{adapted} adapted layers",
                              train_s))
 
-    # evaluation: every (variant, task) pair, the router, the probe
-    n_test = sum(len(t.test) for t in tasks)
-    per_seed_pairs = 0
-    for m in methods & set(METHODS):
-        if m == "CultureManager":
-            per_seed_pairs += len(cultures) * len(tasks)
-        elif m in TRAINED:
-            per_seed_pairs += len(tasks)
-    fixed_pairs = len(methods & {"Original", "Prompt"}) * len(tasks)
-    pairs = per_seed_pairs * len(cfg.bench.seeds)
-    per_task = n_test / len(tasks) + 3
-    plan.phases.append(Phase("evaluate: adapters", f"{pairs} (adapter, task) pairs x {per_task:.0f} inputs through "
-                             f"{adapted} adapted layers; test inputs once through {lower} frozen layers",
-                             forward_seconds(round(pairs * per_task), test_tokens, adapted, rates)
-                             + forward_seconds(n_test, test_tokens, lower, rates)))
-    base = fixed_pairs * per_task + (n_test * len(cultures) if "CultureManager" in methods else 0)
+    # evaluation: every (variant, task) pair the methods need, each once (bench/run.py `variants`), the prompt
+    # router, the probe; each task's inputs at their own length
+    answers = {(v if isinstance(v, str) else v.slug, t.spec.id)
+               for t in tasks for seed in cfg.bench.seeds for m in methods
+               for v in answering(m, t.spec.id, t.spec.culture, seed, cultures)}
+    size = {t.spec.id: (len(t.test) + 3) * test_tokens[t.spec.id] for t in tasks}  # + 3 content-free inputs
+    adapter_pairs = [task for v, task in answers if v not in FIXED_VARIANT.values()]
+    upper = sum(size[task] for task in adapter_pairs)
+    prefix_tokens = sum(len(t.test) * test_tokens[t.spec.id] for t in tasks) if adapter_pairs else 0.0
+    plan.phases.append(Phase("evaluate: adapters", f"{len(adapter_pairs)} (adapter, task) pairs through {adapted} "
+                             f"adapted layers; test inputs once through {lower} frozen layers",
+                             upper_forward_seconds(1, upper, adapted, rates)
+                             + prefix_seconds(1, prefix_tokens, lower, rates)))
+    full = sum(size[task] for v, task in answers if v in ("base", "prompt"))
+    if ROUTED.keys() & methods:
+        full += router_passes(tok, cfg, cultures) * sum(size.values())
     if "Probe (linear)" in methods:
-        base += n_test + sum(len(t.demos) for t in tasks)
-    plan.phases.append(Phase("evaluate: base model", "Original, Prompt, the prompt router (one sequence per "
-                             "option) and the probe's features, through every layer",
-                             forward_seconds(round(base), test_tokens, layers, rates)))
+        full += sum(len(t.test) * test_tokens[t.spec.id] + len(t.demos) * demo_tokens_of[t.spec.id] for t in tasks)
+    plan.phases.append(Phase("evaluate: base model", "Original, Prompt, the prompt router and the probe's "
+                             "features, through every layer",
+                             forward_seconds(1, full, layers, rates)))
+    n_test = sum(len(t.test) for t in tasks)
     plan.counts.update({"tasks": len(tasks), "test inputs": n_test, "seeds": len(cfg.bench.seeds),
                         "adapters": len(todo), "decoder layers": layers, "adapted layers": adapted,
-                        "mean tokens (test / training)": f"{test_tokens:.0f} / {demo_tokens:.0f}"})
+                        "mean tokens (test / training)":
+                            f"{_mean(list(test_tokens.values())):.0f} / {demo_tokens:.0f}"})
     return plan
+
+
+def router_passes(tok, cfg: BenchConfig, cultures: list[str]) -> int:
+    """Forward passes of the prompt router per input: one when every option (culture name, "Others") is one
+    token (`score_next_token` reads them all from one pass), else one per option."""
+    from culturemanager.backends.target import option_ids
+    from culturemanager.stages.route import OTHERS
+
+    options = cultures + ([OTHERS] if cfg.router.others else [])
+    return 1 if all(len(o) == 1 for o in option_ids(tok, [" " + o for o in options])) else len(options)
 
 
 def _mean(values: list[float]) -> float:

@@ -41,7 +41,7 @@ from culturemanager.bench.methods import (
     SURVEY_KINDS,
     TRAINED,
     Job,
-    job_for,
+    answering,
     jobs,
 )
 from culturemanager.bench.report import paper_numbers, write_report
@@ -254,9 +254,8 @@ class Bench:
         return need
 
     def method_variants(self, method: str, task: TaskData, seed: int) -> list[str]:
-        if method in ROUTED:  # routed: every culture's adapter may answer any task, and the base model
-            return ["base"] + [self.variant(Job("cm", c, seed), method) for c in self.cultures]
-        return [self.variant(job_for(method, task.spec.id, task.spec.culture, seed), method)]
+        return [v if isinstance(v, str) else self.variant(v, method)
+                for v in answering(method, task.spec.id, task.spec.culture, seed, self.cultures)]
 
     def evaluate(self, seeds: list[int]) -> tuple[dict, dict]:
         """(routed[task] -> router choice per test input, answers[(variant, task)] -> {p_positive, prior})."""

@@ -1,0 +1,49 @@
+"""The plan's arithmetic against the code it predicts: the trainer's steps and validation passes, an adapter's
+seconds, and the prompt router's forward passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from culturemanager.backends.trainer import plan_batches, split_validation
+from culturemanager.config import TrainConfig
+from culturemanager.plan import Rates, adapter_seconds, planned_steps, validation_passes, validation_size
+
+
+def labelled(pos: int, neg: int) -> list:
+    return [([2, 10 + i, 3], [-100, -100, 41]) for i in range(pos)] + \
+           [([2, 90 + i, 3], [-100, -100, 40]) for i in range(neg)]
+
+
+@pytest.mark.parametrize("n_pos,n_neg,max_examples", [(20, 80, 320), (20, 80, 336), (7, 93, 160), (30, 30, None)])
+def test_validation_passes_are_the_sequences_the_trainer_validates(n_pos, n_neg, max_examples):
+    ex = labelled(n_pos, n_neg)
+    t = TrainConfig(epochs=8, batch_size=8, max_examples=max_examples, validation=0.15, eval_every=5)
+    train, val = split_validation(ex, t.validation, 0)
+    steps = len(plan_batches([ex[i] for i in train], t, 0))
+    assert planned_steps(len(train), t.epochs, t.batch_size, t.max_examples, t.max_steps) == steps
+    # fit_adapter validates every `eval_every` steps and after the last step
+    evaluations = sum(1 for s in range(1, steps + 1) if s % t.eval_every == 0 or s == steps)
+    assert validation_passes(len(val), steps, t.eval_every) == len(val) * evaluations
+    # the estimate for examples not written yet (synthetic samples) is off by at most the per-label rounding
+    assert abs(validation_size(len(ex), t.validation) - len(val)) <= 1
+
+
+def test_no_validation_below_ten_examples_or_without_a_share():
+    assert validation_size(9, 0.15) == 0 and split_validation(labelled(3, 6), 0.15, 0)[1] == []
+    assert validation_size(100, 0.0) == 0
+    assert validation_passes(15, 0, 5) == 0 and validation_passes(0, 40, 5) == 0
+
+
+def test_an_adapters_seconds_are_steps_validation_and_overhead():
+    rates = Rates(layer_token_train_s=1.0, layer_token_forward_upper_s=0.5, adapter_overhead_s=3.0)
+    # 16 examples seen x 10 tokens x 2 layers x 1 s + 3 s + 4 validation sequences x 10 tokens x 2 layers x 0.5 s
+    assert adapter_seconds(16, 10, 2, rates, validation_forwards=4) == pytest.approx(320 + 3 + 40)
+    assert adapter_seconds(16, 10, 2, rates) == pytest.approx(323)
+
+
+def test_the_measured_rates_order():
+    r = Rates()
+    # a training step (forward + backward) costs more than a forward; a forward through two adapted layers on
+    # stored states carries the embedding and output layer, so it costs more per layer than a full pass
+    assert r.layer_token_train_s > r.layer_token_forward_upper_s > r.layer_token_forward_s
