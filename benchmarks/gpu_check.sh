@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short end-to-end check on a CUDA device (under 5 minutes on one GPU): train two culture adapters on the
 # packaged Gemma-3-270m from the demo's data, route and predict, serve a few classify requests, on the GPU and
-# then on the CPU with the same settings; prints each phase's time and the CPU/GPU speed-up.
+# then on the CPU with the same settings; prints each phase's time and the CPU/GPU speed-up, then this GPU's
+# rates for `--plan` (benchmarks/rates.py --device cuda: a config's [bench.rates]).
 #
 # Run (in a set-up checkout: `make setup` and `culturemanager models gemma3-270m`, torch with CUDA):
 #     bash benchmarks/gpu_check.sh            # GPU then CPU
@@ -58,4 +59,9 @@ if [[ "$DEVICES" == *cuda* && "$DEVICES" == *cpu* ]]; then
   for stage in train predict serve; do
     echo "$stage speed-up (cpu / cuda): $(python3 -c "print(f'{${TIMES[cpu-$stage]} / ${TIMES[cuda-$stage]}:.1f}')")x"
   done
+fi
+# this GPU's rates for `--plan` (a config's [bench.rates]), Gemma-3-270m with LoRA on the top two layers
+if [[ "$DEVICES" == *cuda* ]]; then
+  CULTUREMANAGER_DATA=${CULTUREMANAGER_DATA:-../shared/data} $PY benchmarks/rates.py --device cuda \
+    --out "$OUT/rates_cuda.json" | tail -n 12
 fi

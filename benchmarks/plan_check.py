@@ -40,8 +40,8 @@ from culturemanager.plan import (
     adapter_seconds,
     forward_seconds,
     mean_tokens,
-    num_layers,
-    rates_for,
+    plan_rates,
+    target_shape,
     upper_forward_seconds,
     validation_passes,
 )
@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "plan_check.json")
     args = ap.parse_args()
     cfg = load_bench_config(args.config, args.overrides)
-    root, rates = Path(cfg.bench.dir), rates_for(cfg.bench.rates, cfg.generator.model)
+    root = Path(cfg.bench.dir)
+    rates, _ = plan_rates(cfg.bench.rates, cfg.generator.model, target_shape(cfg.target.model))
     from culturemanager.backends.target import load_tokenizer
 
     tf = load_tasks(cfg.bench.tasks)
@@ -71,7 +72,7 @@ def main() -> None:
     tasks = [t for t in (split_task(s, tf.prompt_template, cfg, root, write=False) for s in tf.tasks
                          if s.id in wanted) if t.ok]
     tok = load_tokenizer(cfg.target)
-    layers = num_layers(cfg.target.model)
+    layers = target_shape(cfg.target.model).layers
     adapted = min(cfg.train.layers or layers, layers)
     ml = cfg.target.max_length
     demo_tokens = statistics.fmean(mean_tokens(tok, t.task, [x for x, _ in t.demos], ml) for t in tasks)

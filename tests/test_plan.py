@@ -4,10 +4,20 @@ seconds, and the prompt router's forward passes."""
 from __future__ import annotations
 
 import pytest
+from conftest import DATA, REPO
 
 from culturemanager.backends.trainer import plan_batches, split_validation
 from culturemanager.config import TrainConfig
-from culturemanager.plan import Rates, adapter_seconds, planned_steps, validation_passes, validation_size
+from culturemanager.plan import (
+    KNOWN_SHAPES,
+    REFERENCE,
+    Rates,
+    adapter_seconds,
+    plan_rates,
+    planned_steps,
+    validation_passes,
+    validation_size,
+)
 
 
 def labelled(pos: int, neg: int) -> list:
@@ -47,3 +57,34 @@ def test_the_measured_rates_order():
     # a training step (forward + backward) costs more than a forward; a forward through two adapted layers on
     # stored states carries the embedding and output layer, so it costs more per layer than a full pass
     assert r.layer_token_train_s > r.layer_token_forward_upper_s > r.layer_token_forward_s
+
+
+def test_a_layers_shape_and_the_rates_scaled_to_it():
+    # Gemma-3-270m by hand: q and o 640 x (4 x 256), k and v 640 x 256, gate/up/down 640 x 2048
+    assert REFERENCE.layer_params == 2 * 640 * 1024 + 2 * 640 * 256 + 3 * 640 * 2048
+    llama = KNOWN_SHAPES["meta-llama/Llama-3.1-8B-Instruct"]
+    assert llama.layers == 32 and llama.layer_params == 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336
+    rates, note = plan_rates({}, "gpt-4o", llama)
+    scale = llama.layer_params / REFERENCE.layer_params
+    assert rates.layer_token_train_s == pytest.approx(Rates().layer_token_train_s * scale)
+    assert "scaled" in note and "set bench.rates.output_token_s" in note  # an API's rates are not known here
+    # a config's rates are its own machine's and model's: used as given
+    rates, note = plan_rates({"layer_token_train_s": 0.01, "output_token_s": 0.02}, "gpt-4o", llama)
+    assert (rates.layer_token_train_s, rates.output_token_s) == (0.01, 0.02) and "the config's" in note
+    # a packaged generator has its own measured rates
+    assert plan_rates({}, "qwen2.5-coder-0.5b-instruct", REFERENCE)[0].output_token_s < Rates().output_token_s
+
+
+def test_the_paper_configs_plan_prints_offline(monkeypatch, capsys):
+    from culturemanager.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Llama target is a hub id the hub cannot give here
+    monkeypatch.setenv("CULTUREMANAGER_DATA", str(DATA))
+    assert main(["bench", str(REPO / "examples" / "paper.toml"), "--plan"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("pipeline: summaries", "pipeline: synthesis", "train: adapters", "evaluate: adapters"):
+        assert f"| {phase} |" in out
+    assert "- decoder layers: 32" in out and "- seeds: 3" in out and "tokens counted with" in out
+    # the paper's protocol: every input left after the demonstrations is a test input
+    n_test = int(out.split("- test inputs: ")[1].split()[0])
+    assert n_test > 9000

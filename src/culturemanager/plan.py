@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Kept synthetic samples per sample asked for: the full bench's pipeline kept 107 of the 120 it asked for
 # (2026-12-01, Qwen2.5-Coder-1.5B; the rest near-duplicates, leaks or unparsed answers).
@@ -48,12 +48,6 @@ class Rates:
 # 2026-12-01: 16 synthesis calls, 12,256 prompt + 1,848 answer tokens in 144 s).
 GENERATOR_RATES = {"qwen2.5-coder-1.5b-instruct": {"output_token_s": 0.12, "prompt_token_s": 0.004},
                    "qwen2.5-coder-0.5b-instruct": {"output_token_s": 0.065, "prompt_token_s": 0.0022}}
-
-
-def rates_for(given: dict, generator: str) -> Rates:
-    """This CPU's rates, the generator's own where it is a packaged one, and a config's `[bench.rates]` over
-    both."""
-    return Rates(**{**GENERATOR_RATES.get(generator, {}), **given})
 
 
 @dataclass
@@ -148,32 +142,99 @@ def mean_tokens(tok, task, texts: list[str], max_length: int) -> float:
     return statistics.fmean(len(encode_task(tok, task, t, max_length, reserve).ids) for t in texts[:400])
 
 
-KNOWN_LAYERS = {"meta-llama/Llama-3.1-8B-Instruct": 32, "meta-llama/Llama-3.3-70B-Instruct": 80,
-                "Qwen/Qwen2.5-7B-Instruct": 28, "google/gemma-3-270m": 18}
+@dataclass(frozen=True)
+class Shape:
+    """What a target's decoder costs per token: its layers and the parameters (multiply-adds) of one layer."""
+
+    layers: int
+    layer_params: int
+
+    @classmethod
+    def of(cls, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int, layers: int) -> Shape:
+        attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim  # q and o, k and v
+        return cls(layers, attention + 3 * hidden * intermediate)  # gate, up and down projections
 
 
-def num_layers(model: str) -> int:
-    """The target's decoder layers, from its config (no weights loaded); a known hub model's count offline."""
+# Published config.json values of hub targets, for a plan without the hub (hidden, intermediate, heads, kv heads,
+# head dim, layers). The rates were measured on Gemma-3-270m, the reference shape.
+KNOWN_SHAPES = {"meta-llama/Llama-3.1-8B-Instruct": Shape.of(4096, 14336, 32, 8, 128, 32),
+                "meta-llama/Llama-3.3-70B-Instruct": Shape.of(8192, 28672, 64, 8, 128, 80),
+                "Qwen/Qwen2.5-7B-Instruct": Shape.of(3584, 18944, 28, 4, 128, 28),
+                "google/gemma-3-270m": Shape.of(640, 2048, 4, 1, 256, 18)}
+REFERENCE = KNOWN_SHAPES["google/gemma-3-270m"]
+
+
+def target_shape(model: str) -> Shape:
+    """The target's shape, from its config (no weights loaded), or a known hub model's offline."""
     from transformers import AutoConfig
 
     from culturemanager.backends.models import ModelNotAvailable, resolve_hf
 
     try:
         path, local = resolve_hf(model)
-        return AutoConfig.from_pretrained(path, local_files_only=local).num_hidden_layers
+        c = AutoConfig.from_pretrained(path, local_files_only=local)
     except (ModelNotAvailable, OSError):
-        if model in KNOWN_LAYERS:
-            return KNOWN_LAYERS[model]
+        if model in KNOWN_SHAPES:
+            return KNOWN_SHAPES[model]
         raise
+    c = getattr(c, "text_config", c)
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    return Shape.of(c.hidden_size, c.intermediate_size, heads, getattr(c, "num_key_value_heads", heads) or heads,
+                    head_dim, c.num_hidden_layers)
+
+
+COUNTING_TOKENIZERS = ("gemma3-270m", "smollm2-135m-instruct")  # packaged stand-ins, multilingual first
+
+
+def plan_tokenizer(target) -> tuple[object, str | None]:
+    """The target's tokenizer for counting tokens; where it cannot be had here (a hub model, offline), the first
+    packaged one that can (Gemma-3-270m's multilingual 262k vocabulary, else SmolLM2's) and a note saying so."""
+    from culturemanager.backends.models import ModelNotAvailable
+    from culturemanager.backends.target import load_tokenizer
+
+    try:
+        return load_tokenizer(target), None
+    except (ModelNotAvailable, OSError) as missing:
+        for name in COUNTING_TOKENIZERS:
+            try:
+                tok = load_tokenizer(target.model_copy(update={"model": name}))
+            except (ModelNotAvailable, OSError):
+                continue
+            return tok, f"{target.model}'s tokenizer is not available here: tokens counted with {name}'s"
+        raise missing
+
+
+def plan_rates(given: dict, generator: str, shape: Shape) -> tuple[Rates, str]:
+    """The plan's rates and where they come from, in words: this CPU's, the per-layer ones scaled from the
+    reference layer (Gemma-3-270m's, where they were measured) to the target's in proportion to a layer's
+    parameters, the generator's own where it is a packaged one, and a config's `[bench.rates]` over all of them
+    (a config's rates are its machine's and model's: not scaled)."""
+    scale = shape.layer_params / REFERENCE.layer_params
+    layer = ("layer_token_forward_s", "layer_token_prefix_s", "layer_token_forward_upper_s", "layer_token_train_s")
+    base = Rates(**GENERATOR_RATES.get(generator, {}))
+    rates = replace(base, **{**{k: getattr(base, k) * scale for k in layer}, **given})
+    target = "this CPU's (`make bench-rates`, Gemma-3-270m)" + (f" scaled x{scale:.1f} to the target's layer size"
+                                                               if abs(scale - 1) > 0.01 else "")
+    if given.keys() & set(layer):
+        target += ", with the config's"
+    if given.keys() & {"output_token_s", "prompt_token_s"}:
+        gen = "the config's"
+    elif generator in GENERATOR_RATES:
+        gen = f"this CPU's for {generator}"
+    else:
+        gen = (f"this CPU's for qwen2.5-coder-1.5b-instruct, not {generator}'s: set bench.rates.output_token_s and "
+               "prompt_token_s to the endpoint's")
+    return rates, f"target {target}; generator {gen}"
 
 
 def plan_run(cfg) -> Plan:
     """The pipeline's plan for a run config (`culturemanager run CONFIG --plan`)."""
-    from culturemanager.backends.target import load_tokenizer
     from culturemanager.datafiles import read_rows
     from culturemanager.stages.spec import demonstrations_by_culture
 
-    rates, plan = rates_for({}, cfg.generator.model), Plan()
+    shape = target_shape(cfg.target.model)
+    (rates, note), plan = plan_rates({}, cfg.generator.model, shape), Plan()
     g = cfg.generator
     conc = g.concurrency if g.backend in ("openai", "llama_server") else 1
     jobs = sum(len(cfg.task_cultures(t)) * len(cfg.queries.modes) for t in cfg.tasks)
@@ -186,8 +247,8 @@ def plan_run(cfg) -> Plan:
     per_call = max(1, -(-cfg.synthesis.samples_per_material // labels))
     plan.phases.append(generator_phase("synthesize", queries * labels, 500 + doc,
                                        min(g.max_new_tokens, 45 * per_call), rates, conc))
-    tok = load_tokenizer(cfg.target)
-    layers = num_layers(cfg.target.model)
+    tok, tok_note = plan_tokenizer(cfg.target)
+    layers = shape.layers
     adapted = min(cfg.train.layers or layers, layers)
     demos = [d for t in cfg.tasks for texts in demonstrations_by_culture(cfg, t).values() for d in texts]
     tokens = mean_tokens(tok, cfg.tasks[0], demos, cfg.target.max_length)
@@ -205,5 +266,6 @@ def plan_run(cfg) -> Plan:
     plan.phases.append(Phase("predict", f"{inputs} inputs: routed ({options} options) and answered",
                              forward_seconds(inputs * (options + 1), tokens, layers, rates)))
     plan.counts.update({"queries": queries, "synthetic samples per culture (expected)": round(per_culture),
-                        "decoder layers": layers, "adapted layers": adapted})
+                        "decoder layers": layers, "adapted layers": adapted, "rates": note}
+                       | ({"tokens": tok_note} if tok_note else {}))
     return plan

@@ -20,10 +20,11 @@ from culturemanager.plan import (
     forward_seconds,
     generator_phase,
     mean_tokens,
-    num_layers,
+    plan_rates,
+    plan_tokenizer,
     planned_steps,
     prefix_seconds,
-    rates_for,
+    target_shape,
     upper_forward_seconds,
     validation_passes,
     validation_size,
@@ -31,17 +32,16 @@ from culturemanager.plan import (
 
 
 def plan_bench(cfg: BenchConfig) -> Plan:
-    from culturemanager.backends.target import load_tokenizer
-
-    rates = rates_for(cfg.bench.rates, cfg.generator.model)
+    shape = target_shape(cfg.target.model)
+    rates, note = plan_rates(cfg.bench.rates, cfg.generator.model, shape)
     tf = load_tasks(cfg.bench.tasks)
     wanted = cfg.bench.task_ids or [t.id for t in tf.tasks]
     tasks = [t for t in (split_task(s, tf.prompt_template, cfg, cfg.bench.dir, write=False)
                          for s in tf.tasks if s.id in wanted) if t.ok]
     cultures = list(dict.fromkeys(t.spec.culture for t in tasks))
     methods = set(cfg.bench.methods)
-    tok = load_tokenizer(cfg.target)
-    layers = num_layers(cfg.target.model)
+    tok, tok_note = plan_tokenizer(cfg.target)
+    layers = shape.layers
     adapted = min(cfg.train.layers or layers, layers)
     ml = cfg.target.max_length
     test_tokens = {t.spec.id: mean_tokens(tok, t.task, [x for x, _ in t.test], ml) for t in tasks}
@@ -110,7 +110,8 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     prefix_tokens = sum(len(t.test) * test_tokens[t.spec.id] for t in tasks) if adapter_pairs else 0.0
     plan.phases.append(Phase("evaluate: adapters", f"{len(adapter_pairs)} (adapter, task) pairs through {adapted} "
                              f"adapted layers; test inputs once through {lower} frozen layers",
-                             upper_forward_seconds(1, upper, adapted, rates)
+                             (upper_forward_seconds(1, upper, adapted, rates) if lower else
+                              forward_seconds(1, upper, layers, rates))  # LoRA on every layer: full passes
                              + prefix_seconds(1, prefix_tokens, lower, rates)))
     full = sum(size[task] for v, task in answers if v in ("base", "prompt"))
     if ROUTED.keys() & methods:
@@ -124,7 +125,8 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     plan.counts.update({"tasks": len(tasks), "test inputs": n_test, "seeds": len(cfg.bench.seeds),
                         "adapters": len(todo), "decoder layers": layers, "adapted layers": adapted,
                         "mean tokens (test / training)":
-                            f"{_mean(list(test_tokens.values())):.0f} / {demo_tokens:.0f}"})
+                            f"{_mean(list(test_tokens.values())):.0f} / {demo_tokens:.0f}", "rates": note}
+                       | ({"tokens": tok_note} if tok_note else {}))
     return plan
 
 
