@@ -1,9 +1,16 @@
-"""The package's shape: modules that only declare types, read files or route import without torch."""
+"""The package's shape: modules that only declare types, read files or route import without torch; every
+benchmark script imports."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "culturemanager.records",
          "culturemanager.rundir", "culturemanager.prompts", "culturemanager.datafiles", "culturemanager.metrics",
@@ -38,3 +45,14 @@ def test_the_blocker_really_blocks_torch():
     out = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "culturemanager.engine"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode != 0 and "torch is blocked" in out.stderr
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_every_benchmark_script_imports(script):
+    """The benchmarks run outside the suite (make bench-*); a renamed import in the package must not break one
+    unnoticed (benchmarks/judge.py did, until this test)."""
+    path = BENCHMARKS / script
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # top-level imports and definitions only: each script runs under __main__
+    assert callable(getattr(module, "main", None))
