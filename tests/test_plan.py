@@ -88,3 +88,16 @@ def test_the_paper_configs_plan_prints_offline(monkeypatch, capsys):
     # the paper's protocol: every input left after the demonstrations is a test input
     n_test = int(out.split("- test inputs: ")[1].split()[0])
     assert n_test > 9000
+
+
+def test_requests_in_flight_speed_up_a_remote_endpoint_not_this_cpus_cores():
+    from culturemanager.config import LLMConfig
+    from culturemanager.plan import speedup
+
+    rates = Rates()
+    assert speedup(LLMConfig(backend="openai", model="gpt-4o", concurrency=16), rates) == 16
+    # a llama-server on this machine shares its two cores: 4 sequences in flight were measured at 1.44x one
+    assert speedup(LLMConfig(backend="llama_server", model="qwen2.5-coder-1.5b-instruct", concurrency=4),
+                   rates) == rates.local_parallel_speedup
+    assert speedup(LLMConfig(backend="llama_server", model="qwen2.5-coder-1.5b-instruct", concurrency=1), rates) == 1
+    assert speedup(LLMConfig(backend="local", model="qwen2.5-coder-1.5b-instruct", concurrency=8), rates) == 1

@@ -41,6 +41,9 @@ class Rates:
     output_token_s: float = 0.12                 # generator, per answer token (decode)
     prompt_token_s: float = 0.004                # generator, per prompt token (prefill)
     adapter_overhead_s: float = 5.0              # per adapter trained: load, LoRA setup, save
+    # requests in flight on a llama-server that shares this CPU's cores: 4 parallel sequences measured 1.44x one
+    # (`make bench-synthesis`, docs/benchmarks.md); a remote endpoint's N requests in flight count N times
+    local_parallel_speedup: float = 1.44
 
 
 # The packaged generators on this CPU (llama.cpp, 2 threads): seconds per answer token from `make bench-generators`
@@ -75,9 +78,19 @@ class Plan:
         return table(["Phase", "Work", "Estimated time"], rows) + "\n\n" + counts
 
 
+def speedup(generator, rates: Rates) -> float:
+    """How many times faster `generator.concurrency` requests in flight finish than one at a time: N for a
+    remote endpoint (openai), at most `local_parallel_speedup` for a llama-server on this machine's cores."""
+    if generator.backend == "openai":
+        return float(generator.concurrency)
+    if generator.backend == "llama_server":
+        return min(float(generator.concurrency), rates.local_parallel_speedup)
+    return 1.0
+
+
 def generator_phase(name: str, calls: int, prompt_tokens: float, output_tokens: float, rates: Rates,
-                    concurrency: int = 1) -> Phase:
-    """Calls x (prompt + answer) tokens at the generator's rates; `concurrency` requests decode together."""
+                    concurrency: float = 1.0) -> Phase:
+    """Calls x (prompt + answer) tokens at the generator's rates, `concurrency` times faster (`speedup`)."""
     seconds = calls * (prompt_tokens * rates.prompt_token_s + output_tokens * rates.output_token_s) / concurrency
     return Phase(name, f"{calls} calls, ~{prompt_tokens:.0f} prompt + ~{output_tokens:.0f} answer tokens each",
                  seconds)
@@ -236,7 +249,7 @@ def plan_run(cfg) -> Plan:
     shape = target_shape(cfg.target.model)
     (rates, note), plan = plan_rates({}, cfg.generator.model, shape), Plan()
     g = cfg.generator
-    conc = g.concurrency if g.backend in ("openai", "llama_server") else 1
+    conc = speedup(g, rates)
     jobs = sum(len(cfg.task_cultures(t)) * len(cfg.queries.modes) for t in cfg.tasks)
     queries = jobs * cfg.queries.per_mode
     plan.phases.append(generator_phase("queries", jobs, 450, 40 * cfg.queries.per_mode, rates, conc))

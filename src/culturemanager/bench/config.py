@@ -104,8 +104,9 @@ class BenchSection(Section):
     augmented sets hold 2,100 per culture and 10,500 together). Default: all."""
     rates: dict[str, float] = Field(default_factory=dict)
     """Another machine's rates for `--plan` (fields of `plan.Rates`: layer_token_forward_s,
-    layer_token_forward_upper_s, layer_token_train_s, output_token_s, prompt_token_s, adapter_overhead_s; `make
-    bench-rates` measures the first four on a machine); default: this project's CPU."""
+    layer_token_forward_upper_s, layer_token_prefix_s, layer_token_train_s, output_token_s, prompt_token_s,
+    adapter_overhead_s, local_parallel_speedup; `make bench-rates` measures the layer rates on a machine);
+    default: this project's CPU."""
     max_new_tokens: int = Field(24, ge=1)
     """free_text tasks: tokens each method may generate for an answer (answers are a few words)."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)

@@ -24,6 +24,7 @@ from culturemanager.plan import (
     plan_tokenizer,
     planned_steps,
     prefix_seconds,
+    speedup,
     target_shape,
     upper_forward_seconds,
     validation_passes,
@@ -54,7 +55,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     if CM_METHODS & methods:
         queries = sum(len(cfg.queries.modes) * cfg.queries.per_mode for _ in tasks)
         g = cfg.generator
-        conc = g.concurrency if g.backend in ("openai", "llama_server") else 1
+        conc = speedup(g, rates)
         plan.phases.append(generator_phase("pipeline: queries", sum(len(cfg.queries.modes) for _ in tasks), 450,
                                            40 * cfg.queries.per_mode, rates, conc))
         if cfg.search.summarize:
