@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -32,28 +31,26 @@ from culturemanager.backends.trainer import split_validation
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import job_examples, split_task
 from culturemanager.bench.methods import Job
+from culturemanager.bench.score import log_odds
 from culturemanager.bench.stats import bootstrap_weights, interval, weighted_scores
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.engine import Engine
+from culturemanager.metrics import macro_f1
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("raw", "prior-corrected", "validation-tuned")
+LABELS = ["0", "1"]
 
 
-def log_odds(p: float) -> float:
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return math.log(p / (1 - p))
+def as_labels(positive: list[bool]) -> list[str]:
+    return ["1" if x else "0" for x in positive]
 
 
-def macro_f1(gold: list[bool], pred: list[bool]) -> float:
-    return float(weighted_scores(np.array(gold), np.array(pred), np.ones((1, len(gold))))["macro_f1"][0])
-
-
-def best_cut(gold: list[bool], p: list[float]) -> float:
+def best_cut(gold: list[str], p: list[float]) -> float:
     """The log-odds cut (answer positive above it) with the highest macro-F1 on (gold, p); the median of ties."""
     z = sorted(set(log_odds(x) for x in p))
     cuts = [z[0] - 1.0] + [(a + b) / 2 for a, b in zip(z, z[1:])] + [z[-1] + 1.0]
-    scored = [(macro_f1(gold, [log_odds(x) > c for x in p]), c) for c in cuts]
+    scored = [(macro_f1(gold, as_labels([log_odds(x) > c for x in p]), LABELS), c) for c in cuts]
     top = max(f for f, _ in scored)
     return statistics.median(c for f, c in scored if f == top)
 
@@ -92,7 +89,7 @@ def main() -> None:
             engine.add_adapter(job.slug, job.folder(root))
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))
             positive = (t.task.labels or []).index(t.task.positive_label or "1")
-            cut = best_cut([t.demos[i][1] == "1" for i in val], probs[:, positive].tolist())
+            cut = best_cut([t.demos[i][1] for i in val], probs[:, positive].tolist())
             answers = {"raw": [x >= 0.5 for x in p],
                        "prior-corrected": [log_odds(x) + log_odds(pi) >= 0 for x in p],
                        "validation-tuned": [log_odds(x) > cut for x in p]}
@@ -100,7 +97,7 @@ def main() -> None:
                 resampled[k].append(weighted_scores(np.array(gold), np.array(pred), W)["macro_f1"])
             rows.append({"seed": seed, "train_positive_share": round(pi, 3), "validation": len(val),
                          "validation_positives": sum(t.demos[i][1] == "1" for i in val), "cut": round(cut, 3),
-                         **{k: {"macro_f1": round(macro_f1(gold, pred), 4),
+                         **{k: {"macro_f1": round(macro_f1(as_labels(gold), as_labels(pred), LABELS), 4),
                                 "answered_positive": round(sum(pred) / len(pred), 3)} for k, pred in answers.items()}})
         per_task[t.spec.id] = rows
         for k in KINDS:

@@ -134,11 +134,10 @@ def plan_bench(cfg: BenchConfig) -> Plan:
 def router_passes(tok, cfg: BenchConfig, cultures: list[str]) -> int:
     """Forward passes of the prompt router per input: one when every option (culture name, "Others") is one
     token (`score_next_token` reads them all from one pass), else one per option."""
-    from culturemanager.backends.target import option_ids
-    from culturemanager.stages.route import OTHERS
+    from culturemanager.stages.route import OTHERS, router_option_ids
 
     options = cultures + ([OTHERS] if cfg.router.others else [])
-    return 1 if all(len(o) == 1 for o in option_ids(tok, [" " + o for o in options])) else len(options)
+    return 1 if all(len(o) == 1 for o in router_option_ids(tok, options)) else len(options)
 
 
 def _mean(values: list[float]) -> float:

@@ -125,6 +125,12 @@ def c_spec_summary(matrices: dict[int, list[list[float]]], cultures: list[str]) 
             "seeds": seeds}
 
 
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), with p kept inside (1e-9, 1 - 1e-9)."""
+    q = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(q / (1 - q))
+
+
 def at_base_rate(p_positive: list[float], rate: float) -> list[float]:
     """P(positive) shifted in log-odds so that the round(rate * n) highest-scored inputs, and only they, are above
     0.5: the answers at a known base rate (the task's positive share), whatever lean the model has. Monotone, so
@@ -133,7 +139,7 @@ def at_base_rate(p_positive: list[float], rate: float) -> list[float]:
     n = len(p_positive)
     if not n:
         return []
-    z = [math.log(q / (1 - q)) for q in (min(max(x, 1e-9), 1 - 1e-9) for x in p_positive)]
+    z = [log_odds(x) for x in p_positive]
     k = min(n, max(0, round(rate * n)))
     ranked = sorted(z, reverse=True)
     cut = ranked[0] if k == 0 else ranked[-1] - 1.0 if k == n else (ranked[k - 1] + ranked[k]) / 2

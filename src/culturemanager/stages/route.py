@@ -160,12 +160,19 @@ def prior(engine: Engine, router: Router):
     return engine.memo(("router-prior", router.template, tuple(router.options), router.max_length), compute)
 
 
+def router_option_ids(tok, options: list[str]) -> list[list[int]]:
+    """The prompt router's options as token ids: a leading space makes each a natural continuation of
+    "Culture:"."""
+    from culturemanager.backends.target import option_ids
+
+    return option_ids(tok, [" " + o for o in options])
+
+
 def _router_prompts(engine: Engine, router: Router, texts: list[str]) -> tuple[list[list[int]], list[list[int]], int]:
-    from culturemanager.backends.target import encode, option_ids
+    from culturemanager.backends.target import encode
 
     prefix, suffix = split_router_template(router.template, router.options)
-    # a leading space makes each option a natural continuation of "Culture:"
-    opts = option_ids(engine.tok, [" " + o for o in router.options])
+    opts = router_option_ids(engine.tok, router.options)
     reserve = max(len(o) for o in opts)
     encoded = [encode(engine.tok, prefix, t, suffix, router.max_length - reserve) for t in texts]
     return [e.ids for e in encoded], opts, sum(e.truncated for e in encoded)
