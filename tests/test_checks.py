@@ -190,3 +190,10 @@ def test_synthesize_stage_counts_check_drops_and_writes_them(tmp_path):
             for line in (cfg.run.dir / "samples" / f"{c}.jsonl").read_text().splitlines()]
     assert kept and all([c["name"] for c in s["provenance"]["checks"]] == ["selection", "judge"] for s in kept)
     assert counts["judge_no_verdict"] == len(kept)  # the fake generator answers the judge with no label
+    # the samples before the checks, for the bench's "no selection" row: the kept ones and every check's drops
+    unchecked = [json.loads(line) for c in ("Spanish", "Turkish")
+                 for line in (cfg.run.dir / "samples" / "unchecked" / f"{c}.jsonl").read_text().splitlines()]
+    checks = {"near_duplicate", "unrepresentative", "not_distinctive", "label_balance", "judge_disagrees"}
+    assert len(unchecked) == len(kept) + sum(d["reason"] in checks for d in dropped) > len(kept)
+    assert {s["text"] for s in kept} <= {s["text"] for s in unchecked}
+    assert all(not s["provenance"]["checks"] for s in unchecked)

@@ -7,6 +7,7 @@
       cache/pages/         fetched web pages by URL
       queries.jsonl        search queries            materials.jsonl retrieved documents (+ summaries)
       samples/<culture>.jsonl  kept synthetic samples  samples/dropped.jsonl  dropped ones, with a reason
+      samples/unchecked/<culture>.jsonl  the kept samples before selection and the judge (when either is on)
       adapters/<culture>/  PEFT LoRA folder + culturemanager.json
       router.json          router settings           router.npz      the fitted embedding router's arrays
       predictions.jsonl    routed predictions
@@ -62,6 +63,11 @@ class RunDir:
 
     def samples(self, culture: str) -> Path:
         return self.samples_dir / f"{safe_name(culture)}.jsonl"
+
+    def unchecked(self, culture: str) -> Path:
+        """A culture's samples before `synthesis.select` and `.judge` (written only when one of them is on): what
+        the bench's "no selection" ablation trains on."""
+        return self.samples_dir / "unchecked" / f"{safe_name(culture)}.jsonl"
 
     def adapter(self, culture: str) -> Path:
         return self.adapters_dir / safe_name(culture)

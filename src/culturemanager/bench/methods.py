@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from culturemanager.config import SmallLossConfig, TrainConfig
 from culturemanager.rundir import safe_name
 
 BASELINE, CM_GROUP, ABLATION, REFERENCE = "baseline", "culturemanager", "ablation", "reference"
@@ -38,6 +39,10 @@ METHODS: dict[str, tuple[str, str]] = {  # name -> (group, description)
     "CultureManager-all": (ABLATION, "one adapter on all cultures' synthetic data (no culture management)"),
     "CultureManager task-specific only": (ABLATION, "adapters on samples from task-specific queries, culture given"),
     "CultureManager task-agnostic only": (ABLATION, "adapters on samples from task-agnostic queries, culture given"),
+    "CultureManager (no label check)": (ABLATION, "the known-culture adapters trained on every kept sample, without "
+                                                  "the small-loss check (train.small_loss)"),
+    "CultureManager (no selection)": (ABLATION, "the known-culture adapters trained on the samples before selection "
+                                                "by culture (synthesis.select)"),
     "Probe (linear)": (REFERENCE, "logistic regression on the frozen model's mean hidden state, trained on "
                                   "TaskSFT's labelled demonstrations: what a linear read-out of these features "
                                   "reaches"),
@@ -64,12 +69,29 @@ _JOB_OF: dict[str, tuple[str, str]] = {
     "CultureManager (known culture)": ("cm", "culture"), "CultureSFT -> CultureManager": ("cm-2s", "culture"),
     "CultureManager-all": ("cm-all", "all"), "CultureManager task-specific only": ("cm-ts", "culture"),
     "CultureManager task-agnostic only": ("cm-ta", "culture"),
+    "CultureManager (no label check)": ("cm-nolc", "culture"), "CultureManager (no selection)": ("cm-nosel", "culture"),
 }
+# an ablation row has no meaning when the check it removes is off: method -> the setting that must be on
+NEEDS_CHECK = {"CultureManager (no label check)": "train.small_loss.enabled",
+               "CultureManager (no selection)": "synthesis.select.enabled"}
+
+
+def with_checks_on(methods: list[str], cfg) -> list[str]:
+    """`methods` without the ablation rows whose check is off in `cfg` (NEEDS_CHECK): such a row would train the
+    same adapters as the row it is compared with."""
+    def on(path: str) -> bool:
+        value = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        return bool(value)
+
+    return [m for m in methods if m not in NEEDS_CHECK or on(NEEDS_CHECK[m])]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One adapter to train: kind (tasksft, culturesft, culturellm, cm, cm-ts, cm-ta, cm-2s, *-all), name, seed."""
+    """One adapter to train: kind (tasksft, culturesft, culturellm, cm, cm-ts, cm-ta, cm-2s, cm-nolc, cm-nosel,
+    *-all), name, seed."""
     kind: str
     name: str
     seed: int
@@ -85,6 +107,17 @@ class Job:
     def init(self) -> Job | None:
         """The adapter this one continues from (the two-stage variant starts from CultureSFT)."""
         return Job("culturesft", self.name, self.seed) if self.kind == "cm-2s" else None
+
+
+def job_settings(job: Job, train: TrainConfig, survey_train: dict) -> TrainConfig:
+    """A job's [train] settings: `bench.survey_train` on top for the survey baselines (their answers are 1-10
+    ratings: no class balancing by default); the small-loss check only on synthetic data, and not for the
+    no-label-check ablation."""
+    if job.kind in SURVEY_KINDS and survey_train:
+        return train.model_copy(update={**survey_train, "small_loss": SmallLossConfig()})
+    if not job.kind.startswith("cm") or job.kind == "cm-nolc":
+        return train.model_copy(update={"small_loss": SmallLossConfig()})
+    return train
 
 
 def job_for(method: str, task_id: str, culture: str, seed: int) -> Job | None:

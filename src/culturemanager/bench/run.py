@@ -38,11 +38,12 @@ from culturemanager.bench.methods import (
     METHODS,
     NOT_APPLICABLE,
     ROUTED,
-    SURVEY_KINDS,
     TRAINED,
     Job,
     answering,
+    job_settings,
     jobs,
+    with_checks_on,
 )
 from culturemanager.bench.report import paper_numbers, write_report
 from culturemanager.bench.results import Answers, best_baseline, comparisons, method_results
@@ -55,7 +56,6 @@ from culturemanager.bench.score import (
     router_summary,
 )
 from culturemanager.bench.tasks import TasksFile, TasksFileError, load_tasks
-from culturemanager.config import SmallLossConfig
 from culturemanager.metrics import calibrate
 from culturemanager.records import BASE, Sample, read_jsonl, write_json
 from culturemanager.rundir import file_lock, library_versions, safe_name
@@ -74,6 +74,7 @@ class Bench:
         self.tf: TasksFile = load_tasks(cfg.bench.tasks)
         self.tasks: list[TaskData] = []
         self.samples: dict[str, list[Sample]] = {}
+        self.unchecked: dict[str, list[Sample]] = {}  # per culture, before synthesis.select and .judge
         self.adapters: dict[Job, Path | None] = {}  # None: too few examples, the base model stands in
         self.pipeline_counts: dict = {}
         self.router_options: list[str] = []
@@ -126,8 +127,9 @@ class Bench:
 
     @property
     def methods(self) -> list[str]:
-        """bench.methods without those this run's scoring family has no meaning for (NOT_APPLICABLE)."""
-        return [m for m in self.cfg.bench.methods if m not in NOT_APPLICABLE[self.family]]
+        """bench.methods without those this run's scoring family has no meaning for (NOT_APPLICABLE), and without
+        the ablation rows whose check is off (`with_checks_on`)."""
+        return [m for m in with_checks_on(self.cfg.bench.methods, self.cfg) if m not in NOT_APPLICABLE[self.family]]
 
     @property
     def ok_tasks(self) -> list[TaskData]:
@@ -164,8 +166,10 @@ class Bench:
         for stage in ("queries", "search", "synthesize"):
             self.pipeline_counts[stage] = run.stage(stage)
         for c in self.cultures:
-            path = run.rd.samples(c)
+            path, unchecked = run.rd.samples(c), run.rd.unchecked(c)
             self.samples[c] = read_jsonl(path, Sample) if path.exists() else []
+            # before selection and the judge (written when either is on): the "no selection" ablation's data
+            self.unchecked[c] = read_jsonl(unchecked, Sample) if unchecked.exists() else self.samples[c]
 
     def train(self, seeds: list[int]) -> None:
         """Every job's adapter, reused when its examples, settings and starting point are unchanged. One frozen
@@ -187,15 +191,21 @@ class Bench:
 
     def train_job(self, job: Job, k: int, total: int, tok, prefix):
         """Train (or reuse) one job's adapter; returns the frozen prefix, created on first need and shared."""
-        examples = job_examples(job, self.cfg, self.ok_tasks, self.samples, self.cultures, tok)
-        out = job.folder(self.root)
+        samples = self.unchecked if job.kind == "cm-nosel" else self.samples
+        examples = job_examples(job, self.cfg, self.ok_tasks, samples, self.cultures, tok)
         settings = self.settings_for(job)
-        init = self.adapters.get(job.init) if job.init else None
         if len(examples) < settings.min_samples:
             log.warning("%s: %d examples (< train.min_samples): no adapter, the base model stands in",
                         job.slug, len(examples))
             self.adapters[job] = None
             return prefix
+        return self.fit(job, examples, settings, f"{job.slug} ({k}/{total})", tok, prefix)
+
+    def fit(self, job: Job, examples: list, settings, label: str, tok, prefix):
+        """Train `job`'s adapter unless it is current (same examples, settings, seed and starting point); returns
+        the frozen prefix, created on first need and shared."""
+        out = job.folder(self.root)
+        init = self.adapters.get(job.init) if job.init else None
         start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
         digest = stable_hash([examples, settings_key(settings), self.cfg.target.model, job.seed, start])
         if not adapter_is_current(out, digest):
@@ -207,35 +217,41 @@ class Bench:
                                       self.cfg.target.batch_size, tok.pad_token_id)
             meta: dict = {"job": job.__dict__}
             if settings.small_loss.enabled:  # synthetic data only (settings_for): train, drop high-loss, retrain
-                examples, meta["small_loss"] = self.small_loss(job, examples, settings, digest, prefix, init)
-            log.info("[%d/%d] training %s on %d examples", k, total, job.slug, len(examples))
+                examples, meta["small_loss"], prefix = self.small_loss(job, examples, settings, digest, tok, prefix,
+                                                                       init)
+            log.info("training %s on %d examples", label, len(examples))
+            # the no-label-check adapter keeps its examples' losses: it is also the small-loss check's first pass
             fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, meta,
-                        self.progress, label=f"{job.slug} ({k}/{total})", prefix=prefix, init=init)
+                        self.progress, label=label, prefix=prefix, init=init, score=job.kind == "cm-nolc")
             self.trained.append(job.slug)
         self.adapters[job] = out
         return prefix
 
-    def small_loss(self, job: Job, examples: list, settings, digest: str, prefix, init) -> tuple[list, dict]:
+    def small_loss(self, job: Job, examples: list, settings, digest: str, tok, prefix, init
+                   ) -> tuple[list, dict, object]:
         """The small-loss check on one CultureManager adapter's synthetic examples (stages/train.py): a first
-        adapter in a hidden folder (reused on resume), each example's answer loss, the high-loss ones dropped."""
+        adapter on all of them, each example's answer loss, the high-loss ones dropped. A culture's CultureManager
+        adapter takes its first pass from the no-label-check ablation's adapter (the same examples and settings:
+        one training serves both rows); the other kinds train theirs in a hidden folder. Both are reused on
+        resume."""
         from culturemanager.backends.trainer import answer_key
         from culturemanager.stages.train import first_pass_losses, small_loss_keep
 
-        losses = first_pass_losses(job.folder(self.root), digest, lambda first, first_digest: fit_adapter(
-            self.cfg.target, settings, job.seed, examples, first, first_digest, {"job": job.__dict__}, self.progress,
-            label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init, score=True))
+        if job.kind == "cm":
+            first = Job("cm-nolc", job.name, job.seed)
+            prefix = self.fit(first, examples, self.settings_for(first), f"{first.slug} (small-loss first pass)",
+                              tok, prefix)
+            losses = json.loads((first.folder(self.root) / META).read_text(encoding="utf-8"))["example_losses"]
+        else:
+            losses = first_pass_losses(job.folder(self.root), digest, lambda folder, first_digest: fit_adapter(
+                self.cfg.target, settings, job.seed, examples, folder, first_digest, {"job": job.__dict__},
+                self.progress, label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init, score=True))
         keep = small_loss_keep(losses, [str(answer_key(e)) for e in examples], settings.small_loss.drop_share)
         return [e for e, k in zip(examples, keep) if k], {"examples": len(examples),
-                                                          "dropped": len(keep) - sum(keep)}
+                                                          "dropped": len(keep) - sum(keep)}, prefix
 
     def settings_for(self, job: Job):
-        """The [train] settings, with `bench.survey_train` on top for the survey baselines (their answers are
-        1-10 ratings: no class balancing by default)."""
-        if job.kind in SURVEY_KINDS and self.cfg.bench.survey_train:
-            return self.cfg.train.model_copy(update={**self.cfg.bench.survey_train, "small_loss": SmallLossConfig()})
-        if not job.kind.startswith("cm"):  # the small-loss check is for synthetic data only
-            return self.cfg.train.model_copy(update={"small_loss": SmallLossConfig()})
-        return self.cfg.train
+        return job_settings(job, self.cfg.train, self.cfg.bench.survey_train)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def variant(self, job: Job | None, method: str) -> str:
@@ -405,6 +421,8 @@ class Bench:
         pairs = [("CultureManager", "TaskSFT"), ("CultureManager", best or ""), ("CultureManager", "Original"),
                  ("CultureManager", "CultureManager (known culture)"), ("CultureManager", "CultureManager-all"),
                  ("CultureManager task-specific only", "CultureManager task-agnostic only"),
+                 ("CultureManager (known culture)", "CultureManager (no label check)"),
+                 ("CultureManager (known culture)", "CultureManager (no selection)"),
                  ("CultureManager", "CultureSFT"), ("CultureManager", "CultureLLM"),
                  ("CultureSFT -> CultureManager", "CultureSFT"),
                  ("CultureSFT -> CultureManager", "CultureManager (known culture)"), ("TaskSFT", "Probe (linear)"),

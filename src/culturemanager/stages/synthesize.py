@@ -105,6 +105,7 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
                                      reason=DropReason.NO_VALID_ANSWER))
     kept, more = filter_samples(kept, leaks)
     dropped += more
+    unchecked = kept
     kept, more, checked = check_samples(cfg, llm, kept, demos)  # synthesis.select and .judge (off by default)
     dropped += more
     counts.update(checked)
@@ -118,6 +119,8 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
             counts["cultures_failed"] += 1
             continue
         write_jsonl(rd.samples(c), samples)
+        if cfg.synthesis.select.enabled or cfg.synthesis.judge.enabled:  # for the "no selection" ablation
+            write_jsonl(rd.unchecked(c), [s for s in unchecked if s.culture == c])
         counts[f"kept[{c}]"] = len(samples)
         counts.update(f"label[{c}][{s.label}]" for s in samples)
     write_jsonl(rd.dropped, dropped)
