@@ -314,7 +314,7 @@ def test_the_paper_config_validates_and_its_first_stages_run_with_the_fake_gener
 
 
 def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
-    from culturemanager.bench.methods import jobs
+    from culturemanager.bench.methods import jobs, with_checks_on
     from culturemanager.bench.plan import plan_bench
     from culturemanager.plan import Rates
 
@@ -326,7 +326,7 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     cfg = load_bench_config(cfg_path, ["bench.rates.layer_token_train_s=1.0", "bench.rates.adapter_overhead_s=0",
                                        "bench.rates.layer_token_forward_upper_s=0"])
     plan = plan_bench(cfg)
-    assert plan.counts["adapters"] == len(jobs(set(cfg.bench.methods), ["es-stereo", "tr-abusive"],
+    assert plan.counts["adapters"] == len(jobs(set(with_checks_on(cfg.bench.methods, cfg)), ["es-stereo", "tr-abusive"],
                                                ["Spanish", "Turkish"], [0, 1]))
     assert plan.counts["decoder layers"] == 2 and plan.counts["adapted layers"] == 1
     train = next(p for p in plan.phases if p.name == "train: adapters")
@@ -339,6 +339,26 @@ def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
     base = plan_bench(load_bench_config(cfg_path, ["bench.methods=['Original', 'Prompt']"]))
     assert next(p for p in base.phases if p.name == "evaluate: adapters").seconds == 0
     assert next(p for p in base.phases if p.name == "evaluate: base model").seconds > 0
+
+
+def test_the_plan_counts_small_loss_first_passes_once(tmp_path, tiny_model):
+    """With the small-loss check on, every CultureManager adapter but the no-label-check one trains twice; the
+    known-culture adapter's first pass is the no-label-check adapter itself, so that row adds no training."""
+    from culturemanager.bench.plan import plan_bench
+
+    cfg_path = write_bench(tmp_path, tiny_model)
+    rows = '["Original", "CultureManager (known culture)"]'
+    trainings = {}
+    for name, extra in (("off", []), ("on", ["train.small_loss.enabled=true"]),
+                        ("ablation", ["train.small_loss.enabled=true", "bench.methods=" + rows[:-1]
+                                      + ', "CultureManager (no label check)"]'])):
+        plan = plan_bench(load_bench_config(cfg_path, [f"bench.methods={rows}", *extra]
+                                            if name != "ablation" else extra))
+        work = next(p for p in plan.phases if p.name == "train: adapters").work
+        trainings[name] = (plan.counts["adapters"], work)
+    assert trainings["off"][0] == trainings["on"][0] == 4  # 2 cultures x 2 seeds
+    assert "small-loss" not in trainings["off"][1] and "(+ 4 small-loss first passes)" in trainings["on"][1]
+    assert trainings["ablation"][0] == 8 and "small-loss" not in trainings["ablation"][1]
 
 
 def test_the_bench_refuses_a_run_that_mixes_scores_naming_the_tasks(tmp_path, tiny_model, capsys):
@@ -443,17 +463,59 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
 
 def test_the_small_loss_check_applies_to_culturemanagers_synthetic_data_only(tmp_path, tiny_model):
     cfg = write_bench(tmp_path, tiny_model)
-    methods = '["Original", "TaskSFT", "CultureManager (known culture)"]'
+    methods = '["Original", "TaskSFT", "CultureManager (known culture)", "CultureManager task-specific only"]'
     assert main(["bench", str(cfg), "--quick", "--no-progress", "--set", f"bench.methods={methods}",
                  "--set", "train.small_loss.enabled=true", "--set", "train.small_loss.drop_share=0.25"]) == 0
-    cm = tmp_path / "out" / "adapters" / "cm" / "Spanish"
-    meta = json.loads((cm / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
-    first = json.loads((cm / ".seed0.first" / "culturemanager.json").read_text(encoding="utf-8"))
-    assert meta["small_loss"]["examples"] == first["examples"] == len(first["example_losses"])
-    assert meta["small_loss"]["dropped"] > 0 and meta["examples"] == first["examples"] - meta["small_loss"]["dropped"]
-    tasksft = tmp_path / "out" / "adapters" / "tasksft" / "es-stereo"
+    adapters = tmp_path / "out" / "adapters"
+    for kind, first in (("cm", adapters / "cm-nolc" / "Spanish" / "seed0"),  # shared with the ablation row
+                        ("cm-ts", adapters / "cm-ts" / "Spanish" / ".seed0.first")):
+        meta = json.loads((adapters / kind / "Spanish" / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
+        first = json.loads((first / "culturemanager.json").read_text(encoding="utf-8"))
+        assert meta["small_loss"]["examples"] == first["examples"] == len(first["example_losses"])
+        assert meta["small_loss"]["dropped"] > 0 or kind == "cm-ts"  # (cm-ts: too few samples per label)
+        assert meta["examples"] == first["examples"] - meta["small_loss"]["dropped"]
+    tasksft = adapters / "tasksft" / "es-stereo"
     assert "small_loss" not in json.loads((tasksft / "seed0" / "culturemanager.json").read_text(encoding="utf-8"))
     assert not (tasksft / ".seed0.first").exists()
+
+
+def test_the_label_check_and_selection_ablations_train_without_what_they_remove(tmp_path, tiny_model):
+    """"no label check": every kept sample, no small-loss drop (its adapter is the CultureManager adapter's first
+    pass, trained once); "no selection": the samples before synthesis.select. Each row is in the report, paired
+    with the known-culture row; with its check off a row is not run (it would repeat the known-culture row)."""
+    cfg = write_bench(tmp_path, tiny_model)
+    rows = ["Original", "CultureManager (known culture)", "CultureManager (no label check)",
+            "CultureManager (no selection)"]
+    sets = ["--set", f"bench.methods={json.dumps(rows)}", "--set", "train.small_loss.enabled=true",
+            "--set", "train.small_loss.drop_share=0.5", "--set", "synthesis.select.enabled=true",
+            "--set", "synthesis.select.min_representativeness=-1", "--set", "synthesis.select.min_distinctiveness=-2",
+            "--set", "synthesis.select.near_duplicate=0.99"]
+    assert main(["bench", str(cfg), "--quick", "--no-progress", *sets]) == 0
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    samples = {c: (out / "pipeline" / "samples" / f"{c}.jsonl").read_text().splitlines() for c in ("Spanish",)}
+    unchecked = (out / "pipeline" / "samples" / "unchecked" / "Spanish.jsonl").read_text().splitlines()
+    assert len(unchecked) > len(samples["Spanish"])  # selection dropped some (label balance at least)
+    meta = {k: json.loads((out / "adapters" / k / "Spanish" / "seed0" / "culturemanager.json").read_text())
+            for k in ("cm", "cm-nolc", "cm-nosel")}
+    assert "small_loss" not in meta["cm-nolc"] and len(meta["cm-nolc"]["example_losses"]) == meta["cm-nolc"]["examples"]
+    assert meta["cm"]["small_loss"]["examples"] == meta["cm-nolc"]["examples"]
+    assert meta["cm"]["examples"] < meta["cm-nolc"]["examples"]
+    assert meta["cm-nosel"]["small_loss"]["examples"] > meta["cm-nolc"]["examples"]  # more data, checked by loss
+    assert not (out / "adapters" / "cm" / "Spanish" / ".seed0.first").exists()  # the first pass is cm-nolc's
+    assert set(rows) <= {m["name"] for m in results["methods"]}
+    pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
+    assert {("CultureManager (known culture)", "CultureManager (no label check)"),
+            ("CultureManager (known culture)", "CultureManager (no selection)")} <= pairs
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "CultureManager (no label check)" in report and "CultureManager (no selection)" in report
+    # with both checks off, both rows are left out
+    assert main(["bench", str(cfg), "--quick", "--no-progress", "--set", f"bench.methods={json.dumps(rows)}",
+                 "--set", f"bench.dir={tmp_path / 'off'}"]) == 0
+    off = json.loads((tmp_path / "off" / "results.json").read_text(encoding="utf-8"))
+    names = {m["name"] for m in off["methods"]}
+    assert "CultureManager (known culture)" in names
+    assert not {"CultureManager (no label check)", "CultureManager (no selection)"} & names
 
 
 def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path, monkeypatch):

@@ -101,3 +101,28 @@ def test_requests_in_flight_speed_up_a_remote_endpoint_not_this_cpus_cores():
                    rates) == rates.local_parallel_speedup
     assert speedup(LLMConfig(backend="llama_server", model="qwen2.5-coder-1.5b-instruct", concurrency=1), rates) == 1
     assert speedup(LLMConfig(backend="local", model="qwen2.5-coder-1.5b-instruct", concurrency=8), rates) == 1
+
+
+def test_synthesis_calls_follow_the_stage_and_a_call_keeps_no_more_than_it_yields(tmp_path):
+    """The plan's synthesis calls are the stage's jobs (synthesize.label_counts), and a call asked for many samples
+    keeps no more than a call yields on these generators (CALL_YIELD, measured)."""
+    from conftest import write_task
+
+    from culturemanager.config import LLMConfig, SynthesisConfig, load_config
+    from culturemanager.plan import CALL_YIELD, KEEP_RATE, synthesis_work
+    from culturemanager.stages.synthesize import label_counts
+
+    rates = Rates()
+    server = LLMConfig(backend="llama_server", model="qwen2.5-coder-1.5b-instruct", max_new_tokens=320)
+    remote = LLMConfig(backend="openai", model="gpt-4o", max_new_tokens=320)
+    one, kept_one = synthesis_work(SynthesisConfig(samples_per_material=6), server, 10, 2, 500, rates)
+    many, kept_many = synthesis_work(SynthesisConfig(samples_per_material=32, samples_per_call=8), server, 10, 2,
+                                     500, rates)
+    assert one.work.startswith("20 calls") and many.work.startswith("40 calls")  # 10 materials x 2 labels x parts
+    assert kept_one == pytest.approx(20 * 3 * KEEP_RATE) and kept_many == pytest.approx(40 * CALL_YIELD)
+    # the calls of one label share their prompt: a caching engine evaluates it once, a remote endpoint every time
+    far, _ = synthesis_work(SynthesisConfig(samples_per_material=32, samples_per_call=8), remote, 10, 2, 500, rates)
+    assert far.seconds > many.seconds
+    cfg = load_config(write_task(tmp_path, tmp_path / "unused"),
+                      ["synthesis.samples_per_material=32", "synthesis.samples_per_call=8"])
+    assert len(label_counts(cfg, cfg.tasks[0])) * 2 * 10 == 40

@@ -96,6 +96,35 @@ def generator_phase(name: str, calls: int, prompt_tokens: float, output_tokens: 
                  seconds)
 
 
+# What a synthesis call writes on this CPU's packaged generators (benchmarks/results/synthesis.json,
+# 2026-12-01/02): a call asked for k samples of one label keeps about KEEP_RATE x k of them, but no more than
+# CALL_YIELD whatever k is (asked for 3: 2.5 kept; asked for 8: 3.0, in 112 answer tokens), at about
+# TOKENS_PER_KEPT answer tokens each.
+CALL_YIELD = 3.0
+TOKENS_PER_KEPT = 38
+# Kept samples that pass selection by culture (synthesis.select, its default thresholds).
+SELECT_KEEP_RATE = 0.8
+
+
+def synthesis_work(s, generator, materials: int, labels: int, doc_tokens: float, rates: Rates,
+                   concurrency: float = 1.0) -> tuple[Phase, float]:
+    """The synthesis stage's calls and time, and the samples it keeps (before selection). per_label: each
+    material's samples are shared by its labels and asked for in calls of at most `samples_per_call`; the calls
+    of one label share their whole prompt, so an engine with a prompt cache (llama.cpp in process or
+    llama-server) evaluates it once."""
+    per_label = max(1, -(-s.samples_per_material // labels))
+    step = min(s.samples_per_call or per_label, per_label)
+    parts = -(-per_label // step)
+    calls = materials * labels * parts
+    kept_per_call = min(step * KEEP_RATE, CALL_YIELD)
+    answer = min(generator.max_new_tokens, kept_per_call / KEEP_RATE * TOKENS_PER_KEPT)
+    prompt = 500 + doc_tokens
+    cached = generator.backend in ("local", "llama_server")
+    prompt_per_call = prompt / parts if cached else prompt
+    phase = generator_phase("synthesis", calls, prompt_per_call, answer, rates, concurrency)
+    return phase, calls * kept_per_call
+
+
 def training_seconds(examples_seen: int, tokens: float, adapted_layers: int, rates: Rates) -> float:
     return examples_seen * tokens * adapted_layers * rates.layer_token_train_s
 
@@ -257,15 +286,14 @@ def plan_run(cfg) -> Plan:
     if cfg.search.summarize:
         plan.phases.append(generator_phase("search: summaries", queries, 300 + doc, 200, rates, conc))
     labels = max(len(t.labels or [None]) for t in cfg.tasks) if cfg.synthesis.label_mode == "per_label" else 1
-    per_call = max(1, -(-cfg.synthesis.samples_per_material // labels))
-    plan.phases.append(generator_phase("synthesize", queries * labels, 500 + doc,
-                                       min(g.max_new_tokens, 45 * per_call), rates, conc))
+    phase, kept = synthesis_work(cfg.synthesis, g, queries, labels, doc, rates, conc)
+    plan.phases.append(replace(phase, name="synthesize"))
     tok, tok_note = plan_tokenizer(cfg.target)
     layers = shape.layers
     adapted = min(cfg.train.layers or layers, layers)
     demos = [d for t in cfg.tasks for texts in demonstrations_by_culture(cfg, t).values() for d in texts]
     tokens = mean_tokens(tok, cfg.tasks[0], demos, cfg.target.max_length)
-    per_culture = queries / len(cfg.cultures) * cfg.synthesis.samples_per_material * KEEP_RATE
+    per_culture = kept / len(cfg.cultures) * (SELECT_KEEP_RATE if cfg.synthesis.select.enabled else 1.0)
     t = cfg.train
     steps = planned_steps(round(per_culture * (1 - t.validation)), t.epochs, t.batch_size, t.max_examples,
                           t.max_steps)

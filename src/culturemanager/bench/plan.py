@@ -7,13 +7,24 @@ Run: `culturemanager bench CONFIG.toml --plan [--set bench.rates.layer_token_tra
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from culturemanager.backends.trainer import split_validation
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, split_task
-from culturemanager.bench.methods import CM_METHODS, FIXED_VARIANT, ROUTED, SURVEY_KINDS, answering, jobs
+from culturemanager.bench.methods import (
+    CM_METHODS,
+    FIXED_VARIANT,
+    ROUTED,
+    Job,
+    answering,
+    job_settings,
+    jobs,
+    with_checks_on,
+)
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.plan import (
-    KEEP_RATE,
+    SELECT_KEEP_RATE,
     Phase,
     Plan,
     adapter_seconds,
@@ -25,6 +36,7 @@ from culturemanager.plan import (
     planned_steps,
     prefix_seconds,
     speedup,
+    synthesis_work,
     target_shape,
     upper_forward_seconds,
     validation_passes,
@@ -40,7 +52,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     tasks = [t for t in (split_task(s, tf.prompt_template, cfg, cfg.bench.dir, write=False)
                          for s in tf.tasks if s.id in wanted) if t.ok]
     cultures = list(dict.fromkeys(t.spec.culture for t in tasks))
-    methods = set(cfg.bench.methods)
+    methods = set(with_checks_on(cfg.bench.methods, cfg))
     tok, tok_note = plan_tokenizer(cfg.target)
     layers = shape.layers
     adapted = min(cfg.train.layers or layers, layers)
@@ -51,7 +63,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     plan = Plan()
 
     # the pipeline's LLM stages
-    samples_per_culture = 0.0
+    samples_per_culture, select_keep = 0.0, 1.0
     if CM_METHODS & methods:
         queries = sum(len(cfg.queries.modes) * cfg.queries.per_mode for _ in tasks)
         g = cfg.generator
@@ -63,11 +75,11 @@ def plan_bench(cfg: BenchConfig) -> Plan:
                                                300 + cfg.search.top_k * cfg.search.max_doc_chars / 3.5, 200, rates,
                                                conc))
         labels = len(tasks[0].task.labels or [None]) if cfg.synthesis.label_mode == "per_label" else 1
-        per_call = max(1, -(-cfg.synthesis.samples_per_material // labels))
-        plan.phases.append(generator_phase("pipeline: synthesis", queries * labels,
-                                           500 + cfg.search.top_k * cfg.search.max_doc_chars / 3.5,
-                                           min(cfg.generator.max_new_tokens, 45 * per_call), rates, conc))
-        samples_per_culture = queries / len(cultures) * cfg.synthesis.samples_per_material * KEEP_RATE
+        phase, kept = synthesis_work(cfg.synthesis, g, queries, labels,
+                                     cfg.search.top_k * cfg.search.max_doc_chars / 3.5, rates, conc)
+        plan.phases.append(replace(phase, name="pipeline: synthesis"))
+        select_keep = SELECT_KEEP_RATE if cfg.synthesis.select.enabled else 1.0
+        samples_per_culture = kept / len(cultures) * select_keep
         plan.counts["synthetic samples per culture (expected)"] = round(samples_per_culture)
 
     # training: every adapter of every seed
@@ -76,17 +88,24 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     distinct: set[tuple[int, ...]] = set()  # the frozen prefix runs once per distinct training example
     synthetic = 0  # CultureManager's adapters share each culture's samples
     train_s = 0.0
+    fits: list[tuple[int, int, object]] = []  # (examples, held out, settings) of every training, first passes too
     for job in todo:
-        t = cfg.train if job.kind not in SURVEY_KINDS else cfg.train.model_copy(update=cfg.bench.survey_train)
+        t = job_settings(job, cfg.train, cfg.bench.survey_train)
         if job.kind.startswith("cm"):  # synthetic samples: not written yet, so their expected number
             n = round(samples_per_culture * (len(cultures) if job.kind == "cm-all" else 1)
-                      * (0.5 if job.kind in ("cm-ts", "cm-ta") else 1))
-            held_out = validation_size(n, t.validation)
-            synthetic += n if job.kind == "cm" and job.seed == cfg.bench.seeds[0] else 0
+                      * (0.5 if job.kind in ("cm-ts", "cm-ta") else 1)
+                      / (select_keep if job.kind == "cm-nosel" else 1))
+            synthetic += n if job.kind in ("cm", "cm-nosel") and job.seed == cfg.bench.seeds[0] else 0
+            if t.small_loss.enabled:  # a first pass on all n (the no-label-check adapter's, when that row runs)
+                if not (job.kind == "cm" and Job("cm-nolc", job.name, job.seed) in todo):
+                    fits.append((n, validation_size(n, t.validation), t))
+                n -= round(n * t.small_loss.drop_share)
+            fits.append((n, validation_size(n, t.validation), t))
         else:
             examples = job_examples(job, cfg, tasks, {}, cultures, tok)
-            n, held_out = len(examples), len(split_validation(examples, t.validation, job.seed)[1])
+            fits.append((len(examples), len(split_validation(examples, t.validation, job.seed)[1]), t))
             distinct.update(tuple(ids) for ids, _ in examples)
+    for n, held_out, t in fits:
         s = planned_steps(n - held_out, t.epochs, t.batch_size, t.max_examples, t.max_steps)
         steps += s
         seen += s * t.batch_size
@@ -96,9 +115,9 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     unique = len(distinct) + synthetic
     plan.phases.append(Phase("train: frozen prefix", f"{unique} distinct examples through {lower} frozen layers",
                              prefix_seconds(unique, demo_tokens, lower, rates)))
-    plan.phases.append(Phase("train: adapters", f"{len(todo)} adapters, {steps} steps, {seen} examples seen through "
-                             f"{adapted} adapted layers",
-                             train_s))
+    first = f" (+ {len(fits) - len(todo)} small-loss first passes)" if len(fits) > len(todo) else ""
+    plan.phases.append(Phase("train: adapters", f"{len(todo)} adapters{first}, {steps} steps, {seen} examples seen "
+                             f"through {adapted} adapted layers", train_s))
 
     # evaluation: every (variant, task) pair the methods need, each once (bench/run.py `variants`), the prompt
     # router, the probe; each task's inputs at their own length
