@@ -563,3 +563,44 @@ def test_the_plan_counts_the_answer_files_the_bench_writes(bench_run):
     assert plan.counts["adapters"] == len(adapters)  # every planned adapter was trained (none fell below min_samples)
     # each (adapter, task) pair the methods need is answered once, however many methods read it
     assert int(evaluate.work.split(" (adapter, task) pairs")[0]) == len(adapter_files)
+
+
+def test_compare_runs_pairs_one_adapter_kind_across_two_runs_of_the_same_split(bench_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    """benchmarks/compare_runs.py: a run against itself differs by exactly 0; against a copy whose CultureManager
+    answers are inverted, by the AUC's mirror; a run of another split is refused, not compared."""
+    import importlib.util
+    import shutil
+    import sys
+
+    root, cfg_path = bench_run
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_runs", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    monkeypatch.chdir(cfg_path.parent)  # the config's relative paths
+
+    def run(b: Path, *extra: str) -> dict:
+        out = tmp_path / "compare.json"
+        monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(cfg_path), "--a", str(root / "out"), "--b", str(b),
+                                          "--kind", "cm", "--seeds", "0", "--out", str(out), *extra])
+        compare.main()
+        return json.loads(out.read_text(encoding="utf-8"))
+
+    same = run(root / "out")
+    assert all(v["difference"] == 0 for kind in same["b_minus_a"].values() for v in kind.values())
+    flipped = tmp_path / "flipped"
+    shutil.copytree(root / "out" / "data", flipped / "data")
+    shutil.copytree(root / "out" / "preds", flipped / "preds")
+    for f in (flipped / "preds").glob("cm_*_s0/*.json"):
+        saved = json.loads(f.read_text(encoding="utf-8"))
+        saved["p_positive"] = [1 - x for x in saved["p_positive"]]
+        f.write_text(json.dumps(saved), encoding="utf-8")
+    got = run(flipped)
+    a_auc = got["runs"]["A"]["raw"]["auc"]["value"]
+    assert got["runs"]["B"]["raw"]["auc"]["value"] == pytest.approx(1 - a_auc)
+    assert got["b_minus_a"]["raw"]["auc"]["difference"] == pytest.approx(1 - 2 * a_auc)
+    assert "| raw | auc |" in capsys.readouterr().out
+    (flipped / "data" / "es-stereo" / "test.jsonl").write_text('{"text": "other", "label": "0"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="not comparable"):
+        run(flipped)
