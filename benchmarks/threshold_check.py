@@ -31,11 +31,10 @@ from culturemanager.backends.trainer import split_validation
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import job_examples, split_task
 from culturemanager.bench.methods import Job
-from culturemanager.bench.score import log_odds
 from culturemanager.bench.stats import bootstrap_weights, interval, weighted_scores
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.engine import Engine
-from culturemanager.metrics import macro_f1
+from culturemanager.metrics import best_cut, log_odds, macro_f1
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("raw", "prior-corrected", "validation-tuned")
@@ -44,15 +43,6 @@ LABELS = ["0", "1"]
 
 def as_labels(positive: list[bool]) -> list[str]:
     return ["1" if x else "0" for x in positive]
-
-
-def best_cut(gold: list[str], p: list[float]) -> float:
-    """The log-odds cut (answer positive above it) with the highest macro-F1 on (gold, p); the median of ties."""
-    z = sorted(set(log_odds(x) for x in p))
-    cuts = [z[0] - 1.0] + [(a + b) / 2 for a, b in zip(z, z[1:])] + [z[-1] + 1.0]
-    scored = [(macro_f1(gold, as_labels([log_odds(x) > c for x in p]), LABELS), c) for c in cuts]
-    top = max(f for f, _ in scored)
-    return statistics.median(c for f, c in scored if f == top)
 
 
 def main() -> None:
@@ -89,7 +79,8 @@ def main() -> None:
             engine.add_adapter(job.slug, job.folder(root))
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))
             positive = (t.task.labels or []).index(t.task.positive_label or "1")
-            cut = best_cut([t.demos[i][1] for i in val], probs[:, positive].tolist())
+            cut = best_cut([t.demos[i][1] == "1" for i in val], probs[:, positive].tolist())
+            cut = 0.0 if cut is None else cut  # a slice of one label: the raw cut
             answers = {"raw": [x >= 0.5 for x in p],
                        "prior-corrected": [log_odds(x) + log_odds(pi) >= 0 for x in p],
                        "validation-tuned": [log_odds(x) > cut for x in p]}

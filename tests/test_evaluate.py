@@ -83,3 +83,22 @@ def test_judge_agreement_with_soft_match_by_hand():
     assert got["judge"] == pytest.approx({"judged": 2, "no_verdict": 1, "judge_match": 1.0, "agreement": 0.5,
                                           "kappa": 0.0})
     assert "judge" not in free_text_scores(["x"], [["x"]], [None])
+
+
+def test_the_best_cut_by_hand_and_the_prior_that_puts_the_answer_there():
+    import math
+
+    from culturemanager.metrics import best_cut, calibrate, cut_prior, log_odds
+
+    gold, p = [False, False, True, True], [0.1, 0.4, 0.35, 0.9]
+    # cuts between sorted log-odds: answering positive above lo(0.1)..lo(0.35) or above lo(0.4)..lo(0.9) both score
+    # macro-F1 0.733 (every other cut 0.5 or 0.333); the median of the two tied cuts is chosen
+    lo = log_odds
+    assert best_cut(gold, p) == pytest.approx(((lo(0.1) + lo(0.35)) / 2 + (lo(0.4) + lo(0.9)) / 2) / 2)
+    assert best_cut([True, True], [0.2, 0.9]) is None and best_cut([], []) is None
+    assert lo(0.5) == 0 and lo(0.9) == pytest.approx(math.log(9))
+    for k in (0, 1):  # the positive label first or second
+        prior = cut_prior(-0.7, k)
+        for x in (0.2, 0.3, 0.34, 0.35, 0.4, 0.8):
+            probs = [x, 1 - x] if k == 0 else [1 - x, x]
+            assert (calibrate(probs, prior)[k] > 0.5) == (lo(x) > -0.7)

@@ -262,6 +262,48 @@ def test_calibrated_predictions_divide_by_each_adapters_content_free_lean(task_c
         assert p.label == task.labels[max(range(2), key=want.__getitem__)]
 
 
+def test_validation_calibration_answers_positive_above_the_cut_its_validation_slice_chooses(task_config):
+    """predict.calibration = "validation": each adapter's answers are cut where macro-F1 is best on its own
+    held-out slice (validation.jsonl); an adapter whose slice holds one label falls back to its content-free lean,
+    and metrics.json says which reference each adapter had."""
+    import json
+
+    from culturemanager.metrics import best_cut, calibrate, log_odds
+    from culturemanager.records import Prediction, read_jsonl
+    from culturemanager.stages.route import CONTENT_FREE
+
+    cfg = load_config(task_config, ["predict.calibrate=true", 'predict.calibration="validation"'])
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    task = cfg.tasks[0]
+    slices = {"Spanish": [("Los andaluces son vagos", "1"), ("Qué buen día", "0"), ("Vete a tu país", "1"),
+                          ("Me gusta la playa", "0"), ("Feliz Navidad", "0")],
+              "Turkish": [("Çay ister misin?", "0"), ("Annem börek yaptı", "0")]}  # one label: no cut
+    for culture, rows in slices.items():
+        (run.rd.adapter(culture) / "validation.jsonl").write_text("".join(
+            json.dumps({"task": task.id, "text": x, "label": y}, ensure_ascii=False) + "\n" for x, y in rows),
+            encoding="utf-8")
+    run.stage("route")
+    metrics = run.stage("predict")
+    assert metrics["calibration"]["by_adapter"]["Spanish"][task.id] == "validation"
+    assert metrics["calibration"]["by_adapter"]["Turkish"][task.id] == "content_free"
+    router = read_router(run.rd)
+    engine = Engine.load(cfg.target, {c: p for c, p in router.adapters.items() if p})
+    k = task.labels.index(task.positive_label)
+    texts = [x for x, _ in slices["Spanish"]]
+    p_val = engine.label_probs(task, texts, ["Spanish"] * len(texts))[0][:, k].tolist()
+    cut = best_cut([y == task.positive_label for _, y in slices["Spanish"]], p_val)
+    preds = read_jsonl(run.rd.predictions, Prediction)
+    routed = {c: [p for p in preds if router.adapter_for(p.culture) == c] for c in ("Spanish", "Turkish")}
+    assert routed["Spanish"] and routed["Turkish"]
+    for p in routed["Spanish"]:
+        assert (p.label == task.positive_label) == (log_odds(p.label_scores[task.positive_label]) > cut)
+    prior = engine.label_probs(task, list(CONTENT_FREE), ["Turkish"] * 3)[0].mean(0).tolist()
+    for p in routed["Turkish"]:
+        want = calibrate([p.label_scores[x] for x in task.labels], prior)
+        assert [p.calibrated_scores[x] for x in task.labels] == pytest.approx(want, abs=2e-3)
+
+
 def free_text_predict(task_config, tmp_path, rows: list[dict], *overrides: str):
     """The task as free text, `rows` (text, accepted answers, culture) as predict's input, random adapters, the
     router off: (config, run, predict's metrics, the predictions)."""

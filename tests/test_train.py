@@ -30,7 +30,7 @@ def test_adapter_trains_lora_only_and_is_a_standard_peft_folder(task_config, tin
     assert counts["trained"] == ["Spanish", "Turkish"]
     folder = run.rd.adapter("Spanish")
     assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
-                                                 "culturemanager.json", "README.md"}
+                                                 "culturemanager.json", "README.md", "validation.jsonl"}
     conf = json.loads((folder / "adapter_config.json").read_text())
     assert conf["peft_type"] == "LORA" and conf["r"] == 4 and set(conf["target_modules"]) == {"q_proj", "v_proj"}
     weights = load_file(folder / "adapter_model.safetensors")
@@ -40,6 +40,7 @@ def test_adapter_trains_lora_only_and_is_a_standard_peft_folder(task_config, tin
     meta = json.loads((folder / "culturemanager.json").read_text())
     assert meta["culture"] == "Spanish" and meta["samples"] == 16 and len(meta["loss_curve"]) == meta["steps"]
     assert meta["versions"]["peft"] and meta["data_hash"]
+    assert (folder / "validation.jsonl").read_text(encoding="utf-8") == ""  # train.validation = 0: no slice
     # the base weights on disk are untouched, and the adapter loads onto them with peft as is
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert all(torch.equal(base_before[k], v) for k, v in base.state_dict().items())
@@ -50,6 +51,20 @@ def test_adapter_trains_lora_only_and_is_a_standard_peft_folder(task_config, tin
         with model.disable_adapter():
             without = model(input_ids=ids).logits
     assert not torch.allclose(with_adapter, without)
+
+
+def test_the_validation_slice_is_written_beside_the_adapter(task_config):
+    """The held-out samples (train.validation), as samples of the adapter's culture: an operating point's data
+    (predict.calibration = "validation")."""
+    run = prepare(task_config, "train.validation=0.25")
+    run.stage("train")
+    folder = run.rd.adapter("Spanish")
+    meta = json.loads((folder / "culturemanager.json").read_text())
+    held = [json.loads(x) for x in (folder / "validation.jsonl").read_text(encoding="utf-8").splitlines()]
+    samples = {json.loads(x)["id"]: json.loads(x) for x in run.rd.samples("Spanish").read_text().splitlines()}
+    assert len(held) == meta["validation_examples"] == meta["examples"] - meta["train_examples"] > 0
+    assert all(samples[r["id"]]["text"] == r["text"] and samples[r["id"]]["label"] == r["label"] for r in held)
+    assert {r["label"] for r in held} == {s["label"] for s in samples.values()}  # stratified: both labels
 
 
 def test_finished_adapter_is_reused_and_changed_data_retrains(task_config):

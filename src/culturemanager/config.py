@@ -167,9 +167,14 @@ class PredictConfig(Section):
     max_new_tokens: int = Field(64, ge=1)
     """free_text tasks only."""
     calibrate: bool = False
-    """Label calibration: each answering adapter's probabilities are divided by the ones it gives on content-free
-    input (its lean for the task) and renormalised before the label is chosen. `label_scores` keep the raw
-    probabilities; `calibrated_scores` hold the calibrated ones."""
+    """Label calibration: each answering adapter's probabilities are divided by a reference prior (its lean for
+    the task) and renormalised before the label is chosen. `label_scores` keep the raw probabilities;
+    `calibrated_scores` hold the calibrated ones."""
+    calibration: Literal["content_free", "validation"] = "content_free"
+    """The reference prior of `calibrate`. content_free: the adapter's probabilities on content-free input (Zhao
+    et al. 2021). validation: two-label tasks only, the operating point chosen on the adapter's own validation
+    slice (held-out synthetic samples, `validation.jsonl` beside it): the P(positive) cut with the best macro-F1
+    there; where that slice holds one label only, or for the base model and other formats, content_free."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
     """The optional LLM judge of free-text answers (off by default)."""
 

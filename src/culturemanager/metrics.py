@@ -5,6 +5,8 @@ Run: imported by `predict` (and the benchmark); no entry point of its own.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 
 
@@ -51,6 +53,32 @@ def calibrate(probs: list[float], prior: list[float], eps: float = 1e-6) -> list
     w = [p / max(q, eps) for p, q in zip(probs, prior, strict=True)]
     total = sum(w)
     return [x / total for x in w] if total > 0 else list(probs)
+
+
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), with p kept inside (1e-9, 1 - 1e-9)."""
+    q = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(q / (1 - q))
+
+
+def best_cut(gold: list[bool], p_positive: list[float]) -> float | None:
+    """The log-odds cut (answer positive above it) with the highest macro-F1 on (gold, P(positive)), the median of
+    the tied best cuts; None when gold holds one label only (no cut can be chosen from it)."""
+    if not gold or all(gold) or not any(gold):
+        return None
+    z = sorted(set(log_odds(x) for x in p_positive))
+    cuts = [z[0] - 1.0] + [(a + b) / 2 for a, b in zip(z, z[1:])] + [z[-1] + 1.0]
+    g = ["1" if x else "0" for x in gold]
+    scored = [(macro_f1(g, ["1" if log_odds(x) > c else "0" for x in p_positive], ["0", "1"]), c) for c in cuts]
+    top = max(f for f, _ in scored)
+    return statistics.median(c for f, c in scored if f == top)
+
+
+def cut_prior(cut: float, positive: int) -> list[float]:
+    """The two-label prior whose contextual calibration (`calibrate`) answers positive exactly where P(positive)'s
+    log-odds is above `cut`: calibrated P(positive) > 1/2 iff p / prior_pos > (1 - p) / prior_neg."""
+    pos = 1 / (1 + math.exp(-cut))
+    return [pos, 1 - pos] if positive == 0 else [1 - pos, pos]
 
 
 def free_text_scores(answers: list[str], accepted: list[Sequence[str]], languages: list[str | None],

@@ -37,29 +37,35 @@ import torch
 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers, left_pad
 from culturemanager.backends.target import lm_forward, load_target
 from culturemanager.config import TargetConfig, TrainConfig
-from culturemanager.records import write_json
+from culturemanager.records import write_json, write_jsonl
 from culturemanager.rundir import library_versions
 
 log = logging.getLogger(__name__)
 
 META = "culturemanager.json"
+VALIDATION = "validation.jsonl"  # the held-out examples' task, text and label (`rows`): an operating point's data
 Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
 
 
 def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples: list[Example], out: Path,
                 digest: str, meta: dict, progress: bool = True, label: str = "adapter", loaded=None,
-                prefix: FrozenPrefix | None = None, init: Path | None = None, score: bool = False) -> dict:
+                prefix: FrozenPrefix | None = None, init: Path | None = None, score: bool = False,
+                rows: list[dict] | None = None) -> dict:
     """Train one adapter and save it to `out`; returns its `culturemanager.json` record. `loaded` is a (base
     model, tokenizer) pair the caller already loaded (modified in place); `prefix` a shared frozen-prefix cache
     (for `settings.layers`); `init` an adapter folder to continue from (same LoRA settings). With `score`, the
     record also holds every training example's answer loss under the finished adapter (`example_losses`, the
-    small-loss check's input)."""
+    small-loss check's input). `rows` (one per example: task, text, label) are written for the validation slice to
+    `validation.jsonl` beside the adapter, where an operating point can be chosen on them (`predict.calibration
+    = "validation"`)."""
     from peft import get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
     from rich.progress import Progress
 
     if not examples:
         raise ValueError(f"no training examples for adapter {label!r}")
+    if rows is not None and len(rows) != len(examples):
+        raise ValueError(f"{len(rows)} rows for {len(examples)} examples of adapter {label!r}")
     torch.manual_seed(seed)
     t0 = time.time()
     base, tok = loaded or load_target(target)
@@ -121,6 +127,8 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     write_json(tmp / META, record)
+    if rows is not None:
+        write_jsonl(tmp / VALIDATION, [rows[i] for i in val_idx])
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)

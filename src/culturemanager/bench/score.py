@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, macro_f1
+from culturemanager.metrics import accuracy, c_spec, calibrate, confusion, f1_for, log_odds, macro_f1
 
 METRICS = ("f1_positive", "macro_f1", "accuracy", "positive_rate", "auc", "soft_match", "exact_match",
            "empty_share", "judge_match", "judge_agreement", "judge_no_verdict")
@@ -123,12 +123,6 @@ def c_spec_summary(matrices: dict[int, list[list[float]]], cultures: list[str]) 
     mean = [[statistics.fmean(matrices[s][i][j] for s in seeds) for j in range(n)] for i in range(n)]
     return {"cultures": cultures, "matrix": mean, "score": spread([c_spec(matrices[s]) for s in seeds]),
             "seeds": seeds}
-
-
-def log_odds(p: float) -> float:
-    """log(p / (1 - p)), with p kept inside (1e-9, 1 - 1e-9)."""
-    q = min(max(p, 1e-9), 1 - 1e-9)
-    return math.log(q / (1 - q))
 
 
 def at_base_rate(p_positive: list[float], rate: float) -> list[float]:

@@ -71,6 +71,8 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
     if cfg.predict.judge.enabled:
         preds, judge_name = judge_predictions(cfg, rd, rows, preds, progress)
     metrics = prediction_metrics(cfg, rows, preds, router)
+    if cfg.predict.calibrate:
+        metrics["calibration"] = calibration_references(cfg, router, {t.id for t in tasks})
     if judge_name:
         metrics["judge"] = {"by": judge_name, "judged": sum(p.judged is not None for p in preds),
                             "no_verdict": sum(p.judged is None and bool(p.answers) for p in preds)}
@@ -112,7 +114,8 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
         mixes = [{router.adapter_for(c): 1.0} for c in cultures]
     out = []
     if task.labels:
-        probs, cals, truncated = engine.mixed_label_probs(task, texts, mixes, calibrate=cfg.predict.calibrate)
+        probs, cals, truncated = engine.mixed_label_probs(task, texts, mixes, calibrate=cfg.predict.calibrate,
+                                                          calibration=cfg.predict.calibration)
         cal_rows = cals.tolist() if cals is not None else [None] * len(texts)
         for row, cut, c, rs, p, cal, mix in zip(batch, truncated, cultures, route_scores, probs.tolist(), cal_rows,
                                                 mixes):
@@ -180,6 +183,23 @@ def prediction_id(task: Task, row: InputRow) -> str:
     return sha1_text(task.id + row.source)[:12]
 
 
+def calibration_references(cfg: Config, router: Router, task_ids: set[str]) -> dict:
+    """Which reference prior calibrated each adapter's answers per task: its validation slice's operating point
+    (`predict.calibration = "validation"`, where the slice holds both labels of a two-label task) or its
+    content-free lean (Engine.validation_prior decides the same way)."""
+    from culturemanager.backends.trainer import VALIDATION
+
+    out: dict = {}
+    for culture, folder in router.adapters.items():
+        rows = read_json_lines(Path(folder) / VALIDATION)[0] if folder else []
+        for task in (t for t in cfg.tasks if t.id in task_ids and t.labels):
+            labels = {r.get("label") for r in rows if r.get("task") == task.id}
+            two = task.format in ("binary", "true_false") and len(task.labels) == 2 and labels >= set(task.labels)
+            ref = "validation" if cfg.predict.calibration == "validation" and two else "content_free"
+            out.setdefault(culture, {})[task.id] = ref
+    return {"setting": cfg.predict.calibration, "by_adapter": out}
+
+
 def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
     """Everything that decides an answer: the router, each adapter's data hash, the target and the tasks' prompts,
     and the inputs. A partial file with another key is stale and is started afresh."""
@@ -191,6 +211,7 @@ def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
     body = {"router": router.__dict__, "adapters": adapters, "target": cfg.target.model_dump(mode="json"),
             "tasks": [t.model_dump(mode="json", include={"id", "template", "labels", "format"}) for t in cfg.tasks],
             "max_new_tokens": cfg.predict.max_new_tokens, "calibrate": cfg.predict.calibrate,
+            "calibration": cfg.predict.calibration,
             "rows": [(r.source, r.text, r.culture, r.task) for r in rows]}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

@@ -148,6 +148,11 @@ def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[Exampl
     return examples, truncated
 
 
+def sample_row(s: Sample) -> dict:
+    """What an adapter's validation.jsonl keeps of a held-out sample: enough to score it again."""
+    return {"task": s.task, "text": s.text, "label": s.label, "id": s.id}
+
+
 def training_example(tok, task: Task, text: str, answer: str, max_length: int) -> tuple[Example, bool]:
     """The task's prompt for `text` (encoded exactly as at inference), then the answer; the loss is on the answer
     only. Free-text answers end with the tokenizer's end-of-sequence token, so generation learns to stop.
@@ -168,5 +173,5 @@ def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, d
             "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks},
             **{k: v for k, v in (extra or {}).items() if k != "rows"}}
     fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture,
-                loaded=(base, tok), score=score)
+                loaded=(base, tok), score=score, rows=[sample_row(s) for s in samples])
     return truncated
