@@ -60,7 +60,8 @@ def main() -> None:
                          if s.id in wanted) if t.ok]
     seeds = [int(x) for x in args.seeds.split(",")]
     a = Answers({t.spec.id: [y for _, y in t.test] for t in tasks}, {t.spec.id: t.spec.culture for t in tasks},
-                base_rate={t.spec.id: sum(y == "1" for _, y in t.demos) / len(t.demos) for t in tasks})
+                base_rate={t.spec.id: sum(y == "1" for _, y in t.demos) / len(t.demos) for t in tasks},
+                validation=True)
     for name, root in (("A", args.a), ("B", args.b)):
         a.p[name] = {s: {t.spec.id: answers_of(root, Job(args.kind, t.spec.id if args.kind in PER_TASK
                                                          else t.spec.culture, s), t.spec.id,

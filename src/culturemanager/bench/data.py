@@ -16,7 +16,7 @@ from pathlib import Path
 from culturemanager.backends.target import encode, option_ids
 from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
-from culturemanager.bench.methods import Job
+from culturemanager.bench.methods import SURVEY_KINDS, Job
 from culturemanager.bench.score import FAMILIES
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, TaskRows, read_task_rows
@@ -153,10 +153,17 @@ def file_sha256(path: Path) -> str:
 
 def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dict[str, list[Sample]],
                  cultures: list[str], tok) -> list[Example]:
+    """A job's training examples (`job_data` without the rows)."""
+    return job_data(job, cfg, tasks, samples, cultures, tok)[0]
+
+
+def job_data(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dict[str, list[Sample]],
+             cultures: list[str], tok) -> tuple[list[Example], list[dict] | None]:
     """A job's training examples: a task's labelled demonstrations (TaskSFT), a culture's survey answers
     (CultureSFT / CultureLLM, or every culture's for the -all rows), or synthetic samples (CultureManager: one
     culture's, every culture's for -all, one query mode's for the ablations), each in the layout used at
-    inference."""
+    inference; and, for the task data (TaskSFT, CultureManager), one row per example (task, text, label): what the
+    trainer keeps of its validation slice for an operating point. Survey answers have no task label: None."""
     from culturemanager.stages.train import training_example
 
     ml = cfg.target.max_length
@@ -166,17 +173,22 @@ def job_examples(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dic
     by_id = {t.spec.id: t.task for t in tasks}
     if job.kind == "tasksft":
         td = next(t for t in tasks if t.spec.id == job.name)
-        return [training_example(tok, td.task, text, td.task_label(label), ml)[0] for text, label in td.demos]
-    cap = cfg.bench.survey_examples
-    if job.kind in ("culturesft", "culturellm"):
-        pattern = s.survey if job.kind == "culturesft" else s.augmented
-        return subsample(chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml), cap)
-    if job.kind == "culturesft-all":
-        return subsample([e for c in cultures
-                          for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)], cap)
-    if job.kind == "culturellm-all":
-        return subsample(chat_examples(tok, survey_dir / s.augmented_all, ml), cap)
-    mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
-    pool = [x for c in cultures for x in samples.get(c, [])] if job.kind == "cm-all" else samples.get(job.name, [])
-    return [training_example(tok, by_id[x.task], x.text, x.label, ml)[0] for x in pool
-            if x.task in by_id and (mode is None or x.provenance.mode == mode)]
+        labelled = [(td.task, text, td.task_label(label)) for text, label in td.demos]
+    elif job.kind in SURVEY_KINDS:
+        cap = cfg.bench.survey_examples
+        if job.kind in ("culturesft", "culturellm"):
+            pattern = s.survey if job.kind == "culturesft" else s.augmented
+            return subsample(chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml), cap), None
+        if job.kind == "culturesft-all":
+            return subsample([e for c in cultures
+                              for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)],
+                             cap), None
+        return subsample(chat_examples(tok, survey_dir / s.augmented_all, ml), cap), None
+    else:
+        mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
+        pool = ([x for c in cultures for x in samples.get(c, [])] if job.kind == "cm-all"
+                else samples.get(job.name, []))
+        labelled = [(by_id[x.task], x.text, x.label) for x in pool
+                    if x.task in by_id and (mode is None or x.provenance.mode == mode)]
+    return ([training_example(tok, task, text, label, ml)[0] for task, text, label in labelled],
+            [{"task": task.id, "text": text, "label": label} for task, text, label in labelled])

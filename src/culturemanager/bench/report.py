@@ -59,17 +59,20 @@ def render_markdown(results: dict) -> str:
 
 KIND_NAMES = {"raw": "uncalibrated", "calibrated": "calibrated (each variant's content-free lean removed)",
               "base_rate": "at the task's base rate (the top share of its test inputs, as many as its "
-                           "demonstrations' positive share says, answered positive)"}
-KIND_SHORT = {"raw": "", "calibrated": " calibrated", "base_rate": " at base rate"}
+                           "demonstrations' positive share says, answered positive)",
+              "validation": "at each adapter's validation operating point (the cut with the best macro-F1 on the "
+                            "examples held out of its own training data; content-free calibration without one)"}
+KIND_SHORT = {"raw": "", "calibrated": " calibrated", "base_rate": " at base rate",
+              "validation": " at validation cut"}
 
 
 def answer_kinds(r: dict) -> tuple[str, ...]:
-    """The answer kinds this run's results hold: raw, calibrated (not free text) and base_rate (two-label
-    formats, from results that carry it)."""
+    """The answer kinds this run's results hold: raw, calibrated (not free text), base_rate and validation
+    (two-label formats, from results that carry them)."""
     if family(r) == "free_text":
         return ("raw",)
-    has_base = any("base_rate" in m for m in r.get("methods") or [])
-    return ("raw", "calibrated") + (("base_rate",) if has_base else ())
+    has = [k for k in ("base_rate", "validation") if any(k in m for m in r.get("methods") or [])]
+    return ("raw", "calibrated", *has)
 
 
 def header(r: dict) -> str:

@@ -7,8 +7,11 @@ for the two-label formats, a probability per option for multiple choice, the gen
 (bench/score.py FAMILIES; free text has no calibrated kind). The two-label formats get a third answer kind,
 "base_rate" (`score.at_base_rate`): the uncalibrated P(positive) cut at the task's positive share (from its
 demonstrations' labels), so the top share of a task's test inputs is answered positive, for every method alike:
-how well a method ranks, read at the operating point a deployment that knows its base rate would use. From
-them:
+how well a method ranks, read at the operating point a deployment that knows its base rate would use. And a
+fourth, "validation": each adapter's P(positive) calibrated to the cut with the best macro-F1 on its own
+validation slice (held out of its training data: TaskSFT's labelled demonstrations, CultureManager's synthetic
+samples; `Engine.validation_prior`), the content-free calibration for a variant without one (the base model, the
+probe, the survey adapters). From them:
 - per method: `aggregate` of the per-task scores (positive-class F1, macro-F1, accuracy, the share answered
   positive, ROC-AUC), for both answer kinds, as mean / std over training seeds;
 - per method: a 95% paired bootstrap interval of its overall scores over test inputs (the same resampled inputs
@@ -48,7 +51,8 @@ from culturemanager.bench.stats import (
     weighted_scores,
 )
 
-KINDS = ("raw", "calibrated", "base_rate")
+KINDS = ("raw", "calibrated", "base_rate", "validation")
+STORED = {"raw": 0, "calibrated": 1, "validation": 2}  # where each kind sits in a method's answers (Bench.both)
 DRAWS = 1000
 
 
@@ -67,18 +71,21 @@ class Answers:
     judged: dict[str, dict[tuple[int, str], bool | None]] | None = None  # free_text with bench.judge: task ->
     # (test input, answer) -> the judge's verdict
     base_rate: dict[str, float] = field(default_factory=dict)  # labels: task -> its demonstrations' positive share
+    validation: bool = False  # labels: the answers carry a third kind, calibrated to each validation slice's cut
 
     @property
     def kinds(self) -> tuple[str, ...]:
         if self.family == "free_text":
             return ("raw",)
-        return KINDS if self.family == "labels" and self.base_rate else KINDS[:2]
+        if self.family != "labels" or not self.base_rate:
+            return KINDS[:2]
+        return KINDS if self.validation else KINDS[:3]
 
-    def of_kind(self, task: str, answers: tuple[list, list], kind: str) -> list:
-        """One answer kind of a method's (uncalibrated, calibrated) answers to a task."""
+    def of_kind(self, task: str, answers: tuple[list, ...], kind: str) -> list:
+        """One answer kind of a method's (uncalibrated, calibrated[, validation-calibrated]) answers to a task."""
         if kind == "base_rate":
             return at_base_rate(answers[0], self.base_rate[task])
-        return answers[KINDS.index(kind)]
+        return answers[STORED[kind]]
 
     @property
     def ci_metrics(self) -> tuple[str, ...]:

@@ -201,10 +201,11 @@ def left_out_others(tasks: list[RouteTask], examples: dict[str, list[str]], lang
     return out
 
 
-def routed_answers(by_adapter: dict[str, tuple[list, list]], router: Router, routes: list[str],
-                   probs: list[dict[str, float]]) -> tuple[list, list]:
-    """(answers, calibrated) per input from each adapter's answers: the weighted answers of the adapters that
-    `mixtures` picks for the input (the routed culture's alone, or the top `router.top_k` routes' together).
+def routed_answers(by_adapter: dict[str, tuple[list, ...]], router: Router, routes: list[str],
+                   probs: list[dict[str, float]]) -> tuple[list, ...]:
+    """Each answer kind (answers, calibrated, ...) per input from each adapter's: the weighted answers of the
+    adapters that `mixtures` picks for the input (the routed culture's alone, or the top `router.top_k` routes'
+    together).
     An answer is P(positive), a probability per option (mixed option by option) or a generated text (never
     mixed: the heaviest route's)."""
     mixes = mixtures(router, Routing(routes, probs=probs))
@@ -217,7 +218,8 @@ def routed_answers(by_adapter: dict[str, tuple[list, list]], router: Router, rou
             return [sum(w * by_adapter[a][j][i][k] for a, w in m.items()) for k in range(len(first))]
         return sum(w * by_adapter[a][j][i] for a, w in m.items())
 
-    return tuple([mix(m, j, i) for i, m in enumerate(mixes)] for j in (0, 1))  # type: ignore
+    kinds = len(next(iter(by_adapter.values())))
+    return tuple([mix(m, j, i) for i, m in enumerate(mixes)] for j in range(kinds))
 
 
 def with_mixing(measured: dict, bench, routed: dict, answers: dict, seed: int) -> dict:
@@ -230,7 +232,7 @@ def with_mixing(measured: dict, bench, routed: dict, answers: dict, seed: int) -
             gold += [y for _, y in t.test]
             conf += [max(p.values()) if p else 1.0 for p in routed["probs"][kind][t.spec.id]]
             for k, dest in ((1, top1), (2, mixed)):
-                for j, p in enumerate(bench.routed_answers(kind, k, t, seed, routed, answers)):
+                for j, p in enumerate(bench.routed_answers(kind, k, t, seed, routed, answers)[:2]):
                     dest[j].extend(p)
         out[kind]["top2_mixing"] = {"seed": seed, **{name: least_sure(gold, top1[j], mixed[j], conf)
                                                      for j, name in enumerate(("raw", "calibrated"))}}

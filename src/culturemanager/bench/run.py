@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 from culturemanager.backends.target import load_target, load_tokenizer
-from culturemanager.backends.trainer import META, fit_adapter, settings_key
+from culturemanager.backends.trainer import META, VALIDATION, fit_adapter, settings_key, split_validation
 from culturemanager.bench import routing
 from culturemanager.bench.config import BenchConfig
-from culturemanager.bench.data import TaskData, job_examples, pipeline_config, split_task
+from culturemanager.bench.data import TaskData, job_data, pipeline_config, split_task
 from culturemanager.bench.methods import (
     CM_METHODS,
     FIXED_VARIANT,
@@ -57,7 +57,7 @@ from culturemanager.bench.score import (
 )
 from culturemanager.bench.tasks import TasksFile, TasksFileError, load_tasks
 from culturemanager.metrics import calibrate
-from culturemanager.records import BASE, Sample, read_jsonl, write_json
+from culturemanager.records import BASE, Sample, read_jsonl, write_json, write_jsonl
 from culturemanager.rundir import file_lock, library_versions, safe_name
 from culturemanager.stages.route import CONTENT_FREE, Router
 from culturemanager.stages.train import adapter_is_current
@@ -192,23 +192,29 @@ class Bench:
     def train_job(self, job: Job, k: int, total: int, tok, prefix):
         """Train (or reuse) one job's adapter; returns the frozen prefix, created on first need and shared."""
         samples = self.unchecked if job.kind == "cm-nosel" else self.samples
-        examples = job_examples(job, self.cfg, self.ok_tasks, samples, self.cultures, tok)
+        examples, rows = job_data(job, self.cfg, self.ok_tasks, samples, self.cultures, tok)
         settings = self.settings_for(job)
         if len(examples) < settings.min_samples:
             log.warning("%s: %d examples (< train.min_samples): no adapter, the base model stands in",
                         job.slug, len(examples))
             self.adapters[job] = None
             return prefix
-        return self.fit(job, examples, settings, f"{job.slug} ({k}/{total})", tok, prefix)
+        return self.fit(job, examples, rows, settings, f"{job.slug} ({k}/{total})", tok, prefix)
 
-    def fit(self, job: Job, examples: list, settings, label: str, tok, prefix):
+    def fit(self, job: Job, examples: list, rows: list[dict] | None, settings, label: str, tok, prefix):
         """Train `job`'s adapter unless it is current (same examples, settings, seed and starting point); returns
-        the frozen prefix, created on first need and shared."""
+        the frozen prefix, created on first need and shared. `rows` (task, text, label per example, or None) give
+        the adapter its validation.jsonl; a current adapter trained before that file existed gets it here (the
+        slice is a pure function of the examples and the seed)."""
         out = job.folder(self.root)
         init = self.adapters.get(job.init) if job.init else None
         start = json.loads((init / META).read_text(encoding="utf-8"))["data_hash"] if init else ""
         digest = stable_hash([examples, settings_key(settings), self.cfg.target.model, job.seed, start])
-        if not adapter_is_current(out, digest):
+        if adapter_is_current(out, digest):
+            if rows is not None and not settings.small_loss.enabled and not (out / VALIDATION).exists():
+                write_jsonl(out / VALIDATION, [rows[i] for i in split_validation(examples, settings.validation,
+                                                                                job.seed)[1]])
+        else:
             if prefix is None and settings.layers:
                 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
 
@@ -217,18 +223,20 @@ class Bench:
                                       self.cfg.target.batch_size, tok.pad_token_id)
             meta: dict = {"job": job.__dict__}
             if settings.small_loss.enabled:  # synthetic data only (settings_for): train, drop high-loss, retrain
-                examples, meta["small_loss"], prefix = self.small_loss(job, examples, settings, digest, tok, prefix,
-                                                                       init)
+                keep, meta["small_loss"], prefix = self.small_loss(job, examples, rows, settings, digest, tok,
+                                                                   prefix, init)
+                examples = [e for e, k in zip(examples, keep) if k]
+                rows = [r for r, k in zip(rows, keep) if k] if rows is not None else None
             log.info("training %s on %d examples", label, len(examples))
             # the no-label-check adapter keeps its examples' losses: it is also the small-loss check's first pass
             fit_adapter(self.cfg.target, settings, job.seed, examples, out, digest, meta,
-                        self.progress, label=label, prefix=prefix, init=init, score=job.kind == "cm-nolc")
+                        self.progress, label=label, prefix=prefix, init=init, score=job.kind == "cm-nolc", rows=rows)
             self.trained.append(job.slug)
         self.adapters[job] = out
         return prefix
 
-    def small_loss(self, job: Job, examples: list, settings, digest: str, tok, prefix, init
-                   ) -> tuple[list, dict, object]:
+    def small_loss(self, job: Job, examples: list, rows: list[dict] | None, settings, digest: str, tok, prefix,
+                   init) -> tuple[list[bool], dict, object]:
         """The small-loss check on one CultureManager adapter's synthetic examples (stages/train.py): a first
         adapter on all of them, each example's answer loss, the high-loss ones dropped. A culture's CultureManager
         adapter takes its first pass from the no-label-check ablation's adapter (the same examples and settings:
@@ -239,16 +247,15 @@ class Bench:
 
         if job.kind == "cm":
             first = Job("cm-nolc", job.name, job.seed)
-            prefix = self.fit(first, examples, self.settings_for(first), f"{first.slug} (small-loss first pass)",
-                              tok, prefix)
+            prefix = self.fit(first, examples, rows, self.settings_for(first),
+                              f"{first.slug} (small-loss first pass)", tok, prefix)
             losses = json.loads((first.folder(self.root) / META).read_text(encoding="utf-8"))["example_losses"]
         else:
             losses = first_pass_losses(job.folder(self.root), digest, lambda folder, first_digest: fit_adapter(
                 self.cfg.target, settings, job.seed, examples, folder, first_digest, {"job": job.__dict__},
                 self.progress, label=f"{job.slug} (small-loss first pass)", prefix=prefix, init=init, score=True))
         keep = small_loss_keep(losses, [str(answer_key(e)) for e in examples], settings.small_loss.drop_share)
-        return [e for e, k in zip(examples, keep) if k], {"examples": len(examples),
-                                                          "dropped": len(keep) - sum(keep)}, prefix
+        return keep, {"examples": len(examples), "dropped": len(keep) - sum(keep)}, prefix
 
     def settings_for(self, job: Job):
         return job_settings(job, self.cfg.train, self.cfg.bench.survey_train)
@@ -311,6 +318,9 @@ class Bench:
                           + ([task.family, task.task.labels, generation] if task.family != "labels" else []))
         path = self.root / "preds" / variant / f"{safe_name(task.spec.id)}.json"
         if path.exists() and (saved := json.loads(path.read_text(encoding="utf-8"))).get("key") == key:
+            if task.family == "labels" and "prior_validation" not in saved:  # a cache from before that kind
+                saved["prior_validation"] = self.validation_prior(engine, variant, task, folder)
+                write_json(path, saved)
             return saved
         t0 = time.time()
         texts = [x for x, _ in task.test]
@@ -333,19 +343,36 @@ class Bench:
                 else:
                     positive = (task.task.labels or []).index(task.task.positive_label or "1")
                     saved.update(p_positive=[round(x, 5) for x in probs[:len(texts), positive].tolist()],
-                                 prior=round(statistics.fmean(probs[len(texts):, positive].tolist()), 5))
+                                 prior=round(statistics.fmean(probs[len(texts):, positive].tolist()), 5),
+                                 prior_validation=self.validation_prior(engine, variant, task, folder))
         saved["seconds"] = round(time.time() - t0, 2)
         write_json(path, saved)
         return saved
 
     @staticmethod
-    def both(saved: dict) -> tuple[list, list]:
-        """A variant's answers uncalibrated and calibrated (free text: the same answers twice)."""
+    def validation_prior(engine, variant: str, task: TaskData, folder: Path | None) -> float | None:
+        """P(positive)'s reference for the "validation" answer kind: the prior that puts the adapter's cut where
+        macro-F1 is best on its own validation slice (Engine.validation_prior); None for the base model, the probe,
+        the survey adapters (no task labels) and a slice of one label."""
+        if folder is None:
+            return None
+        engine.add_adapter(variant, folder)
+        prior = engine.validation_prior(task.task, variant)
+        positive = (task.task.labels or []).index(task.task.positive_label or "1")
+        return round(prior[positive], 6) if prior else None
+
+    @staticmethod
+    def both(saved: dict) -> tuple[list, list, list]:
+        """A variant's answers uncalibrated, calibrated and calibrated to its validation slice's operating point
+        (the content-free calibration where it has none; free text: the same answers three times)."""
         if "answers" in saved:
-            return saved["answers"], saved["answers"]
+            return saved["answers"], saved["answers"], saved["answers"]
         if "probs" in saved:
-            return saved["probs"], [calibrate(row, saved["prior"]) for row in saved["probs"]]
-        return saved["p_positive"], calibrated(saved["p_positive"], saved["prior"])
+            cal = [calibrate(row, saved["prior"]) for row in saved["probs"]]
+            return saved["probs"], cal, cal
+        cal = calibrated(saved["p_positive"], saved["prior"])
+        ref = saved.get("prior_validation")
+        return saved["p_positive"], cal, calibrated(saved["p_positive"], ref) if ref is not None else cal
 
     def judge_all(self, answers: dict) -> None:
         """bench.judge: every distinct (test input, answer) that any variant gave gets the judge's verdict, once
@@ -378,15 +405,16 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------ results
     def method_answers(self, method: str, task: TaskData, seed: int, routed: dict, answers: dict
-                       ) -> tuple[list, list]:
-        """(answers, calibrated answers) per test input of one method, seed and task (Bench.both)."""
+                       ) -> tuple[list, list, list]:
+        """(answers, calibrated, validation-calibrated answers) per test input of one method, seed and task
+        (Bench.both)."""
         if method not in ROUTED:
             return self.both(answers[(self.method_variants(method, task, seed)[0], task.spec.id)])
         kind, top_k = ROUTED[method]
         return self.routed_answers(kind or self.cfg.router.kind, top_k, task, seed, routed, answers)
 
     def routed_answers(self, kind: str, top_k: int, task: TaskData, seed: int, routed: dict, answers: dict
-                       ) -> tuple[list, list]:
+                       ) -> tuple[list, list, list]:
         """The same rule as predict: the routed culture's adapter answers, the base model for "Others" and for a
         culture without an adapter (Router.adapter_for); with top_k > 1 the top routes' adapters together."""
         router = Router(True, self.router_options, "", {c: str(self.adapters.get(Job("cm", c, seed)) or "") or None
@@ -405,7 +433,7 @@ class Bench:
                        language={t.spec.id: t.spec.language for t in self.ok_tasks},
                        judged=self.verdicts if self.family == "free_text" and self.cfg.bench.judge.enabled else None,
                        base_rate={t.spec.id: sum(y == "1" for _, y in t.demos) / len(t.demos) for t in self.ok_tasks}
-                       if self.family == "labels" else {})
+                       if self.family == "labels" else {}, validation=self.family == "labels")
 
     def results(self, routed: dict, answers: dict, seeds_done: list[int]) -> dict:
         culture_of = self.culture_of()
