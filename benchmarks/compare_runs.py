@@ -8,7 +8,8 @@ Both runs must have the same test inputs (the same tasks file, `bench.demo_share
 answer kind, macro-F1 and ROC-AUC with paired bootstrap 95% intervals over the test inputs, and the difference B
 minus A with its verdict.
 
-Run: `python benchmarks/compare_runs.py examples/bench.toml --a RUN_A --b RUN_B [--kind cm] [--seeds 0]`
+Run: `python benchmarks/compare_runs.py examples/bench.toml --a RUN_A --b RUN_B [--kind cm] [--kind-b cm-nolc]
+[--seeds 0]`
 (RUN_A and RUN_B: two bench.dir folders); writes `--out` (JSON) and prints a table.
 """
 
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--a", type=Path, required=True, help="the first run's bench.dir")
     ap.add_argument("--b", type=Path, required=True, help="the second run's bench.dir")
     ap.add_argument("--kind", default="cm", help="adapter kind (bench/methods.py Job.kind), e.g. cm, tasksft")
+    ap.add_argument("--kind-b", default=None, help="the second run's adapter kind, if another (e.g. cm-nolc)")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds present in both runs")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None)
@@ -62,21 +64,23 @@ def main() -> None:
     a = Answers({t.spec.id: [y for _, y in t.test] for t in tasks}, {t.spec.id: t.spec.culture for t in tasks},
                 base_rate={t.spec.id: sum(y == "1" for _, y in t.demos) / len(t.demos) for t in tasks},
                 validation=True)
+    kinds = {"A": args.kind, "B": args.kind_b or args.kind}
     for name, root in (("A", args.a), ("B", args.b)):
-        a.p[name] = {s: {t.spec.id: answers_of(root, Job(args.kind, t.spec.id if args.kind in PER_TASK
-                                                         else t.spec.culture, s), t.spec.id,
-                                               [x for x, _ in t.test]) for t in tasks} for s in seeds}
+        kind = kinds[name]
+        a.p[name] = {s: {t.spec.id: answers_of(root, Job(kind, t.spec.id if kind in PER_TASK else t.spec.culture, s),
+                                               t.spec.id, [x for x, _ in t.test]) for t in tasks} for s in seeds}
     weights = resamples(a, cfg.bench.split_seed, cfg.bench.bootstrap)
     runs = {name: {kind: {m: {"value": v, "ci": list(interval(overall_distribution(a, a.p[name], weights, kind)[m]))}
                           for m, v in observed(a, a.p[name], kind).items()} for kind in a.kinds}
             for name in ("A", "B")}
     diff = comparisons(a, [("B", "A")], cfg.bench.split_seed, cfg.bench.bootstrap)[0]
-    out = {"config": str(args.config), "a": str(args.a), "b": str(args.b), "kind": args.kind, "seeds": seeds,
+    out = {"config": str(args.config), "a": str(args.a), "b": str(args.b), "kinds": kinds, "seeds": seeds,
            "tasks": [t.spec.id for t in tasks], "runs": runs, "b_minus_a": {k: diff[k] for k in a.kinds}}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    print(f"{args.kind} adapters, seeds {seeds}, {len(tasks)} tasks; A = {args.a}, B = {args.b}")
+    print(f"seeds {seeds}, {len(tasks)} tasks; A = {kinds['A']} adapters of {args.a}, B = {kinds['B']} adapters of "
+          f"{args.b}")
     print("| answer kind | metric | A [95% CI] | B [95% CI] | B - A [95% CI] | verdict |")
     print("|---|---|---|---|---|---|")
     for kind in a.kinds:
