@@ -73,6 +73,8 @@ CASES: dict[str, list[str]] = {
     # more samples per material, asked in calls of 8 that share the whole prompt, labels not repeated
     "after-c4": SERVER + ["generator.concurrency=4"] + FAST,
     "after-c8": SERVER + ["generator.concurrency=8"] + FAST,
+    # not the same generator: the 0.5B on the after path, for the bench's data volume (not the 5x comparison)
+    "after-c4-0.5b": SERVER + ["generator.concurrency=4"] + FAST + ["generator.model=qwen2.5-coder-0.5b-instruct"],
 }
 DEFAULT_CASES = ["before", "after-c4", "server-c4", "server-c8", "server-c1"]  # before and after next to each other
 
