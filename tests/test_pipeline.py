@@ -21,7 +21,8 @@ ARTIFACTS = {
     "samples/Turkish.jsonl", "samples/dropped.jsonl", "router.json", "router.npz", "predictions.jsonl",
     "metrics.json", ".locks/manifest.lock", ".locks/adapter-Spanish.lock", ".locks/adapter-Turkish.lock",
     *(f"adapters/{c}/{f}" for c in ("Spanish", "Turkish")
-      for f in ("adapter_config.json", "adapter_model.safetensors", "culturemanager.json", "README.md")),
+      for f in ("adapter_config.json", "adapter_model.safetensors", "culturemanager.json", "README.md",
+                "validation.jsonl")),
 }
 
 

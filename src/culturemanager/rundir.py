@@ -8,7 +8,7 @@
       queries.jsonl        search queries            materials.jsonl retrieved documents (+ summaries)
       samples/<culture>.jsonl  kept synthetic samples  samples/dropped.jsonl  dropped ones, with a reason
       samples/unchecked/<culture>.jsonl  the kept samples before selection and the judge (when either is on)
-      adapters/<culture>/  PEFT LoRA folder + culturemanager.json
+      adapters/<culture>/  PEFT LoRA folder + culturemanager.json + validation.jsonl (its held-out samples)
       router.json          router settings           router.npz      the fitted embedding router's arrays
       predictions.jsonl    routed predictions
       metrics.json         prediction counts (and scores when inputs carry gold labels)
