@@ -127,22 +127,16 @@ class Engine:
         slice (the rows of this task in `validation.jsonl` beside it, written by the trainer): calibrated with it
         (metrics.calibrate), the adapter answers positive above that cut. None for the base model, other formats,
         an adapter without the file, or a slice of one label. Computed once per engine, task and adapter."""
-        from culturemanager.backends.trainer import VALIDATION
+        from culturemanager.backends.trainer import validation_slice
         from culturemanager.metrics import best_cut, cut_prior
-        from culturemanager.records import read_json_lines
-
-        folder = self.adapters.get(adapter) if adapter not in (None, BASE) else None
-        if folder is None or task.format not in ("binary", "true_false") or len(task.labels or []) != 2:
-            return None
 
         def compute() -> list[float] | None:
-            rows = [r for r in read_json_lines(Path(folder) / VALIDATION)[0] if r.get("task") == task.id]
-            if not rows:
+            rows = validation_slice(self.adapters.get(adapter) if adapter not in (None, BASE) else None, task)
+            if rows is None:
                 return None
             probs, _ = self.label_probs(task, [r["text"] for r in rows], [adapter] * len(rows))
             k = task.labels.index(task.positive_label)
-            cut = best_cut([r["label"] == task.labels[k] for r in rows], probs[:, k].tolist())
-            return None if cut is None else cut_prior(cut, k)
+            return cut_prior(best_cut([r["label"] == task.labels[k] for r in rows], probs[:, k].tolist()), k)
 
         return self.memo(("validation-prior", task.id, task.template, adapter), compute)
 

@@ -44,6 +44,17 @@ log = logging.getLogger(__name__)
 
 META = "culturemanager.json"
 VALIDATION = "validation.jsonl"  # the held-out examples' task, text and label (`rows`): an operating point's data
+
+
+def validation_slice(folder: str | Path | None, task) -> list[dict] | None:
+    """An adapter's held-out rows of one two-label task when they hold both labels (a cut can be chosen on them),
+    else None: the one rule for the engine's validation operating point and for predict's record of it."""
+    from culturemanager.records import read_json_lines
+
+    if folder is None or task.format not in ("binary", "true_false") or len(task.labels or []) != 2:
+        return None
+    rows = [r for r in read_json_lines(Path(folder) / VALIDATION)[0] if r.get("task") == task.id]
+    return rows if {r.get("label") for r in rows} >= set(task.labels) else None
 Example = tuple[list[int], list[int]]  # input ids, labels (-100 on the prompt tokens)
 
 

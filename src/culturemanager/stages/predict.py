@@ -186,17 +186,14 @@ def prediction_id(task: Task, row: InputRow) -> str:
 def calibration_references(cfg: Config, router: Router, task_ids: set[str]) -> dict:
     """Which reference prior calibrated each adapter's answers per task: its validation slice's operating point
     (`predict.calibration = "validation"`, where the slice holds both labels of a two-label task) or its
-    content-free lean (Engine.validation_prior decides the same way)."""
-    from culturemanager.backends.trainer import VALIDATION
+    content-free lean (`trainer.validation_slice`, the rule Engine.validation_prior uses)."""
+    from culturemanager.backends.trainer import validation_slice
 
     out: dict = {}
     for culture, folder in router.adapters.items():
-        rows = read_json_lines(Path(folder) / VALIDATION)[0] if folder else []
         for task in (t for t in cfg.tasks if t.id in task_ids and t.labels):
-            labels = {r.get("label") for r in rows if r.get("task") == task.id}
-            two = task.format in ("binary", "true_false") and len(task.labels) == 2 and labels >= set(task.labels)
-            ref = "validation" if cfg.predict.calibration == "validation" and two else "content_free"
-            out.setdefault(culture, {})[task.id] = ref
+            has = cfg.predict.calibration == "validation" and validation_slice(folder, task) is not None
+            out.setdefault(culture, {})[task.id] = "validation" if has else "content_free"
     return {"setting": cfg.predict.calibration, "by_adapter": out}
 
 
