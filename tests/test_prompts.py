@@ -160,6 +160,21 @@ def test_build_synthesis_messages_fences_material_and_orders_labels():
     assert "Spanish" in u and "5-60 characters" in u
 
 
+def test_label_wording_explicit_asks_for_the_offending_message_and_plain_is_unchanged():
+    plain = user_turn(build_synthesis_messages(SPANISH, HATE, "m", [], ["1", "1"], SYN))
+    assert 'All 2 must have the label "1": the text has hate speech. Answer' in plain
+    explicit_cfg = SYN.model_copy(update={"label_wording": "explicit"})
+    pos = user_turn(build_synthesis_messages(SPANISH, HATE, "m", [], ["1", "1"], explicit_cfg))
+    assert 'the label "1": the text has hate speech. Write the message itself' in pos
+    assert "not a text about hate speech, not a polite or neutral message." in pos
+    neg = user_turn(build_synthesis_messages(SPANISH, HATE, "m", [], ["0"], explicit_cfg))
+    assert "does not have hate speech: an ordinary message on a similar topic" in neg
+    assert "Write the message itself" not in neg
+    # formats other than binary keep their one wording
+    tf = user_turn(build_synthesis_messages(SPANISH, TRUE_FALSE, "m", [], ["true"], explicit_cfg))
+    assert 'must have the label "true": the statement is true.' in tf
+
+
 @pytest.mark.parametrize("closing", ["</material>", "< /material>", "</ MATERIAL >", "</mat\u200berial>",
                                      "<\u200b/material>", "</\u2060material>", "<\ufeff/materi\u00adal>",
                                      "\uff1c\uff0fmaterial\uff1e", "\ufe64/material>"])

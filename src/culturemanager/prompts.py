@@ -139,7 +139,7 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
            f"copied from it, {each}, {cfg.min_chars}-{cfg.max_chars} characters long.")
     if labels and order and len(set(order)) == 1 and order[0]:
         ask += (f" All {n} must have the label {json.dumps(order[0], ensure_ascii=False)}: "
-                f"{label_meaning(task, order[0])}.")
+                f"{label_meaning(task, order[0], cfg.label_wording)}.")
     elif labels and any(order):
         ask += f" Use the labels in this order: {', '.join(order)}."
     lines.append(ask + " Answer with one JSON object per line: " + json_shape(task))
@@ -148,9 +148,17 @@ def build_synthesis_messages(culture: Culture, task: Task, material: str, demos:
     return (("system", system), ("user", example_user), ("assistant", example_answer), ("user", "\n".join(lines)))
 
 
-def label_meaning(task: Task, label: str) -> str:
+def label_meaning(task: Task, label: str, wording: str = "plain") -> str:
     if task.format == "binary":
-        return f"the text {'has' if label == task.positive_label else 'does not have'} {task.label}"
+        positive = label == task.positive_label
+        plain = f"the text {'has' if positive else 'does not have'} {task.label}"
+        if wording == "plain":
+            return plain
+        if positive:
+            return (f"{plain}. Write the message itself, as the person who posts it would write it, with the "
+                    f"{task.label} plain in its words: not a text about {task.label}, not a polite or neutral "
+                    f"message")
+        return f"{plain}: an ordinary message on a similar topic, one a moderator would let through"
     if task.format == "true_false":
         return f"the statement is {label}"
     return f"the correct answer is {label}"

@@ -232,6 +232,11 @@ class SynthesisConfig(Section):
     output: Literal["json", "compact"] = "json"
     """json: one {"text": ..., "label": ...} object per sample; compact: per_label calls ask for {"text": ...}
     only (the call's label is known), fewer generated tokens per sample (docs/benchmarks.md)."""
+    label_wording: Literal["plain", "explicit"] = "plain"
+    """How a per-label call says what its label means (binary tasks). plain: "the text has hate speech";
+    explicit: the positive label asks for the offending message itself, its content plain in its words, not a
+    text about it or a polite one, and the negative for an ordinary message on a similar topic
+    (`make bench-label-quality` compares the two against a classifier trained on real labels)."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     """The label check on kept samples by an LLM judge (off by default)."""
     select: SelectConfig = Field(default_factory=SelectConfig)

@@ -1,0 +1,260 @@
+"""Do the synthetic labels mean what they say? The generator's samples of each label, scored by a classifier trained
+on the task's *real* labels, under each prompt wording (`synthesis.label_wording`), in one run.
+
+For each bench task given, the referee is a logistic regression (scikit-learn, class-balanced) on the frozen target
+model's mean hidden state of the task prompt, as the bench's probe, but fitted on 70% of *all* the task's labelled
+rows (stratified); its ROC-AUC on the other 30% says how far it can be trusted. The materials are the bench's own:
+BM25 passages of the bench corpus (`search.corpus`, no summaries) for fixed queries per task, two task-specific
+and two task-agnostic. Every wording runs the real synthesis stage (`stages.synthesize.synthesize`, per-label
+calls, compact output) on the same materials with the same generator, in a fresh run directory.
+
+The referee scores every kept sample; per task and wording the report gives the samples of each label, the
+referee's mean P(positive) for each label, and the ROC-AUC of its score against the synthetic label: 50 = the
+synthetic labels carry nothing a classifier of real data recognizes, 100 = they separate as real labels would.
+Intervals are bootstrap 95% intervals over the samples (2,000 resamples, each label resampled apart). The real
+test inputs the referee is checked on are never in a prompt: the demonstrations shown are the bench's.
+
+Run: `make bench-label-quality` (or `python benchmarks/label_quality.py [--tasks tr-abusive,ar-hate]
+[--samples 16] [--wordings plain,explicit]`); writes benchmarks/results/label_quality.json and prints the table
+docs/benchmarks.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from culturemanager.backends.llm import CachedLLM, make_backend
+from culturemanager.backends.retrieval.dense import UseMultilingual
+from culturemanager.bench.config import load_bench_config
+from culturemanager.bench.data import pipeline_config, split_task
+from culturemanager.bench.split import stratified_split
+from culturemanager.bench.stats import auc
+from culturemanager.bench.tasks import load_tasks, read_task_rows
+from culturemanager.config import Config
+from culturemanager.engine import Engine
+from culturemanager.formats import SYNTH_EXAMPLES
+from culturemanager.prompts import SYNTH_COMPACT_EXAMPLE_ANSWER
+from culturemanager.records import Material, Query, read_jsonl, sha1_text, write_jsonl
+from culturemanager.rundir import RunDir
+from culturemanager.stages.search import search
+from culturemanager.stages.synthesize import synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "bench-label-quality"
+RESULTS = ROOT / "benchmarks" / "results" / "label_quality.json"
+DRAWS = 2000
+
+
+def queries_for(culture: str, label: str) -> list[tuple[str, str]]:
+    """Two task-specific and two task-agnostic queries, the kinds the query stage writes."""
+    return [("task_specific", f"{label} in {culture} society online"),
+            ("task_specific", f"{culture} prejudice minorities insults {label}"),
+            ("task_agnostic", f"{culture} family religion everyday life"),
+            ("task_agnostic", f"{culture} social norms language customs")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "examples" / "bench.toml")
+    ap.add_argument("--tasks", default="tr-abusive,ar-hate")
+    ap.add_argument("--samples", type=int, default=16, help="samples asked for per material and label")
+    ap.add_argument("--wordings", default="plain,explicit")
+    ap.add_argument("--set", action="append", default=[], help="bench config override (as `culturemanager bench`)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    wordings = [w for w in args.wordings.split(",") if w]
+    overrides = ["search.retrieval=bm25", "search.summarize=false", "generator.backend=llama_server",
+                 "generator.concurrency=4", f"synthesis.samples_per_material={2 * args.samples}",
+                 "synthesis.samples_per_call=8", "synthesis.output=compact", *args.set]
+    bcfg = load_bench_config(args.config, overrides)
+    tf = load_tasks(bcfg.bench.tasks)
+    specs = {t.id: t for t in tf.tasks}
+    ids = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in ids if t not in specs]
+    if unknown:
+        ap.error(f"unknown tasks {unknown}; known: {', '.join(specs)}")
+    tasks = [split_task(specs[t], tf.prompt_template, bcfg, args.out) for t in ids]
+    base = pipeline_config(bcfg, tasks, args.out / "materials-run")
+    materials = build_materials(base, args.out / "materials-run")
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python benchmarks/label_quality.py "
+                     + " ".join([f"--tasks {args.tasks}", f"--samples {args.samples}", f"--wordings {args.wordings}"]
+                                + [f"--set {s}" for s in args.set]),
+                     "generator": base.generator.model, "target": base.target.model,
+                     "materials": len(materials), "tasks": {}, "wordings": {}}
+    engine = Engine.load(base.target)
+    embedder = UseMultilingual()
+    examples = example_vectors(embedder)
+    referees = {td.spec.id: referee(engine, td, bcfg.data_dir) for td in tasks}
+    for td in tasks:
+        results["tasks"][td.spec.id] = {k: v for k, v in referees[td.spec.id].items() if k != "model"}
+    for w in wordings:
+        t0 = time.time()
+        samples, counts = run_wording(base, w, materials, args.out / w)
+        seconds = time.time() - t0
+        per_task = {}
+        for td in tasks:
+            got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
+            per_task[td.spec.id] = judge(engine, td, referees[td.spec.id], got) | copies_of_example(
+                embedder, examples, got)
+        results["wordings"][w] = {"seconds": round(seconds, 1), "counts": counts, "tasks": per_task}
+        print(json.dumps({"wording": w, "seconds": round(seconds, 1),
+                          **{t: {k: v for k, v in r.items() if k != "examples"} for t, r in per_task.items()}},
+                         ensure_ascii=False), flush=True)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if len(wordings) >= 2:
+        results["differences"] = differences(engine, tasks, referees, results, wordings)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(table(results))
+
+
+def build_materials(cfg: Config, run_dir: Path) -> list[Material]:
+    """The fixed queries' passages as materials: the search stage, no summaries, no LLM call."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    rd = RunDir(run_dir)
+    rd.root.mkdir(parents=True)
+    queries = [Query(id=sha1_text(f"{t.id}|{c}|{text}")[:12], culture=c, task=t.id, mode=mode, text=text,
+                     generator="benchmark", prompt_hash="-")
+               for t in cfg.tasks for c in t.cultures for mode, text in queries_for(c, t.label)]
+    write_jsonl(rd.queries, queries)
+    fake = cfg.model_copy(update={"generator": cfg.generator.model_copy(update={"backend": "fake"})})
+    search(fake, rd, CachedLLM(make_backend(fake.generator), rd.llm_cache, rd.calls))
+    return read_jsonl(rd.materials, Material)
+
+
+def run_wording(cfg: Config, wording: str, materials: list[Material], run_dir: Path) -> tuple[dict, dict]:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    synthesis = cfg.synthesis.model_copy(update={"label_wording": wording})
+    cfg = cfg.model_copy(update={"synthesis": synthesis, "run": cfg.run.model_copy(update={"dir": run_dir})})
+    rd = RunDir(run_dir)
+    rd.root.mkdir(parents=True)
+    write_jsonl(rd.materials, materials)
+    backend = make_backend(cfg.generator)
+    try:
+        return synthesize(cfg, rd, CachedLLM(backend, rd.llm_cache, rd.calls))
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+
+
+def referee(engine: Engine, td, data_dir: Path) -> dict:
+    """The probe's recipe fitted on 70% of all the task's labelled rows, checked on the other 30%."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows = read_task_rows(td.spec, data_dir)
+    check_idx, fit_idx = stratified_split(rows.labels, 0.3, 0)
+    x = engine.features(td.task, rows.texts).numpy()
+    y = np.array([lab == "1" for lab in rows.labels])
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+    model.fit(x[fit_idx], y[fit_idx])
+    p = model.predict_proba(x[check_idx])[:, 1]
+    gold = ["1" if v else "0" for v in y[check_idx]]
+    return {"model": model, "rows": len(rows.texts), "fit": len(fit_idx), "checked_on": len(check_idx),
+            "referee_auc": round(100 * auc(gold, p), 1),
+            "real_mean_p": {lab: round(float(np.mean(p[y[check_idx] == (lab == "1")])), 3) for lab in ("0", "1")}}
+
+
+def judge(engine: Engine, td, ref: dict, samples: list) -> dict:
+    labels = [s.label for s in samples]
+    out: dict = {"samples": {lab: labels.count(lab) for lab in ("0", "1")}}
+    if not samples:
+        return out | {"auc": None}
+    p = ref["model"].predict_proba(engine.features(td.task, [s.text for s in samples]).numpy())[:, 1]
+    out["mean_p"] = {lab: round(float(np.mean([q for q, y in zip(p, labels) if y == lab])), 3)
+                     for lab in ("0", "1") if lab in labels}
+    out["examples"] = [{"label": y, "p": round(float(q), 3), "text": s.text[:160]}
+                       for s, q, y in zip(samples, p, labels)]
+    if len(set(labels)) < 2:
+        return out | {"auc": None}
+    point, lo, hi = auc_interval(np.array(labels), p, np.random.default_rng(0))
+    return out | {"auc": point, "auc_ci": [lo, hi]}
+
+
+EXAMPLE_COSINE = 0.7
+
+
+def example_vectors(embedder) -> np.ndarray:
+    """The synthesis prompt's own one-shot example texts (json and compact), embedded."""
+    texts = [json.loads(line)["text"] for line in SYNTH_EXAMPLES["binary"][1].splitlines()]
+    texts.append(json.loads(SYNTH_COMPACT_EXAMPLE_ANSWER)["text"])
+    return embedder.encode(texts)
+
+
+def copies_of_example(embedder, examples: np.ndarray, samples: list) -> dict:
+    """How many kept samples restate the prompt's own example (in any language: USE multilingual cosine above
+    EXAMPLE_COSINE), per label: the n-gram copy check cannot see a translated copy."""
+    if not samples:
+        return {"copies_of_example": {}}
+    near = (embedder.encode([s.text for s in samples]) @ examples.T).max(1) > EXAMPLE_COSINE
+    return {"copies_of_example": {lab: int(sum(n for n, s in zip(near, samples) if s.label == lab))
+                                  for lab in ("0", "1")}}
+
+
+def auc_interval(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    draws = resampled_aucs(labels, p, rng)
+    return round(100 * auc(list(labels), p), 1), round(100 * np.percentile(draws, 2.5), 1), round(
+        100 * np.percentile(draws, 97.5), 1)
+
+
+def resampled_aucs(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """AUC of DRAWS bootstrap resamples, each label's samples resampled apart (the label counts stay)."""
+    pos, neg = p[labels == "1"], p[labels == "0"]
+    a = pos[rng.integers(0, len(pos), (DRAWS, len(pos)))]
+    b = neg[rng.integers(0, len(neg), (DRAWS, len(neg)))]
+    wins = (a[:, :, None] > b[:, None, :]).mean((1, 2)) + 0.5 * (a[:, :, None] == b[:, None, :]).mean((1, 2))
+    return wins
+
+
+def differences(engine, tasks, referees, results: dict, wordings: list[str]) -> dict:
+    """AUC of each wording minus the first's, per task, with a bootstrap interval (the two sets of samples are
+    independent draws of the generator: each is resampled apart)."""
+    first, out = wordings[0], {}
+    for w in wordings[1:]:
+        for td in tasks:
+            a, b = (results["wordings"][x]["tasks"][td.spec.id] for x in (first, w))
+            if a.get("auc") is None or b.get("auc") is None:
+                continue
+            da, db = (resampled_aucs(np.array([e["label"] for e in r["examples"]]),
+                                     np.array([e["p"] for e in r["examples"]]), np.random.default_rng(k))
+                      for k, r in ((1, a), (2, b)))
+            diff = 100 * (db - da)
+            lo, hi = float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
+            out[f"{w}-{first}|{td.spec.id}"] = {"difference": round(b["auc"] - a["auc"], 1),
+                                                "ci": [round(lo, 1), round(hi, 1)],
+                                                "verdict": "better" if lo > 0 else "worse" if hi < 0 else
+                                                "not distinguishable"}
+    return out
+
+
+def table(r: dict) -> str:
+    lines = [f"Generator {r['generator']}, referee on {r['target']} features; {r['materials']} materials.", "",
+             "| task (referee AUC on real held-out rows) | wording | samples 0 / 1 | copies of the prompt's example "
+             "0 / 1 | referee mean P(1): 0 / 1 | AUC of the synthetic labels [95% CI] | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for w, wr in r["wordings"].items():
+        for tid, t in wr["tasks"].items():
+            mp = t.get("mean_p", {})
+            ci = f" [{t['auc_ci'][0]}, {t['auc_ci'][1]}]" if t.get("auc_ci") else ""
+            cp = t.get("copies_of_example", {})
+            lines.append(f"| {tid} ({r['tasks'][tid]['referee_auc']}) | {w} | {t['samples']['0']} / "
+                         f"{t['samples']['1']} | {cp.get('0', 0)} / {cp.get('1', 0)} | "
+                         f"{mp.get('0', '–')} / {mp.get('1', '–')} | "
+                         f"{t.get('auc') if t.get('auc') is not None else '–'}{ci} | {wr['seconds']} |")
+    for k, d in r.get("differences", {}).items():
+        lines.append(f"\n{k}: {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] ({d['verdict']})")
+    real = {t: v["real_mean_p"] for t, v in r["tasks"].items()}
+    lines.append("\nReferee mean P(1) on real held-out rows, label 0 / 1: "
+                 + ", ".join(f"{t} {v['0']} / {v['1']}" for t, v in real.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
