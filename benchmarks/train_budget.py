@@ -3,12 +3,13 @@ equal number of examples seen, against a linear probe on the same frozen feature
 
 For each task (the bench's protocol: 10% of the inputs, with labels, are TaskSFT's training data; a stratified
 test set of `--test` inputs) and each training setting below, one LoRA adapter is trained on the demonstrations
-and scored on the test set (macro-F1 with and without contextual calibration, ROC-AUC, the share answered
-positive), with the wall time of training and of scoring. The probe is a logistic regression (scikit-learn,
-class-balanced) on the base model's mean final hidden state of the same prompts. The share of inputs that
+and scored on the test set (macro-F1 with and without contextual calibration and at the cut chosen on the
+adapter's own validation slice, ROC-AUC, the share answered positive), with the wall time of training and of
+scoring. The probe is a logistic regression (scikit-learn, class-balanced) on the base model's mean final hidden
+state of the same prompts. The share of inputs that
 `target.max_length` truncates is measured per task for several lengths.
 
-Run: `make bench-train-budget` (or `python benchmarks/train_budget.py [--tasks a,b] [--test 100] [--budget 600]`);
+Run: `make bench-train-budget` (or `python benchmarks/train_budget.py [--tasks a,b] [--test 100] [--budget 320]`);
 writes benchmarks/results/train_budget.json and prints the tables docs/benchmarks.md shows.
 """
 
@@ -37,9 +38,12 @@ from culturemanager.stages.train import training_example
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# the bench's recipe (examples/bench.toml [train]) apart from what a setting changes: early stopping on 15% of the
+# adapter's own demonstrations, which also give the validation cut (the bench's "validation" answer kind)
 COMMON = dict(rank=8, alpha=16, dropout=0.05, batch_size=8, balance=True, schedule="cosine", warmup=0.1,
-              epochs=100, checkpoint_every=10_000)
+              epochs=100, checkpoint_every=10_000, validation=0.15, eval_every=5, patience=4)
 SETTINGS = {
+    "all18-linear": dict(target_modules=ALL_LINEAR, lr=1e-3),  # every layer, every linear module
     "all18-qv": dict(target_modules=["q_proj", "v_proj"], lr=1e-3),  # every layer, q and v: the old default
     "top4-linear": dict(target_modules=ALL_LINEAR, layers=4, lr=1e-3),  # the top 4 layers, every linear module
     "top2-linear": dict(target_modules=ALL_LINEAR, layers=2, lr=1e-3),
@@ -51,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default=DEFAULT_TASKS)
     ap.add_argument("--test", type=int, default=100, help="test inputs per task (stratified)")
-    ap.add_argument("--budget", type=int, default=600, help="training examples seen per adapter")
+    ap.add_argument("--budget", type=int, default=320, help="training examples seen per adapter (the bench's)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_budget.json")
@@ -82,14 +86,15 @@ def main() -> None:
             folder = ROOT / "runs" / "train-budget" / tid / name
             t0 = time.time()
             record = fit_adapter(target, settings, 0, examples, folder, f"{tid}|{name}|{args.budget}", {},
-                                 progress=False)
+                                 progress=False, rows=[{"task": tid, "text": x, "label": y} for x, y in demos])
             train_s = time.time() - t0
             engine = Engine.load(target, {"a": folder})
             t0 = time.time()
             p = positive(engine, task, [x for x, _ in test], "a")
             prior = statistics.fmean(positive(engine, task, list(CONTENT_FREE), "a"))
             score_s = time.time() - t0
-            entry["settings"][name] = scores(gold, p, prior) | {
+            cut = engine.validation_prior(task, "a")
+            entry["settings"][name] = scores(gold, p, prior, cut) | {
                 "train_s": round(train_s, 1), "score_s": round(score_s, 1), "steps": record["steps"],
                 "s_per_step": round(train_s / max(1, record["steps"]), 2), "final_loss": record["loss_curve"][-1]}
             print(tid, name, entry["settings"][name], flush=True)
@@ -106,12 +111,27 @@ def positive(engine: Engine, task: Task, texts: list[str], adapter: str | None) 
     return probs[:, (task.labels or []).index(task.positive_label or "1")].tolist()
 
 
-def scores(gold: list[str], p: list[float], prior: float) -> dict:
+def scores(gold: list[str], p: list[float], prior: float, validation: list[float] | None = None) -> dict:
+    """Macro-F1 at the raw 0.5 cut, content-free calibrated, and (given the adapter's validation prior,
+    `Engine.validation_prior`) at the cut chosen on its own validation slice; AUC; the share answered positive."""
     raw = task_scores(gold, ["1" if x > 0.5 else "0" for x in p])
     cal = task_scores(gold, ["1" if x > 0.5 else "0" for x in calibrated(p, prior)])
-    return {"macro_f1": round(raw["macro_f1"], 4), "macro_f1_calibrated": round(cal["macro_f1"], 4),
-            "f1_positive": round(raw["f1_positive"], 4), "auc": round(auc(gold, p), 4),
-            "positive_rate": round(raw["positive_rate"], 3), "prior": round(prior, 4)}
+    out = {"macro_f1": round(raw["macro_f1"], 4), "macro_f1_calibrated": round(cal["macro_f1"], 4),
+           "f1_positive": round(raw["f1_positive"], 4), "auc": round(auc(gold, p), 4),
+           "positive_rate": round(raw["positive_rate"], 3), "prior": round(prior, 4)}
+    if validation is not None:
+        at = calibrate_to(p, validation)
+        val = task_scores(gold, ["1" if x > 0.5 else "0" for x in at])
+        out |= {"macro_f1_validation": round(val["macro_f1"], 4), "positive_rate_validation":
+                round(val["positive_rate"], 3)}
+    return out
+
+
+def calibrate_to(p: list[float], prior: list[float]) -> list[float]:
+    """P(positive) after dividing by a two-label prior [P(0), P(1)] (metrics.calibrate on each row)."""
+    from culturemanager.metrics import calibrate
+
+    return [calibrate([1 - x, x], prior)[1] for x in p]
 
 
 def probe(target: TargetConfig, task: Task, demos: list, test: list) -> dict:
@@ -141,13 +161,18 @@ def truncation(tok, task: Task, rows: list) -> dict[str, float]:
 
 def print_tables(r: dict) -> None:
     names = list(r["settings"]) + ["probe"]
-    print(f"\nmacro-F1 (calibrated) / AUC, {r['budget']} examples seen, {r['test']} test inputs per task\n")
+    print(f"\nmacro-F1 raw (calibrated; at the validation cut) / AUC, {r['budget']} examples seen, {r['test']} test "
+          "inputs per task\n")
     print("| task | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for tid, e in r["tasks"].items():
         cells = [e["settings"][n] for n in r["settings"]] + [e["probe"]]
-        print(f"| {tid} | " + " | ".join(f"{c['macro_f1']:.3f} ({c['macro_f1_calibrated']:.3f}) / {c['auc']:.3f}"
+        print(f"| {tid} | " + " | ".join(f"{c['macro_f1']:.3f} ({c['macro_f1_calibrated']:.3f}; "
+                                        f"{c.get('macro_f1_validation', c['macro_f1']):.3f}) / {c['auc']:.3f}"
                                         for c in cells) + " |")
+    print("| mean | " + " | ".join(
+        f"{mean_of(r, n, 'macro_f1'):.3f} ({mean_of(r, n, 'macro_f1_calibrated'):.3f}; "
+        f"{mean_of(r, n, 'macro_f1_validation'):.3f}) / {mean_of(r, n, 'auc'):.3f}" for n in names) + " |")
     print("\n| setting | s per step | train s per adapter | score s per 100 inputs |")
     print("|---|---|---|---|")
     for n in r["settings"]:
@@ -155,6 +180,11 @@ def print_tables(r: dict) -> None:
         print(f"| {n} | {statistics.fmean(x['s_per_step'] for x in rows):.2f} | "
               f"{statistics.fmean(x['train_s'] for x in rows):.0f} | "
               f"{statistics.fmean(x['score_s'] * 100 / r['test'] for x in rows):.1f} |")
+
+
+def mean_of(r: dict, name: str, key: str) -> float:
+    cells = [e["probe"] if name == "probe" else e["settings"][name] for e in r["tasks"].values()]
+    return statistics.fmean(c.get(key, c["macro_f1"]) for c in cells)
 
 
 if __name__ == "__main__":
