@@ -100,7 +100,7 @@ def main() -> None:
         per_task = {}
         for td in tasks:
             got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
-            per_task[td.spec.id] = judge(engine, td, referees[td.spec.id], got) | copies_of_example(
+            per_task[td.spec.id] = refereed(engine, td, referees[td.spec.id], got) | copies_of_example(
                 embedder, examples, got)
         results["wordings"][w] = {"seconds": round(seconds, 1), "counts": counts, "tasks": per_task}
         print(json.dumps({"wording": w, "seconds": round(seconds, 1),
@@ -109,7 +109,7 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if len(wordings) >= 2:
-        results["differences"] = differences(engine, tasks, referees, results, wordings)
+        results["differences"] = differences(tasks, results, wordings)
         RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(table(results))
 
@@ -162,7 +162,8 @@ def referee(engine: Engine, td, data_dir: Path) -> dict:
             "real_mean_p": {lab: round(float(np.mean(p[y[check_idx] == (lab == "1")])), 3) for lab in ("0", "1")}}
 
 
-def judge(engine: Engine, td, ref: dict, samples: list) -> dict:
+def refereed(engine: Engine, td, ref: dict, samples: list) -> dict:
+    """The referee's P(positive) for every kept sample of one task, and the AUC of it against the synthetic labels."""
     labels = [s.label for s in samples]
     out: dict = {"samples": {lab: labels.count(lab) for lab in ("0", "1")}}
     if not samples:
@@ -213,7 +214,7 @@ def resampled_aucs(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) 
     return wins
 
 
-def differences(engine, tasks, referees, results: dict, wordings: list[str]) -> dict:
+def differences(tasks, results: dict, wordings: list[str]) -> dict:
     """AUC of each wording minus the first's, per task, with a bootstrap interval (the two sets of samples are
     independent draws of the generator: each is resampled apart)."""
     first, out = wordings[0], {}
