@@ -34,7 +34,7 @@ from culturemanager.backends.retrieval.dense import UseMultilingual
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import pipeline_config, split_task
 from culturemanager.bench.split import stratified_split
-from culturemanager.bench.stats import auc
+from culturemanager.bench.stats import auc, interval, verdict
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import Config
 from culturemanager.engine import Engine
@@ -171,7 +171,7 @@ def refereed(engine: Engine, td, ref: dict, samples: list) -> dict:
     p = ref["model"].predict_proba(engine.features(td.task, [s.text for s in samples]).numpy())[:, 1]
     out["mean_p"] = {lab: round(float(np.mean([q for q, y in zip(p, labels) if y == lab])), 3)
                      for lab in ("0", "1") if lab in labels}
-    out["examples"] = [{"label": y, "p": round(float(q), 3), "text": s.text[:160]}
+    out["examples"] = [{"label": y, "p": round(float(q), 6), "text": s.text[:160]}
                        for s, q, y in zip(samples, p, labels)]
     if len(set(labels)) < 2:
         return out | {"auc": None}
@@ -201,8 +201,8 @@ def copies_of_example(embedder, examples: np.ndarray, samples: list) -> dict:
 
 def auc_interval(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
     draws = resampled_aucs(labels, p, rng)
-    return round(100 * auc(list(labels), p), 1), round(100 * np.percentile(draws, 2.5), 1), round(
-        100 * np.percentile(draws, 97.5), 1)
+    lo, hi = interval(100 * draws)
+    return round(100 * auc(list(labels), p), 1), round(lo, 1), round(hi, 1)
 
 
 def resampled_aucs(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -227,11 +227,9 @@ def differences(tasks, results: dict, wordings: list[str]) -> dict:
                                      np.array([e["p"] for e in r["examples"]]), np.random.default_rng(k))
                       for k, r in ((1, a), (2, b)))
             diff = 100 * (db - da)
-            lo, hi = float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
+            lo, hi = interval(diff)
             out[f"{w}-{first}|{td.spec.id}"] = {"difference": round(b["auc"] - a["auc"], 1),
-                                                "ci": [round(lo, 1), round(hi, 1)],
-                                                "verdict": "better" if lo > 0 else "worse" if hi < 0 else
-                                                "not distinguishable"}
+                                                "ci": [round(lo, 1), round(hi, 1)], "verdict": verdict(lo, hi)}
     return out
 
 

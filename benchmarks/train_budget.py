@@ -120,18 +120,11 @@ def scores(gold: list[str], p: list[float], prior: float, validation: list[float
            "f1_positive": round(raw["f1_positive"], 4), "auc": round(auc(gold, p), 4),
            "positive_rate": round(raw["positive_rate"], 3), "prior": round(prior, 4)}
     if validation is not None:
-        at = calibrate_to(p, validation)
+        at = calibrated(p, validation[1])  # the bench's rule: its "validation" kind keeps P(positive) of the prior
         val = task_scores(gold, ["1" if x > 0.5 else "0" for x in at])
         out |= {"macro_f1_validation": round(val["macro_f1"], 4), "positive_rate_validation":
                 round(val["positive_rate"], 3)}
     return out
-
-
-def calibrate_to(p: list[float], prior: list[float]) -> list[float]:
-    """P(positive) after dividing by a two-label prior [P(0), P(1)] (metrics.calibrate on each row)."""
-    from culturemanager.metrics import calibrate
-
-    return [calibrate([1 - x, x], prior)[1] for x in p]
 
 
 def probe(target: TargetConfig, task: Task, demos: list, test: list) -> dict:
