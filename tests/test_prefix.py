@@ -102,3 +102,22 @@ def test_the_engine_scores_top_layer_adapters_on_the_frozen_prefix(tiny_model, t
     assert torch.allclose(fast, full, atol=1e-5)
     # the probe's features are the base model's, whatever adapters are loaded
     assert features.shape == (4, 32) and torch.allclose(engine.features(task, texts), features, atol=1e-5)
+
+
+def test_the_output_layer_gets_the_kept_positions_as_one_contiguous_matrix(tiny_model):
+    """load_target makes the output layer's input contiguous: the logits at the kept positions are those of the
+    full forward, and the layer sees a contiguous tensor (one matrix product, not one per batch row)."""
+    from transformers import AutoModelForCausalLM
+
+    base, tok = load_target(TargetConfig(model=str(tiny_model)))
+    seen: list[bool] = []
+    base.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()  # as transformers loads it: no hook
+    plain_seen: list[bool] = []
+    plain.get_output_embeddings().register_forward_pre_hook(lambda m, args: plain_seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        kept = lm_forward(base, SEQS, tok.pad_token_id, 2)
+        full = lm_forward(plain, SEQS, tok.pad_token_id, 0)  # logits_to_keep=0: every position
+        plain_kept = lm_forward(plain, SEQS, tok.pad_token_id, 2)
+    assert seen == [True] and plain_seen == [True, False]  # transformers' own slice is not contiguous
+    assert torch.allclose(kept, full[:, -2:], atol=1e-5) and torch.allclose(kept, plain_kept, atol=1e-5)

@@ -112,20 +112,21 @@ def test_gradient_accumulation_gives_the_whole_batchs_step(tiny_model):
 
     base, tok = load_target(TargetConfig(model=str(tiny_model)))
     batch = [([1, 5, 9, 12, 30, 31], [-100, -100, -100, -100, 30, 31]), ([1, 7, 8, 40], [-100, -100, -100, 40]),
-             ([1, 3, 4, 5, 6, 7, 8, 50], [-100] * 7 + [50])]
+             ([1, 3, 4, 5, 6, 7, 8, 50], [-100] * 7 + [50]), ([1, 2, 3, 60, 61], [-100, -100, -100, 60, 61])]
     models = []
-    for micro in (None, 1):
+    for micro in (None, 1, 2):  # 2: pieces cut in length order, lengths (4, 5) and (6, 8), not (6, 4) and (8, 5)
         torch.manual_seed(0)
         m = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                            init_lora_weights=False, task_type="CAUSAL_LM"))
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
         losses = [train_step(m, opt, batch, tok.pad_token_id, None, micro) for _ in range(2)]
         models.append((m, losses))
-    (a, la), (b, lb) = models
-    assert la == pytest.approx(lb, rel=1e-5)
+    (a, la), *rest = models
     wa = {k: v for k, v in a.named_parameters() if v.requires_grad}
-    wb = {k: v for k, v in b.named_parameters() if v.requires_grad}
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    for b, lb in rest:
+        assert la == pytest.approx(lb, rel=1e-5)
+        wb = {k: v for k, v in b.named_parameters() if v.requires_grad}
+        assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
 def test_device_selection_on_this_machine(tiny_model):

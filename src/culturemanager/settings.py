@@ -285,7 +285,8 @@ class TrainConfig(Section):
     """Samples per optimizer step (the effective batch size)."""
     micro_batch: int | None = Field(None, ge=1)
     """Run each step's batch in pieces of this many samples whose gradients are accumulated (gradient
-    accumulation: a large effective batch in little memory). Default: the whole batch at once."""
+    accumulation: a large effective batch in little memory). The pieces are cut in length order, so each is padded
+    to its own longest sequence only: less padding, the same gradient. Default: the whole batch at once."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (default: all epochs)."""
     max_examples: int | None = Field(None, ge=1)

