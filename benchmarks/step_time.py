@@ -68,19 +68,19 @@ def padded_tokens(batch, micro: int | None) -> int:
 
 
 def head_alone(model, batch_size: int, keep: int, repeats: int = 5) -> dict[str, float]:
-    """Seconds of the output layer's forward and backward on a batch's kept positions, both ways."""
+    """Seconds of the output layer's forward and backward on a batch's kept positions (a slice of the last
+    positions, as transformers takes it), both ways."""
     head = model.get_output_embeddings()
     hidden = torch.randn(batch_size, 100, head.weight.shape[1])
     out = {}
     for how in ("transformers", "contiguous"):
         times = []
-        for _ in range(repeats + 1):
-            h = hidden.clone().requires_grad_(True)
-            t0 = time.perf_counter()
-            x = h[:, -keep:, :]
-            logits = head(x.contiguous() if how == "contiguous" else x)
-            logits.float().logsumexp(-1).sum().backward()
-            times.append(time.perf_counter() - t0)
+        with head_as(model, how):
+            for _ in range(repeats + 1):
+                h = hidden.clone().requires_grad_(True)
+                t0 = time.perf_counter()
+                head(h[:, -keep:, :]).float().logsumexp(-1).sum().backward()
+                times.append(time.perf_counter() - t0)
         out[how] = round(statistics.median(times[1:]), 3)
     return out
 

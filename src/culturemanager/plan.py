@@ -31,13 +31,14 @@ KEEP_RATE = 0.9
 @dataclass(frozen=True)
 class Rates:
     """Seconds per unit of work on one machine. Defaults: this project's 2-core CPU, from `make bench-rates`
-    (benchmarks/results/rates.json, 2026-12-01, quiet machine; three runs agreed within 15% on every rate)."""
+    (benchmarks/results/rates.json, 2026-12-02, quiet machine, one run after the output layer's contiguous-input fix;
+    the previous defaults, 2026-12-01: forward 1.4e-4, prefix 1.15e-4, upper 3.4e-4, train 1.4e-3)."""
 
-    layer_token_forward_s: float = 1.4e-4        # one token through one decoder layer of a full forward pass
-    layer_token_prefix_s: float = 1.15e-4        # one token through one frozen lower layer (the frozen prefix)
-    layer_token_forward_upper_s: float = 3.4e-4  # one token through one adapted layer on the frozen prefix's states
+    layer_token_forward_s: float = 9.1e-5        # one token through one decoder layer of a full forward pass
+    layer_token_prefix_s: float = 7.2e-5         # one token through one frozen lower layer (the frozen prefix)
+    layer_token_forward_upper_s: float = 1.3e-4  # one token through one adapted layer on the frozen prefix's states
     #                                              (the embedding, masks and output layer are spread over 2 layers)
-    layer_token_train_s: float = 1.4e-3          # forward + backward of one token through one adapted layer
+    layer_token_train_s: float = 4.5e-4          # forward + backward of one token through one adapted layer
     output_token_s: float = 0.12                 # generator, per answer token (decode)
     prompt_token_s: float = 0.004                # generator, per prompt token (prefill)
     adapter_overhead_s: float = 5.0              # per adapter trained: load, LoRA setup, save
