@@ -74,7 +74,7 @@ def main() -> None:
                 raise SystemExit(f"{cached} is missing: run the bench first (make bench)")
             p = json.loads(cached.read_text(encoding="utf-8"))["p_positive"][:len(gold)]
             examples = job_examples(job, cfg, tasks, {}, cultures, tok)
-            train, val = split_validation(examples, cfg.train.validation, seed)
+            train, val = split_validation(examples, cfg.train.validation, seed, cfg.train.validation_min)
             pi = sum(t.demos[i][1] == "1" for i in train) / len(train)
             engine.add_adapter(job.slug, job.folder(root))
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))

@@ -57,6 +57,17 @@ def test_the_validation_slice_is_stratified_and_held_out():
     assert split_validation(ex, 0.0, 0)[1] == []
 
 
+def test_a_rare_label_gets_at_least_the_minimum_held_out_never_more_than_half():
+    ex = examples(5, 95)  # 5% positives, as bn-racism's demonstrations
+    held = lambda m: Counter(answer_key(ex[i]) for i in split_validation(ex, 0.15, 0, m)[1])  # noqa: E731
+    assert held(0) == {(31,): 1, (30,): 14}  # the share alone: one positive
+    assert held(2) == {(31,): 2, (30,): 14}  # the common label's share is already above the minimum
+    assert held(4) == {(31,): 2, (30,): 14}  # at most half of the 5 positives
+    _, val = split_validation(ex, 0.15, 3, 2)
+    train, _ = split_validation(ex, 0.15, 3, 2)
+    assert not set(train) & set(val) and len(train) + len(val) == 100
+
+
 def test_learning_rate_schedules():
     warm = lr_factor(TrainConfig(warmup=0.2, schedule="linear"), 10)
     assert [round(warm(s), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]

@@ -305,6 +305,10 @@ class TrainConfig(Section):
     validation: float = Field(0.0, ge=0.0, lt=0.5)
     """Share of the adapter's own examples held out (stratified by label) for early stopping; 0: none. Never test
     data: for CultureManager, synthetic samples only."""
+    validation_min: int = Field(0, ge=0)
+    """Hold out at least this many of each label (at most half of the label's examples), whatever `validation`
+    says: on a task with 5% positives, 15% of 100 demonstrations is one positive, and an operating point chosen on
+    one positive is noise (docs/benchmarks.md). 0: the share alone."""
     eval_every: int = Field(10, ge=1)
     """Steps between validation losses (with `validation`); the best weights are kept."""
     patience: int | None = Field(None, ge=1)

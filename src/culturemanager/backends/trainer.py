@@ -92,7 +92,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         prefix = FrozenPrefix(model, k, target.batch_size, tok.pad_token_id)
     elif k == 0:
         prefix = None
-    train_idx, val_idx = split_validation(examples, settings.validation, seed)
+    train_idx, val_idx = split_validation(examples, settings.validation, seed, settings.validation_min)
     batches = plan_batches([examples[i] for i in train_idx], settings, seed)
     val = [examples[i] for i in val_idx]
     model.train()
@@ -164,9 +164,11 @@ def timed(parts: dict[str, float], key: str, prefix: FrozenPrefix | None) -> Ite
 
 
 def settings_key(t: TrainConfig) -> dict:
-    """The training settings as they enter an adapter's data hash; the small-loss check only when it is on, so
-    adapters trained before the setting existed stay current."""
-    return t.model_dump(mode="json", exclude=None if t.small_loss.enabled else {"small_loss"})
+    """The training settings as they enter an adapter's data hash; the small-loss check only when it is on and
+    `validation_min` only when set, so adapters trained before those settings existed stay current."""
+    left_out = ({"small_loss"} if not t.small_loss.enabled else set()) | ({"validation_min"} if not t.validation_min
+                                                                         else set())
+    return t.model_dump(mode="json", exclude=left_out or None)
 
 
 def lora_config(t: TrainConfig, n_layers: int | None = None):
@@ -187,9 +189,11 @@ def answer_key(example: Example) -> tuple[int, ...]:
     return tuple(t for t in example[1] if t != -100)
 
 
-def split_validation(examples: list[Example], share: float, seed: int) -> tuple[list[int], list[int]]:
+def split_validation(examples: list[Example], share: float, seed: int, min_per_label: int = 0
+                     ) -> tuple[list[int], list[int]]:
     """(training, validation) indices: `share` of each label's examples held out (at least one of a label with
-    three or more examples), by a seeded shuffle. No validation below 10 examples or with share 0."""
+    three or more examples, and at least `min_per_label` where that leaves the label half its examples), by a
+    seeded shuffle. No validation below 10 examples or with share 0."""
     if share <= 0 or len(examples) < 10:
         return list(range(len(examples))), []
     by_label: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -200,7 +204,7 @@ def split_validation(examples: list[Example], share: float, seed: int) -> tuple[
     for key in sorted(by_label):
         idx = by_label[key][:]
         rng.shuffle(idx)
-        k = max(1, round(len(idx) * share)) if len(idx) >= 3 else 0
+        k = max(1, round(len(idx) * share), min(min_per_label, len(idx) // 2)) if len(idx) >= 3 else 0
         val += idx[:k]
         train += idx[k:]
     return sorted(train), sorted(val)

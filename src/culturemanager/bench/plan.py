@@ -103,7 +103,8 @@ def plan_bench(cfg: BenchConfig) -> Plan:
             fits.append((n, validation_size(n, t.validation), t))
         else:
             examples = job_examples(job, cfg, tasks, {}, cultures, tok)
-            fits.append((len(examples), len(split_validation(examples, t.validation, job.seed)[1]), t))
+            held_out = split_validation(examples, t.validation, job.seed, t.validation_min)[1]
+            fits.append((len(examples), len(held_out), t))
             distinct.update(tuple(ids) for ids, _ in examples)
     for n, held_out, t in fits:
         s = planned_steps(n - held_out, t.epochs, t.batch_size, t.max_examples, t.max_steps)

@@ -213,7 +213,7 @@ class Bench:
         if adapter_is_current(out, digest):
             if rows is not None and not settings.small_loss.enabled and not (out / VALIDATION).exists():
                 write_jsonl(out / VALIDATION, [rows[i] for i in split_validation(examples, settings.validation,
-                                                                                job.seed)[1]])
+                                                                                job.seed, settings.validation_min)[1]])
         else:
             if prefix is None and settings.layers:
                 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
