@@ -11,32 +11,27 @@ import argparse
 import json
 from pathlib import Path
 
-KINDS = (("raw", "macro-F1 raw"), ("calibrated", "calibrated"), ("base_rate", "at base rate"),
-         ("validation", "at the validation cut"))
+from culturemanager.bench.format import cell, get, pct, pct_or_dash, table
+from culturemanager.bench.report import KIND_SHORT, answer_kinds
 
 
-def cell(kind: dict, metric: str = "macro_f1", with_std: bool = True) -> str:
-    """'mean ± std [lo, hi]' in points, from one answer kind's overall scores."""
-    s = kind["overall"][metric]
-    text = f"{100 * s['mean']:.1f}"
-    if with_std and len(s.get("values") or []) > 1:
-        text += f" ± {100 * s['std']:.1f}"
-    ci = (kind.get("overall_ci") or {}).get(metric)
-    return text + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+def interval(ci) -> str:
+    return f" [{pct(ci[0]):.1f}, {pct(ci[1]):.1f}]" if ci else ""
 
 
-def rows(results: dict, names: list[str] | None = None) -> list[str]:
-    kinds = [(k, label) for k, label in KINDS if any(k in m for m in results["methods"])]
-    head = ["Method", *[label for _, label in kinds], "ROC-AUC", "answered positive", "seeds"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in results["methods"]:
-        if names and m["name"] not in names:
-            continue
-        cells = [cell(m[k]) if k in m else "" for k, _ in kinds]
-        auc = cell(m["raw"], "auc", with_std=False) if "auc" in m["raw"]["overall"] else ""
-        pos = f"{100 * m['raw']['overall']['positive_rate']['mean']:.1f}%"
-        out.append("| " + " | ".join([m["name"], *cells, auc, pos, ",".join(map(str, m["seeds"]))]) + " |")
-    return out
+def with_interval(m: dict, kind: str, metric: str = "macro_f1") -> str:
+    """'mean ± std [lo, hi]' in points: the report's cell plus the run's paired interval."""
+    return cell(get(m, kind, "overall", metric), None) + interval(get(m, kind, "overall_ci", metric))
+
+
+def rows(results: dict, names: list[str] | None = None) -> str:
+    kinds = answer_kinds(results)
+    head = ["Method", *[f"macro-F1{KIND_SHORT[k] or ' raw'}" for k in kinds], "ROC-AUC", "answered positive", "seeds"]
+    body = [[m["name"], *[with_interval(m, k) for k in kinds],
+             pct_or_dash(get(m, "raw", "overall", "auc", "mean")) + interval(get(m, "raw", "overall_ci", "auc")),
+             f"{pct_or_dash(get(m, 'raw', 'overall', 'positive_rate', 'mean'))}%", ",".join(map(str, m["seeds"]))]
+            for m in results["methods"] if not names or m["name"] in names]
+    return table(head, body)
 
 
 def main() -> None:
@@ -45,7 +40,7 @@ def main() -> None:
     ap.add_argument("--methods", help="comma-separated method names (default: every method)")
     a = ap.parse_args()
     results = json.loads(a.results.read_text(encoding="utf-8"))
-    print("\n".join(rows(results, a.methods.split(",") if a.methods else None)))
+    print(rows(results, a.methods.split(",") if a.methods else None))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from culturemanager.backends.target import load_tokenizer
-from culturemanager.backends.trainer import split_validation
+from culturemanager.backends.trainer import validation_split
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import job_examples, split_task
 from culturemanager.bench.methods import Job
@@ -74,7 +74,7 @@ def main() -> None:
                 raise SystemExit(f"{cached} is missing: run the bench first (make bench)")
             p = json.loads(cached.read_text(encoding="utf-8"))["p_positive"][:len(gold)]
             examples = job_examples(job, cfg, tasks, {}, cultures, tok)
-            train, val = split_validation(examples, cfg.train.validation, seed, cfg.train.validation_min)
+            train, val = validation_split(examples, cfg.train, seed)
             pi = sum(t.demos[i][1] == "1" for i in train) / len(train)
             engine.add_adapter(job.slug, job.folder(root))
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))

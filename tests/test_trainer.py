@@ -63,8 +63,7 @@ def test_a_rare_label_gets_at_least_the_minimum_held_out_never_more_than_half():
     assert held(0) == {(31,): 1, (30,): 14}  # the share alone: one positive
     assert held(2) == {(31,): 2, (30,): 14}  # the common label's share is already above the minimum
     assert held(4) == {(31,): 2, (30,): 14}  # at most half of the 5 positives
-    _, val = split_validation(ex, 0.15, 3, 2)
-    train, _ = split_validation(ex, 0.15, 3, 2)
+    train, val = split_validation(ex, 0.15, 3, 2)
     assert not set(train) & set(val) and len(train) + len(val) == 100
 
 

@@ -92,7 +92,7 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         prefix = FrozenPrefix(model, k, target.batch_size, tok.pad_token_id)
     elif k == 0:
         prefix = None
-    train_idx, val_idx = split_validation(examples, settings.validation, seed, settings.validation_min)
+    train_idx, val_idx = validation_split(examples, settings, seed)
     batches = plan_batches([examples[i] for i in train_idx], settings, seed)
     val = [examples[i] for i in val_idx]
     model.train()
@@ -166,9 +166,9 @@ def timed(parts: dict[str, float], key: str, prefix: FrozenPrefix | None) -> Ite
 def settings_key(t: TrainConfig) -> dict:
     """The training settings as they enter an adapter's data hash; the small-loss check only when it is on and
     `validation_min` only when set, so adapters trained before those settings existed stay current."""
-    left_out = ({"small_loss"} if not t.small_loss.enabled else set()) | ({"validation_min"} if not t.validation_min
-                                                                         else set())
-    return t.model_dump(mode="json", exclude=left_out or None)
+    left_out = {k for k, off in (("small_loss", not t.small_loss.enabled), ("validation_min", not t.validation_min))
+                if off}
+    return t.model_dump(mode="json", exclude=left_out)
 
 
 def lora_config(t: TrainConfig, n_layers: int | None = None):
@@ -187,6 +187,12 @@ def lora_config(t: TrainConfig, n_layers: int | None = None):
 def answer_key(example: Example) -> tuple[int, ...]:
     """An example's label: its answer tokens (the ones with a loss)."""
     return tuple(t for t in example[1] if t != -100)
+
+
+def validation_split(examples: list[Example], t: TrainConfig, seed: int) -> tuple[list[int], list[int]]:
+    """An adapter's (training, validation) indices under its settings (`validation`, `validation_min`): the one
+    call for the trainer, the bench's validation.jsonl, its plan and the threshold check."""
+    return split_validation(examples, t.validation, seed, t.validation_min)
 
 
 def split_validation(examples: list[Example], share: float, seed: int, min_per_label: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from culturemanager.backends.trainer import split_validation
+from culturemanager.backends.trainer import validation_split
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, split_task
 from culturemanager.bench.methods import (
@@ -103,8 +103,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
             fits.append((n, validation_size(n, t.validation), t))
         else:
             examples = job_examples(job, cfg, tasks, {}, cultures, tok)
-            held_out = split_validation(examples, t.validation, job.seed, t.validation_min)[1]
-            fits.append((len(examples), len(held_out), t))
+            fits.append((len(examples), len(validation_split(examples, t, job.seed)[1]), t))
             distinct.update(tuple(ids) for ids, _ in examples)
     for n, held_out, t in fits:
         s = planned_steps(n - held_out, t.epochs, t.batch_size, t.max_examples, t.max_steps)

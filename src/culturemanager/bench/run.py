@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from culturemanager.backends.target import load_target, load_tokenizer
-from culturemanager.backends.trainer import META, VALIDATION, fit_adapter, settings_key, split_validation
+from culturemanager.backends.trainer import META, VALIDATION, fit_adapter, settings_key, validation_split
 from culturemanager.bench import routing
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_data, pipeline_config, split_task
@@ -212,8 +212,7 @@ class Bench:
         digest = stable_hash([examples, settings_key(settings), self.cfg.target.model, job.seed, start])
         if adapter_is_current(out, digest):
             if rows is not None and not settings.small_loss.enabled and not (out / VALIDATION).exists():
-                write_jsonl(out / VALIDATION, [rows[i] for i in split_validation(examples, settings.validation,
-                                                                                job.seed, settings.validation_min)[1]])
+                write_jsonl(out / VALIDATION, [rows[i] for i in validation_split(examples, settings, job.seed)[1]])
         else:
             if prefix is None and settings.layers:
                 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
