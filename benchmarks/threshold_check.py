@@ -9,12 +9,18 @@ For every TaskSFT adapter of the run (task x seed) and its cached P(positive) on
   under a 50/50 prior);
 - validation-tuned: the log-odds cut that maximizes macro-F1 on the adapter's validation slice (the examples the
   trainer held out of its labelled demonstrations for early stopping; never test data), the median of the tied
-  best cuts. The slice's P(positive) is computed here with the saved adapter.
+  best cuts (`metrics.best_cut`; the bench's "validation" answer kind under `bench.validation_cut = "best_f1"`,
+  its rule until 2026-12-07). The slice's P(positive) is computed here with the saved adapter.
+- validation-bagged: the median of that cut over 200 bootstrap resamples of the slice, each label resampled
+  within itself (`metrics.bagged_cut`): the same rule, less at the mercy of one example in a slice of a dozen.
+- validation-share: the cut that answers positive to as many of the slice's examples as it has positives
+  (`metrics.share_cut`): the slice's ranking at the labels' own share, without macro-F1's choice between gaps
+  (the bench's default rule since 2026-12-07, chosen on split_seed 1: docs/benchmarks.md).
 Macro-F1 is the mean over tasks and seeds, with paired bootstrap 95% intervals over the test inputs (the same
 resamples for every answer kind).
 
-Run: `python benchmarks/threshold_check.py examples/bench.toml [--set bench.dir=...]` after `make bench` (reads
-the run's data, adapters and cached answers; trains nothing); writes benchmarks/results/threshold_check.json.
+Run: `python benchmarks/threshold_check.py examples/bench.toml [--set bench.dir=...] [--out FILE]` after `make bench`
+(reads the run's data, adapters and cached answers; trains nothing); writes benchmarks/results/threshold_check.json.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ from culturemanager.bench.methods import Job
 from culturemanager.bench.stats import bootstrap_weights, interval, weighted_scores
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.engine import Engine
-from culturemanager.metrics import best_cut, log_odds, macro_f1
+from culturemanager.metrics import bagged_cut, best_cut, log_odds, macro_f1, share_cut
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("raw", "prior-corrected", "validation-tuned")
+KINDS = ("raw", "prior-corrected", "validation-tuned", "validation-bagged", "validation-share")
 LABELS = ["0", "1"]
+DIFFERENCES = [(k, "raw") for k in KINDS[1:]] + [(k, "validation-tuned") for k in KINDS[3:]]
 
 
 def as_labels(positive: list[bool]) -> list[str]:
@@ -79,15 +86,19 @@ def main() -> None:
             engine.add_adapter(job.slug, job.folder(root))
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))
             positive = (t.task.labels or []).index(t.task.positive_label or "1")
-            cut = best_cut([t.demos[i][1] == "1" for i in val], probs[:, positive].tolist())
-            cut = 0.0 if cut is None else cut  # a slice of one label: the raw cut
+            val_gold, val_p = [t.demos[i][1] == "1" for i in val], probs[:, positive].tolist()
+            cuts = {"validation-tuned": best_cut(val_gold, val_p), "validation-bagged": bagged_cut(val_gold, val_p),
+                    "validation-share": share_cut(val_p, sum(val_gold) / len(val_gold))}
+            cuts = {k: 0.0 if c is None else c for k, c in cuts.items()}  # a slice of one label: the raw cut
             answers = {"raw": [x >= 0.5 for x in p],
                        "prior-corrected": [log_odds(x) + log_odds(pi) >= 0 for x in p],
-                       "validation-tuned": [log_odds(x) > cut for x in p]}
+                       **{k: [log_odds(x) > c for x in p] for k, c in cuts.items()}}
+            cut = cuts["validation-tuned"]
             for k, pred in answers.items():
                 resampled[k].append(weighted_scores(np.array(gold), np.array(pred), W)["macro_f1"])
             rows.append({"seed": seed, "train_positive_share": round(pi, 3), "validation": len(val),
                          "validation_positives": sum(t.demos[i][1] == "1" for i in val), "cut": round(cut, 3),
+                         "cuts": {k: round(c, 3) for k, c in cuts.items()},
                          **{k: {"macro_f1": round(macro_f1(as_labels(gold), as_labels(pred), LABELS), 4),
                                 "answered_positive": round(sum(pred) / len(pred), 3)} for k, pred in answers.items()}})
         per_task[t.spec.id] = rows
@@ -98,8 +109,8 @@ def main() -> None:
     out = {"config": str(args.config), "dir": str(root), "seeds": cfg.bench.seeds, "per_task": per_task,
            "overall": {k: {"macro_f1": round(point[k], 4), "ci": [round(x, 4) for x in interval(overall[k])]}
                        for k in KINDS},
-           "differences": {k: {"vs": "raw", "ci": [round(x, 4) for x in interval(overall[k] - overall["raw"])]}
-                           for k in KINDS[1:]}}
+           "differences": {f"{k} - {b}": {"ci": [round(x, 4) for x in interval(overall[k] - overall[b])]}
+                           for k, b in DIFFERENCES}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print("| task | " + " | ".join(f"{k} (answered positive)" for k in KINDS) + " |")
@@ -111,9 +122,9 @@ def main() -> None:
     lo_hi = {k: out["overall"][k]["ci"] for k in KINDS}
     print("| **mean** | " + " | ".join(f"**{100 * point[k]:.1f}** [{100 * lo_hi[k][0]:.1f}, {100 * lo_hi[k][1]:.1f}]"
                                        for k in KINDS) + " |")
-    for k in KINDS[1:]:
-        lo, hi = out["differences"][k]["ci"]
-        print(f"{k} - raw: {100 * (point[k] - point['raw']):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+    for k, b in DIFFERENCES:
+        lo, hi = out["differences"][f"{k} - {b}"]["ci"]
+        print(f"{k} - {b}: {100 * (point[k] - point[b]):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
     print(f"wrote {args.out}")
 
 

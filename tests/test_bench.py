@@ -608,14 +608,15 @@ def test_compare_runs_pairs_one_adapter_kind_across_two_runs_of_the_same_split(b
 
 
 def test_the_validation_kind_cuts_each_adapter_where_its_own_held_out_slice_says(tmp_path, tiny_model):
-    """TaskSFT's "validation" answers: P(positive) cut where macro-F1 is best on the demonstrations its trainer held
-    out (validation.jsonl beside the adapter), the cut recomputed here from that file with the adapter itself; the
-    base model, without a slice, falls back to its content-free calibration."""
+    """TaskSFT's "validation" answers: P(positive) cut on the demonstrations its trainer held out (validation.jsonl
+    beside the adapter) so that as many are answered positive as hold positives (bench.validation_cut = "share"),
+    the cut recomputed here from that file with the adapter itself; the base model, without a slice, falls back to
+    its content-free calibration. Run again with the best-macro-F1 rule, the bench recomputes only that cut."""
     from culturemanager.bench.data import split_task
     from culturemanager.bench.score import task_scores
     from culturemanager.bench.tasks import load_tasks
     from culturemanager.engine import Engine
-    from culturemanager.metrics import best_cut, cut_prior, log_odds
+    from culturemanager.metrics import best_cut, cut_prior, log_odds, share_cut
 
     cfg = write_bench(tmp_path, tiny_model)
     sets = ["--set", 'bench.methods=["Original", "TaskSFT"]', "--set", "bench.demo_share=0.6",
@@ -632,7 +633,9 @@ def test_the_validation_kind_cuts_each_adapter_where_its_own_held_out_slice_says
     tf = load_tasks(bcfg.bench.tasks)
     task = split_task(next(t for t in tf.tasks if t.id == "es-stereo"), tf.prompt_template, bcfg, out, write=False)
     p_val = engine.label_probs(task.task, [r["text"] for r in held], ["a"] * len(held))[0][:, 1].tolist()
-    cut = best_cut([r["label"] == "1" for r in held], p_val)
+    gold_val = [r["label"] == "1" for r in held]
+    cut = share_cut(p_val, sum(gold_val) / len(gold_val))
+    assert saved["validation_cut"] == "share"
     assert saved["prior_validation"] == pytest.approx(cut_prior(cut, 1)[1], abs=1e-5)
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     tasksft = next(m for m in results["methods"] if m["name"] == "TaskSFT")
@@ -643,4 +646,13 @@ def test_the_validation_kind_cuts_each_adapter_where_its_own_held_out_slice_says
     original = next(m for m in results["methods"] if m["name"] == "Original")
     assert base["prior_validation"] is None
     assert original["validation"]["overall"] == original["calibrated"]["overall"]
-    assert "at each adapter's validation operating point" in (out / "report.md").read_text(encoding="utf-8")
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "at each adapter's validation operating point" in report and 'validation_cut = "share"' in report
+
+    adapter_written = (folder / "adapter_model.safetensors").stat().st_mtime_ns
+    assert main(["bench", str(cfg), "--no-progress", *sets, "--set", 'bench.validation_cut="best_f1"']) == 0
+    again = json.loads((out / "preds" / "tasksft_es-stereo_s0" / "es-stereo.json").read_text(encoding="utf-8"))
+    assert again["validation_cut"] == "best_f1" and again["p_positive"] == saved["p_positive"]
+    assert again["prior_validation"] == pytest.approx(cut_prior(best_cut(gold_val, p_val), 1)[1], abs=1e-5)
+    assert (folder / "adapter_model.safetensors").stat().st_mtime_ns == adapter_written  # nothing retrained
+    assert 'validation_cut = "best_f1"' in (out / "report.md").read_text(encoding="utf-8")

@@ -85,6 +85,50 @@ def test_judge_agreement_with_soft_match_by_hand():
     assert "judge" not in free_text_scores(["x"], [["x"]], [None])
 
 
+def test_the_share_cut_by_hand():
+    from culturemanager.metrics import log_odds as lo
+    from culturemanager.metrics import share_cut
+
+    p = [0.1, 0.4, 0.35, 0.9]
+    assert share_cut(p, 0.5) == pytest.approx((lo(0.4) + lo(0.35)) / 2)  # the top two above it
+    assert share_cut(p, 0.3) == pytest.approx((lo(0.9) + lo(0.4)) / 2)  # round(1.2) = 1
+    assert share_cut(p, 0.0) == pytest.approx(lo(0.9) + 1) and share_cut(p, 1.0) == pytest.approx(lo(0.1) - 1)
+    assert share_cut([], 0.5) is None
+
+
+def test_the_validation_cut_rules():
+    from culturemanager.metrics import best_cut, share_cut, validation_cut
+
+    gold, p = [False, False, True, True, False], [0.1, 0.4, 0.35, 0.9, 0.2]
+    assert validation_cut("share", gold, p) == share_cut(p, 0.4)  # two of five positive: the top two answered so
+    assert validation_cut("best_f1", gold, p) == best_cut(gold, p)
+    assert validation_cut("share", [True, True], [0.2, 0.9]) is None  # one label: no operating point from it
+    with pytest.raises(ValueError, match="unknown validation cut rule 'median'"):
+        validation_cut("median", gold, p)
+
+
+def test_the_bagged_cut_is_the_median_of_resampled_best_cuts():
+    import math
+
+    from culturemanager.metrics import bagged_cut, best_cut
+    from culturemanager.metrics import log_odds as lo
+
+    # one example per label: every resample is the slice itself, so the bagged cut is its best cut
+    assert bagged_cut([True, False], [0.9, 0.2]) == pytest.approx(best_cut([True, False], [0.9, 0.2]))
+    assert bagged_cut([True, False], [0.9, 0.2]) == pytest.approx((lo(0.9) + lo(0.2)) / 2)
+    assert bagged_cut([True, True], [0.2, 0.9]) is None and bagged_cut([], []) is None
+    # tied scores within each label: every resample is the same slice again
+    assert bagged_cut([False] * 5 + [True] * 2, [0.2] * 5 + [0.9] * 2) == pytest.approx((lo(0.9) + lo(0.2)) / 2)
+    # seeded, and it moves with the scores: every log-odds shifted by +1 shifts the cut by +1
+    gold = [False] * 6 + [True] * 3
+    p = [0.05, 0.1, 0.15, 0.2, 0.25, 0.8, 0.3, 0.85, 0.9]
+    b = bagged_cut(gold, p, draws=400, seed=1)
+    assert b == bagged_cut(gold, p, draws=400, seed=1)
+    shifted = [1 / (1 + math.exp(-(lo(x) + 1))) for x in p]
+    assert bagged_cut(gold, shifted, draws=400, seed=1) == pytest.approx(b + 1, abs=1e-6)
+    assert lo(0.05) < b < lo(0.9)
+
+
 def test_the_best_cut_by_hand_and_the_prior_that_puts_the_answer_there():
     import math
 

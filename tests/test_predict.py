@@ -262,17 +262,20 @@ def test_calibrated_predictions_divide_by_each_adapters_content_free_lean(task_c
         assert p.label == task.labels[max(range(2), key=want.__getitem__)]
 
 
-def test_validation_calibration_answers_positive_above_the_cut_its_validation_slice_chooses(task_config):
-    """predict.calibration = "validation": each adapter's answers are cut where macro-F1 is best on its own
-    held-out slice (validation.jsonl); an adapter whose slice holds one label falls back to its content-free lean,
-    and metrics.json says which reference each adapter had."""
+@pytest.mark.parametrize("rule", ["share", "best_f1"])
+def test_validation_calibration_answers_positive_above_the_cut_its_validation_slice_chooses(task_config, rule):
+    """predict.calibration = "validation": each adapter's answers are cut where its own held-out slice
+    (validation.jsonl) says, by predict.validation_cut: as many of the slice answered positive as it holds
+    positives, or the best macro-F1 there; an adapter whose slice holds one label falls back to its content-free
+    lean, and metrics.json says which reference each adapter had."""
     import json
 
-    from culturemanager.metrics import best_cut, calibrate, log_odds
+    from culturemanager.metrics import best_cut, calibrate, log_odds, share_cut
     from culturemanager.records import Prediction, read_jsonl
     from culturemanager.stages.route import CONTENT_FREE
 
-    cfg = load_config(task_config, ["predict.calibrate=true", 'predict.calibration="validation"'])
+    cfg = load_config(task_config, ["predict.calibrate=true", 'predict.calibration="validation"',
+                                    f'predict.validation_cut="{rule}"'])
     run = Run(cfg, progress=False)
     random_adapters(cfg, run.rd)
     task = cfg.tasks[0]
@@ -287,12 +290,14 @@ def test_validation_calibration_answers_positive_above_the_cut_its_validation_sl
     metrics = run.stage("predict")
     assert metrics["calibration"]["by_adapter"]["Spanish"][task.id] == "validation"
     assert metrics["calibration"]["by_adapter"]["Turkish"][task.id] == "content_free"
+    assert metrics["calibration"]["validation_cut"] == rule
     router = read_router(run.rd)
     engine = Engine.load(cfg.target, {c: p for c, p in router.adapters.items() if p})
     k = task.labels.index(task.positive_label)
     texts = [x for x, _ in slices["Spanish"]]
     p_val = engine.label_probs(task, texts, ["Spanish"] * len(texts))[0][:, k].tolist()
-    cut = best_cut([y == task.positive_label for _, y in slices["Spanish"]], p_val)
+    gold = [y == task.positive_label for _, y in slices["Spanish"]]
+    cut = share_cut(p_val, sum(gold) / len(gold)) if rule == "share" else best_cut(gold, p_val)
     preds = read_jsonl(run.rd.predictions, Prediction)
     routed = {c: [p for p in preds if router.adapter_for(p.culture) == c] for c in ("Spanish", "Turkish")}
     assert routed["Spanish"] and routed["Turkish"]

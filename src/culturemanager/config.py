@@ -173,8 +173,13 @@ class PredictConfig(Section):
     calibration: Literal["content_free", "validation"] = "content_free"
     """The reference prior of `calibrate`. content_free: the adapter's probabilities on content-free input (Zhao
     et al. 2021). validation: two-label tasks only, the operating point chosen on the adapter's own validation
-    slice (held-out synthetic samples, `validation.jsonl` beside it): the P(positive) cut with the best macro-F1
-    there; where that slice holds one label only, or for the base model and other formats, content_free."""
+    slice (held-out synthetic samples, `validation.jsonl` beside it) by `validation_cut`; where that slice holds
+    one label only, or for the base model and other formats, content_free."""
+    validation_cut: Literal["share", "best_f1"] = "share"
+    """How `calibration = "validation"` picks the P(positive) cut on the slice. share: the cut that answers
+    positive to as many of the slice's examples as it has positives (the labels' own share, read off the
+    adapter's ranking). best_f1: the cut with the best macro-F1 there (on a slice of a dozen examples it jumps
+    between the gaps of a few scores: docs/benchmarks.md, "The validation cut: the slice's share")."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
     """The optional LLM judge of free-text answers (off by default)."""
 

@@ -122,13 +122,15 @@ class Engine:
         return self.memo(("label-prior", task.id, task.template, tuple(task.labels or []), adapter, preamble),
                          compute)
 
-    def validation_prior(self, task: Task, adapter: str | None) -> list[float] | None:
-        """The two-label prior that moves the adapter's answer cut to where macro-F1 is best on its own validation
-        slice (the rows of this task in `validation.jsonl` beside it, written by the trainer): calibrated with it
-        (metrics.calibrate), the adapter answers positive above that cut. None for the base model, other formats,
-        an adapter without the file, or a slice of one label. Computed once per engine, task and adapter."""
+    def validation_prior(self, task: Task, adapter: str | None, rule: str = "share") -> list[float] | None:
+        """The two-label prior that moves the adapter's answer cut to its operating point on its own validation
+        slice (the rows of this task in `validation.jsonl` beside it, written by the trainer), chosen by `rule`
+        (metrics.validation_cut: "share", as many answered positive as the slice has positives, or "best_f1"):
+        calibrated with it (metrics.calibrate), the adapter answers positive above that cut. None for the base
+        model, other formats, an adapter without the file, or a slice of one label. Computed once per engine,
+        task, adapter and rule."""
         from culturemanager.backends.trainer import validation_slice
-        from culturemanager.metrics import best_cut, cut_prior
+        from culturemanager.metrics import cut_prior, validation_cut
 
         def compute() -> list[float] | None:
             rows = validation_slice(self.adapters.get(adapter) if adapter not in (None, BASE) else None, task)
@@ -136,19 +138,21 @@ class Engine:
                 return None
             probs, _ = self.label_probs(task, [r["text"] for r in rows], [adapter] * len(rows))
             k = task.labels.index(task.positive_label)
-            return cut_prior(best_cut([r["label"] == task.labels[k] for r in rows], probs[:, k].tolist()), k)
+            cut = validation_cut(rule, [r["label"] == task.labels[k] for r in rows], probs[:, k].tolist())
+            return None if cut is None else cut_prior(cut, k)
 
-        return self.memo(("validation-prior", task.id, task.template, adapter), compute)
+        return self.memo(("validation-prior", task.id, task.template, adapter, rule), compute)
 
     def mixed_label_probs(self, task: Task, texts: Sequence[str], mixtures: Sequence[Mapping[str, float]],
-                          preamble: str = "", calibrate: bool = False, calibration: str = "content_free"
-                          ) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
+                          preamble: str = "", calibrate: bool = False, calibration: str = "content_free",
+                          validation_cut: str = "share") -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
         """Per text the weighted average of its adapters' label probabilities, sum over a of w_a * P_a(label | text)
         (the router's top-k mixing): every text goes through each adapter of its mixture, all rows in one
         mixed-adapter batch. A mixture maps adapter names (`BASE` for the plain model) to weights summing to 1.
         With `calibrate`, also the same average of each adapter's calibrated probabilities (its content-free lean
         removed, `label_prior`; with `calibration = "validation"` its validation slice's operating point where it
-        has one, `validation_prior`): the rule the bench uses for a routed, mixed answer. Returns (mixed, mixed
+        has one, `validation_prior` by the `validation_cut` rule): the rule the bench uses for a routed, mixed
+        answer. Returns (mixed, mixed
         calibrated or None, truncated)."""
         from culturemanager.metrics import calibrate as calibrated
 
@@ -165,7 +169,7 @@ class Engine:
         for r, (i, name, w) in enumerate(rows):
             out[i] += w * probs[r]
             if cal is not None:
-                prior = self.validation_prior(task, name) if calibration == "validation" else None
+                prior = self.validation_prior(task, name, validation_cut) if calibration == "validation" else None
                 prior = prior or self.label_prior(task, name, preamble)
                 cal[i] += w * torch.tensor(calibrated(probs[r].tolist(), prior))
             cut[i] = truncated[r]

@@ -74,6 +74,50 @@ def best_cut(gold: list[bool], p_positive: list[float]) -> float | None:
     return statistics.median(c for f, c in scored if f == top)
 
 
+def bagged_cut(gold: list[bool], p_positive: list[float], draws: int = 200, seed: int = 0) -> float | None:
+    """`best_cut`'s median over `draws` bootstrap resamples of (gold, P(positive)), each label resampled within
+    itself (so every resample keeps both labels and the slice's label counts): on a slice of a dozen examples the
+    best cut jumps between the gaps of a few scores, and the median over resamples settles it. None where
+    `best_cut` is None."""
+    if not gold or all(gold) or not any(gold):
+        return None
+    import random
+
+    rng = random.Random(seed)
+    pos = [x for g, x in zip(gold, p_positive, strict=True) if g]
+    neg = [x for g, x in zip(gold, p_positive, strict=True) if not g]
+    labels = [True] * len(pos) + [False] * len(neg)
+    cuts = [best_cut(labels, rng.choices(pos, k=len(pos)) + rng.choices(neg, k=len(neg))) for _ in range(draws)]
+    return statistics.median(c for c in cuts if c is not None)
+
+
+def share_cut(p_positive: list[float], share: float) -> float | None:
+    """The log-odds cut with `share` of the scores above it (round(share * n) of them; half-way between the two
+    scores it separates): answer positive as often as the labels say positives occur. None for no scores."""
+    if not p_positive:
+        return None
+    z = sorted((log_odds(x) for x in p_positive), reverse=True)
+    k = round(share * len(z))
+    if k <= 0:
+        return z[0] + 1.0
+    if k >= len(z):
+        return z[-1] - 1.0
+    return (z[k - 1] + z[k]) / 2
+
+
+def validation_cut(rule: str, gold: list[bool], p_positive: list[float]) -> float | None:
+    """The log-odds operating point an adapter gets from its own held-out labelled slice, by `rule`:
+    "share" (`share_cut` at the slice's positive share: as many answered positive as the slice has positives) or
+    "best_f1" (`best_cut`: the cut with the best macro-F1 there). None when the slice holds one label only."""
+    if not gold or all(gold) or not any(gold):
+        return None
+    if rule == "share":
+        return share_cut(p_positive, sum(gold) / len(gold))
+    if rule == "best_f1":
+        return best_cut(gold, p_positive)
+    raise ValueError(f"unknown validation cut rule {rule!r} (share, best_f1)")
+
+
 def cut_prior(cut: float, positive: int) -> list[float]:
     """The two-label prior whose contextual calibration (`calibrate`) answers positive exactly where P(positive)'s
     log-odds is above `cut`: calibrated P(positive) > 1/2 iff p / prior_pos > (1 - p) / prior_neg."""

@@ -60,8 +60,11 @@ def render_markdown(results: dict) -> str:
 KIND_NAMES = {"raw": "uncalibrated", "calibrated": "calibrated (each variant's content-free lean removed)",
               "base_rate": "at the task's base rate (the top share of its test inputs, as many as its "
                            "demonstrations' positive share says, answered positive)",
-              "validation": "at each adapter's validation operating point (the cut with the best macro-F1 on the "
-                            "examples held out of its own training data; content-free calibration without one)"}
+              "validation": "at each adapter's validation operating point (its cut on the examples held out of its "
+                            "own training data; content-free calibration without one)"}
+# how the "validation" kind's cut is chosen on the slice (bench.validation_cut; a run from before the setting: best_f1)
+CUT_RULES = {"share": "the cut answers positive to as many of the slice's examples as it holds positives",
+             "best_f1": "the cut with the best macro-F1 on the slice"}
 KIND_SHORT = {"raw": "", "calibrated": " calibrated", "base_rate": " at base rate",
               "validation": " at validation cut"}
 
@@ -147,6 +150,9 @@ def scores(r: dict) -> str:
                          "comes from the labelled demonstrations that only TaskSFT and the probe train on: a reading "
                          "of each method's ranking at a fixed operating point, not a method. AUC is the same as "
                          "uncalibrated (the shift is monotone).")
+        if kind == "validation":
+            rule = (r.get("protocol") or {}).get("validation_cut", "best_f1")
+            parts.append(f"The validation cut (`bench.validation_cut = \"{rule}\"`): {CUT_RULES.get(rule, rule)}.")
     parts += ["## Positive-class F1 (%), the paper's metric (uncalibrated)", score_table(r, "f1_positive", "raw"),
               "## ROC-AUC (%) of P(positive): threshold-free, 50 for a constant answer", score_table(r, "auc", "raw"),
               "## Share of test inputs answered positive (%)",

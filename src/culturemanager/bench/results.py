@@ -8,9 +8,10 @@ for the two-label formats, a probability per option for multiple choice, the gen
 "base_rate" (`score.at_base_rate`): the uncalibrated P(positive) cut at the task's positive share (from its
 demonstrations' labels), so the top share of a task's test inputs is answered positive, for every method alike:
 how well a method ranks, read at the operating point a deployment that knows its base rate would use. And a
-fourth, "validation": each adapter's P(positive) calibrated to the cut with the best macro-F1 on its own
-validation slice (held out of its training data: TaskSFT's labelled demonstrations, CultureManager's synthetic
-samples; `Engine.validation_prior`), the content-free calibration for a variant without one (the base model, the
+fourth, "validation": each adapter's P(positive) calibrated to its cut on its own validation slice (held out of
+its training data: TaskSFT's labelled demonstrations, CultureManager's synthetic samples; `Engine.validation_prior`
+by `bench.validation_cut`: as many answered positive as the slice holds positives, or the best macro-F1 there), the
+content-free calibration for a variant without one (the base model, the
 probe, the survey adapters). From them:
 - per method: `aggregate` of the per-task scores (positive-class F1, macro-F1, accuracy, the share answered
   positive, ROC-AUC), for both answer kinds, as mean / std over training seeds;

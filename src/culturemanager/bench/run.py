@@ -317,8 +317,12 @@ class Bench:
                           + ([task.family, task.task.labels, generation] if task.family != "labels" else []))
         path = self.root / "preds" / variant / f"{safe_name(task.spec.id)}.json"
         if path.exists() and (saved := json.loads(path.read_text(encoding="utf-8"))).get("key") == key:
-            if task.family == "labels" and "prior_validation" not in saved:  # a cache from before that kind
-                saved["prior_validation"] = self.validation_prior(engine, variant, task, folder)
+            rule = self.cfg.bench.validation_cut
+            if task.family == "labels" and saved.get("validation_cut", "best_f1" if "prior_validation" in saved
+                                                     else None) != rule:
+                # a cache from before that kind, or cut by another rule: only the slice's answers are recomputed
+                saved.update(prior_validation=self.validation_prior(engine, variant, task, folder, rule),
+                             validation_cut=rule)
                 write_json(path, saved)
             return saved
         t0 = time.time()
@@ -343,20 +347,22 @@ class Bench:
                     positive = (task.task.labels or []).index(task.task.positive_label or "1")
                     saved.update(p_positive=[round(x, 5) for x in probs[:len(texts), positive].tolist()],
                                  prior=round(statistics.fmean(probs[len(texts):, positive].tolist()), 5),
-                                 prior_validation=self.validation_prior(engine, variant, task, folder))
+                                 prior_validation=self.validation_prior(engine, variant, task, folder,
+                                                                        self.cfg.bench.validation_cut),
+                                 validation_cut=self.cfg.bench.validation_cut)
         saved["seconds"] = round(time.time() - t0, 2)
         write_json(path, saved)
         return saved
 
     @staticmethod
-    def validation_prior(engine, variant: str, task: TaskData, folder: Path | None) -> float | None:
-        """P(positive)'s reference for the "validation" answer kind: the prior that puts the adapter's cut where
-        macro-F1 is best on its own validation slice (Engine.validation_prior); None for the base model, the probe,
-        the survey adapters (no task labels) and a slice of one label."""
+    def validation_prior(engine, variant: str, task: TaskData, folder: Path | None, rule: str) -> float | None:
+        """P(positive)'s reference for the "validation" answer kind: the prior that puts the adapter's cut at its
+        operating point on its own validation slice by `rule` (bench.validation_cut, Engine.validation_prior);
+        None for the base model, the probe, the survey adapters (no task labels) and a slice of one label."""
         if folder is None:
             return None
         engine.add_adapter(variant, folder)
-        prior = engine.validation_prior(task.task, variant)
+        prior = engine.validation_prior(task.task, variant, rule)
         positive = (task.task.labels or []).index(task.task.positive_label or "1")
         return round(prior[positive], 6) if prior else None
 
@@ -463,6 +469,7 @@ class Bench:
                        if CM_METHODS & set(self.methods) else None},
             "protocol": {"demo_share": b.demo_share, "test_cap": b.test_cap, "split_seed": b.split_seed,
                          "seeds": seeds_done, "seeds_planned": b.seeds, "bootstrap": b.bootstrap,
+                         "validation_cut": b.validation_cut,
                          "train": self.cfg.train.model_dump(mode="json"), "survey_train": b.survey_train,
                          "max_length": self.cfg.target.max_length, "prompt_template": self.tf.prompt_template,
                          "prompt_preamble": b.prompt_preamble, "tasks_file": str(b.tasks)},

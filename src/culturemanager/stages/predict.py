@@ -115,7 +115,8 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
     out = []
     if task.labels:
         probs, cals, truncated = engine.mixed_label_probs(task, texts, mixes, calibrate=cfg.predict.calibrate,
-                                                          calibration=cfg.predict.calibration)
+                                                          calibration=cfg.predict.calibration,
+                                                          validation_cut=cfg.predict.validation_cut)
         cal_rows = cals.tolist() if cals is not None else [None] * len(texts)
         for row, cut, c, rs, p, cal, mix in zip(batch, truncated, cultures, route_scores, probs.tolist(), cal_rows,
                                                 mixes):
@@ -194,7 +195,7 @@ def calibration_references(cfg: Config, router: Router, task_ids: set[str]) -> d
         for task in (t for t in cfg.tasks if t.id in task_ids and t.labels):
             has = cfg.predict.calibration == "validation" and validation_slice(folder, task) is not None
             out.setdefault(culture, {})[task.id] = "validation" if has else "content_free"
-    return {"setting": cfg.predict.calibration, "by_adapter": out}
+    return {"setting": cfg.predict.calibration, "validation_cut": cfg.predict.validation_cut, "by_adapter": out}
 
 
 def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
@@ -208,7 +209,7 @@ def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
     body = {"router": router.__dict__, "adapters": adapters, "target": cfg.target.model_dump(mode="json"),
             "tasks": [t.model_dump(mode="json", include={"id", "template", "labels", "format"}) for t in cfg.tasks],
             "max_new_tokens": cfg.predict.max_new_tokens, "calibrate": cfg.predict.calibrate,
-            "calibration": cfg.predict.calibration,
+            "calibration": cfg.predict.calibration, "validation_cut": cfg.predict.validation_cut,
             "rows": [(r.source, r.text, r.culture, r.task) for r in rows]}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
