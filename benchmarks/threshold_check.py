@@ -40,7 +40,7 @@ from culturemanager.bench.methods import Job
 from culturemanager.bench.stats import bootstrap_weights, interval, weighted_scores
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.engine import Engine
-from culturemanager.metrics import bagged_cut, best_cut, log_odds, macro_f1, share_cut
+from culturemanager.metrics import bagged_cut, log_odds, macro_f1, validation_cut
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("raw", "prior-corrected", "validation-tuned", "validation-bagged", "validation-share")
@@ -87,8 +87,9 @@ def main() -> None:
             probs, _ = engine.label_probs(t.task, [t.demos[i][0] for i in val], [job.slug] * len(val))
             positive = (t.task.labels or []).index(t.task.positive_label or "1")
             val_gold, val_p = [t.demos[i][1] == "1" for i in val], probs[:, positive].tolist()
-            cuts = {"validation-tuned": best_cut(val_gold, val_p), "validation-bagged": bagged_cut(val_gold, val_p),
-                    "validation-share": share_cut(val_p, sum(val_gold) / len(val_gold))}
+            cuts = {"validation-tuned": validation_cut("best_f1", val_gold, val_p),
+                    "validation-bagged": bagged_cut(val_gold, val_p),
+                    "validation-share": validation_cut("share", val_gold, val_p)}
             cuts = {k: 0.0 if c is None else c for k, c in cuts.items()}  # a slice of one label: the raw cut
             answers = {"raw": [x >= 0.5 for x in p],
                        "prior-corrected": [log_odds(x) + log_odds(pi) >= 0 for x in p],

@@ -159,6 +159,10 @@ class AnswerJudgeConfig(Section):
     """The question and the answer are each shown to the judge cut to this many characters."""
 
 
+# how an adapter's cut is read off its own validation slice (metrics.validation_cut): predict and the bench
+ValidationCut = Literal["share", "best_f1"]
+
+
 class PredictConfig(Section):
     inputs: list[DataFile] = Field(default_factory=list)
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
@@ -175,7 +179,7 @@ class PredictConfig(Section):
     et al. 2021). validation: two-label tasks only, the operating point chosen on the adapter's own validation
     slice (held-out synthetic samples, `validation.jsonl` beside it) by `validation_cut`; where that slice holds
     one label only, or for the base model and other formats, content_free."""
-    validation_cut: Literal["share", "best_f1"] = "share"
+    validation_cut: ValidationCut = "share"
     """How `calibration = "validation"` picks the P(positive) cut on the slice. share: the cut that answers
     positive to as many of the slice's examples as it has positives (the labels' own share, read off the
     adapter's ranking). best_f1: the cut with the best macro-F1 there (on a slice of a dozen examples it jumps

@@ -6,6 +6,7 @@ Run: imported by `predict` (and the benchmark); no entry point of its own.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Sequence
 
@@ -81,8 +82,6 @@ def bagged_cut(gold: list[bool], p_positive: list[float], draws: int = 200, seed
     `best_cut` is None."""
     if not gold or all(gold) or not any(gold):
         return None
-    import random
-
     rng = random.Random(seed)
     pos = [x for g, x in zip(gold, p_positive, strict=True) if g]
     neg = [x for g, x in zip(gold, p_positive, strict=True) if not g]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -28,6 +28,7 @@ from culturemanager.config import (
     SynthesisConfig,
     TargetConfig,
     TrainConfig,
+    ValidationCut,
 )
 from culturemanager.configfile import apply_override, load_toml_config
 
@@ -89,7 +90,7 @@ class BenchSection(Section):
     """The rows to run (bench/methods.py lists them; default: all)."""
     task_ids: list[str] | None = None
     """Run only these tasks of the tasks file (default: all)."""
-    validation_cut: Literal["share", "best_f1"] = "share"
+    validation_cut: ValidationCut = "share"
     """The "validation" answer kind's rule for each adapter's cut on its own validation slice (as
     `predict.validation_cut`): share, as many answered positive as the slice has positives; best_f1, the cut with
     the best macro-F1 there."""

@@ -11,8 +11,7 @@ how well a method ranks, read at the operating point a deployment that knows its
 fourth, "validation": each adapter's P(positive) calibrated to its cut on its own validation slice (held out of
 its training data: TaskSFT's labelled demonstrations, CultureManager's synthetic samples; `Engine.validation_prior`
 by `bench.validation_cut`: as many answered positive as the slice holds positives, or the best macro-F1 there), the
-content-free calibration for a variant without one (the base model, the
-probe, the survey adapters). From them:
+content-free calibration for a variant without one (the base model, the probe, the survey adapters). From them:
 - per method: `aggregate` of the per-task scores (positive-class F1, macro-F1, accuracy, the share answered
   positive, ROC-AUC), for both answer kinds, as mean / std over training seeds;
 - per method: a 95% paired bootstrap interval of its overall scores over test inputs (the same resampled inputs

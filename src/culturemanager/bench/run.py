@@ -316,8 +316,8 @@ class Bench:
                            self.cfg.target.max_length, task.demos if variant == "probe" else None, "v2"]
                           + ([task.family, task.task.labels, generation] if task.family != "labels" else []))
         path = self.root / "preds" / variant / f"{safe_name(task.spec.id)}.json"
+        rule = self.cfg.bench.validation_cut
         if path.exists() and (saved := json.loads(path.read_text(encoding="utf-8"))).get("key") == key:
-            rule = self.cfg.bench.validation_cut
             if task.family == "labels" and saved.get("validation_cut", "best_f1" if "prior_validation" in saved
                                                      else None) != rule:
                 # a cache from before that kind, or cut by another rule: only the slice's answers are recomputed
@@ -347,9 +347,8 @@ class Bench:
                     positive = (task.task.labels or []).index(task.task.positive_label or "1")
                     saved.update(p_positive=[round(x, 5) for x in probs[:len(texts), positive].tolist()],
                                  prior=round(statistics.fmean(probs[len(texts):, positive].tolist()), 5),
-                                 prior_validation=self.validation_prior(engine, variant, task, folder,
-                                                                        self.cfg.bench.validation_cut),
-                                 validation_cut=self.cfg.bench.validation_cut)
+                                 prior_validation=self.validation_prior(engine, variant, task, folder, rule),
+                                 validation_cut=rule)
         saved["seconds"] = round(time.time() - t0, 2)
         write_json(path, saved)
         return saved
