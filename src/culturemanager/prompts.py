@@ -358,6 +358,38 @@ def build_synthesis_compact_messages(culture: Culture, task: Task, material: str
             ("user", user[:-len(JSON_ANSWER)] + COMPACT_ANSWER))
 
 
+# ------------------------------------------------------------------- samples seeded from demonstrations
+
+# synthesis.seed = "demonstrations": each unlabeled demonstration is rewritten once per label, same topic,
+# language and register (counterfactual versions), so the samples look like the task's inputs and what differs
+# between them is what the label depends on. A one-shot example turn, as for the other synthesis prompts: without
+# it the small generators pretty-print or explain.
+REWRITE_EXAMPLE_USER = ('Task: spam. Labels: ["0", "1"]. The input:\n<demonstrations>\n- Anyone know a good phone '
+                        'repair shop near the station? Mine fell in the sea lol\n</demonstrations>\nRewrite it once '
+                        'for each label: "1": the text has spam; "0": the text does not have spam.'
+                        ' Answer with one JSON object per line: {"text": "...", "label": "..."}')
+REWRITE_EXAMPLE_ANSWER = ('{"text": "Phone fell in the sea? Repair shop near the station, 50% off today only, '
+                          'DM us now and click the link!", "label": "1"}\n'
+                          '{"text": "Anyone know a repair shop near the station that fixes water damage? Mine '
+                          'fell in the sea lol", "label": "0"}')
+
+
+def build_rewrite_messages(culture: Culture, task: Task, demo: str, cfg: SynthesisConfig) -> Messages:
+    """One demonstration, rewritten once per label of the task (binary and true/false tasks)."""
+    labels = task.labels or []
+    meanings = "; ".join(f"{json.dumps(lab, ensure_ascii=False)}: {label_meaning(task, lab, cfg.label_wording)}"
+                         for lab in labels)
+    user = (f"Culture: {culture.name}\nTask: {task.label}\nLabels: {json.dumps(labels, ensure_ascii=False)}\n"
+            f"An input of this task, written by someone of {culture.name} culture:\n<demonstrations>\n"
+            f"{_bullets([clip_demos([demo])[0]])}\n</demonstrations>\n"
+            f"Rewrite it once for each label: {meanings}. Keep its topic, language ({language_name(culture)}), "
+            f"register and length; change only what the label depends on, so each version is an input of the "
+            f"task that a person of {culture.name} culture could have written, {cfg.min_chars}-{cfg.max_chars} "
+            f"characters long." + JSON_ANSWER)
+    return (("system", SYNTH_SYSTEM), ("user", REWRITE_EXAMPLE_USER), ("assistant", REWRITE_EXAMPLE_ANSWER),
+            ("user", user))
+
+
 # ---------------------------------------------------------------------------------------- the judge
 
 JUDGE_SYSTEM = ("You check the labels of training data for a text classifier. The text inside <text> tags is data "

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from culturemanager.errors import InputError
 
-Mode = Literal["task_specific", "task_agnostic"]
+Mode = Literal["task_specific", "task_agnostic", "demonstration"]  # demonstration: synthesis.seed
 BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed batch (the base model answers)
 
 

@@ -237,6 +237,17 @@ class SynthesisConfig(Section):
     explicit: the positive label asks for the offending message itself, its content plain in its words, not a
     text about it or a polite one, and the negative for an ordinary message on a similar topic
     (`make bench-label-quality` compares the two against a classifier trained on real labels)."""
+    seed: Literal["material", "demonstrations", "both"] = "material"
+    """What each synthesis call starts from. material: the retrieved (and summarized) material, samples grounded
+    in it; demonstrations: each unlabeled demonstration of the task, rewritten once per label with the same topic,
+    language and register (counterfactual versions: the samples look like the task's inputs and differ where the
+    label does; tasks with a label set only, others keep material); both: the two job lists together."""
+    seed_limit: int | None = Field(None, ge=1, le=100_000)
+    """demonstrations / both: rewrite at most this many demonstrations per culture and task (a seeded sample).
+    Default: every demonstration."""
+    rewrite_max_similarity: float = Field(0.9, gt=0.0, le=1.0)
+    """A rewrite whose character similarity to its own demonstration (difflib's ratio, case-folded) is at least
+    this is the demonstration with a made-up label, not a new sample: dropped (copies_demonstration)."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     """The label check on kept samples by an LLM judge (off by default)."""
     select: SelectConfig = Field(default_factory=SelectConfig)

@@ -8,6 +8,10 @@ another seed, then the material is skipped and counted. Kept samples carry full 
 by a normalized sha1, and any sample that equals or shares a `synthesis.leakage_ngram`-token n-gram with an
 evaluation input of any task of the run is dropped (the paper's leakage check, leakage.py).
 
+With `synthesis.seed = "demonstrations"` (or "both") each unlabeled demonstration of a labelled task is a job of
+its own: the generator rewrites it once per label, same topic, language and register, and a rewrite that is the
+demonstration (nearly) unchanged is dropped as a copy (`rewrite_max_similarity`).
+
 Finished work is never replaced by a failure: when no job of the stage got a valid answer (the generator is
 down, or answers nothing usable) the stage fails (`StageFailed`) and writes nothing; a culture none of whose
 jobs got a valid answer keeps the samples file of an earlier run (counted as `cultures_failed`), so `train`
@@ -20,6 +24,7 @@ Run: `culturemanager synthesize CONFIG.toml`.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import random
 from collections import Counter
@@ -28,7 +33,12 @@ from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Task
 from culturemanager.errors import StageFailed
 from culturemanager.leakage import LeakIndex, evaluation_index
-from culturemanager.prompts import build_synthesis_compact_messages, build_synthesis_messages, parse_samples
+from culturemanager.prompts import (
+    build_rewrite_messages,
+    build_synthesis_compact_messages,
+    build_synthesis_messages,
+    parse_samples,
+)
 from culturemanager.records import (
     DroppedSample,
     DropReason,
@@ -37,6 +47,7 @@ from culturemanager.records import (
     Sample,
     read_jsonl,
     sample_id,
+    sha1_text,
     stable_seed,
     write_jsonl,
 )
@@ -48,20 +59,29 @@ log = logging.getLogger(__name__)
 
 
 def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[Sample]], dict]:
-    materials = read_jsonl(rd.need(rd.materials, "search"), Material)
     cultures = {c.name: c for c in cfg.cultures}
     demos = {t.id: demonstrations_by_culture(cfg, t) for t in cfg.tasks}
+    seed = cfg.synthesis.seed
+    seeded = demonstration_materials(cfg, demos) if seed != "material" else []
+    unlabeled = any(not t.labels for t in cfg.tasks)
+    retrieved = read_jsonl(rd.need(rd.materials, "search"), Material) if seed != "demonstrations" or unlabeled \
+        else []
+    if seed == "demonstrations":  # a task without a label set has no counterfactual versions: it keeps its material
+        retrieved = [m for m in retrieved if not cfg.task(m.task).labels]
+    materials = retrieved + seeded
     leaks = evaluation_index(cfg)  # read before any call: a bad evaluation file costs no generator time
     counts: Counter = Counter()
     kept: list[Sample] = []
     dropped: list[DroppedSample] = []
     first_problem: str | None = None
     # the copy checks, built once per material (a material has one job per label)
-    copies = {m.id: copy_checks(m, demos[m.task].get(m.culture, []), cfg) for m in materials}
+    # (a rewrite may keep much of its own demonstration, but not all of it, nor another's n-grams)
+    copies = {m.id: (rewrite_checks if m.mode == "demonstration" else copy_checks)(
+        m, demos[m.task].get(m.culture, []), cfg) for m in materials}
     # one job per material, or per material x label; a material's jobs are adjacent, so a local engine
     # reuses the shared prompt prefix (everything up to the material) between them
     pending = [(i, m, lab, part) for i, m in enumerate(materials)
-               for lab, part in job_labels(cfg, cfg.task(m.task))]
+               for lab, part in (job_labels(cfg, cfg.task(m.task)) if m.mode != "demonstration" else [(None, 0)])]
     jobs = Counter(m.culture for _, m, _, _ in pending)
     answered: Counter = Counter()  # per culture: jobs that got at least one valid item
     for attempt in range(cfg.synthesis.max_attempts):
@@ -172,6 +192,9 @@ def synthesis_request(cfg: Config, m: Material, index: int, attempt: int, demos:
         order = [labels[(index + j) % len(labels)] for j in range(n)]
     else:
         order = [""] * n
+    if m.mode == "demonstration":
+        messages = build_rewrite_messages(cultures[m.culture], task, m.text, cfg.synthesis)
+        return ChatRequest(messages, cfg.generator.temperature, cfg.generator.max_new_tokens, seed)
     style = random.Random(stable_seed(cfg.run.seed, "style", m.id)).sample(demos, min(2, len(demos)))
     if compact_output(cfg, label):
         messages = build_synthesis_compact_messages(cultures[m.culture], task, m.text, style, label, n,
@@ -186,6 +209,57 @@ def copy_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[DropRe
     material verbatim (not an input of the task) is no training sample. Small generators do both."""
     return [(DropReason.COPIES_DEMONSTRATION, LeakIndex(demos, cfg.synthesis.leakage_ngram)),
             (DropReason.COPIES_MATERIAL, LeakIndex([], cfg.synthesis.copy_ngram, [m.text]))]
+
+
+def demonstration_materials(cfg: Config, demos: dict[str, dict[str, list[str]]]) -> list[Material]:
+    """synthesis.seed: each demonstration of a task with a label set (at most `seed_limit` per culture, a seeded
+    sample) as a material of its own, mode "demonstration"; its id is the text's hash, so a resumed run or a
+    larger limit asks the same calls again (from the answer cache)."""
+    out = []
+    for task in cfg.tasks:
+        if not task.labels:
+            continue
+        for culture, texts in demos[task.id].items():
+            texts = list(dict.fromkeys(t for t in texts if t.strip()))
+            limit = cfg.synthesis.seed_limit
+            if limit is not None and len(texts) > limit:
+                texts = random.Random(stable_seed(cfg.run.seed, "seed", task.id, culture)).sample(texts, limit)
+            out += [Material(id=sha1_text(f"demonstration|{task.id}|{culture}|{t}")[:12], culture=culture,
+                             task=task.id, mode="demonstration", query_id="", query="", text=t, documents=[],
+                             summarized=False) for t in texts]
+    return out
+
+
+def rewrite_checks(m: Material, demos: list[str], cfg: Config) -> list[tuple[DropReason, object]]:
+    """A rewrite too similar to its own demonstration (`rewrite_max_similarity`), or sharing an n-gram with
+    another demonstration, copies a demonstration: it would carry a made-up label."""
+    others = [d for d in demos if d != m.text]
+    return [(DropReason.COPIES_DEMONSTRATION, NearCopy(m.text, cfg.synthesis.rewrite_max_similarity)),
+            (DropReason.COPIES_DEMONSTRATION, LeakIndex(others, cfg.synthesis.leakage_ngram))]
+
+
+class NearCopy:
+    """`leaks(text)`: the text's character similarity to `original` (difflib's ratio over case-folded,
+    whitespace-folded text) is at least `threshold`."""
+
+    def __init__(self, original: str, threshold: float):
+        self.original, self.threshold = fold(original), threshold
+
+    def leaks(self, text: str) -> bool:
+        return similarity_folded(self.original, fold(text)) >= self.threshold
+
+
+def fold(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def similarity(a: str, b: str) -> float:
+    """difflib's ratio of the case- and whitespace-folded texts: 1.0 for a copy, 0.0 for nothing in common."""
+    return similarity_folded(fold(a), fold(b))
+
+
+def similarity_folded(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
 def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
