@@ -35,8 +35,8 @@ from culturemanager.bench.score import router_summary
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import RouterConfig
-from culturemanager.prompts import router_template
 from culturemanager.records import write_json
+from culturemanager.router_prompts import router_template
 from culturemanager.rundir import library_versions
 from culturemanager.stages.route import OTHERS, Router
 

@@ -18,14 +18,13 @@ from culturemanager.prompts import (
     build_query_messages,
     build_summary_messages,
     build_synthesis_messages,
-    format_router_prompt,
     format_task_prompt,
     parse_queries,
     parse_samples,
     parse_summary,
-    split_router_template,
     split_task_template,
 )
+from culturemanager.router_prompts import format_router_prompt, split_router_template
 
 SPANISH = Culture(name="Spanish", language="es", description="Spain")
 HATE = Task(id="hate", label="hate speech")

@@ -17,8 +17,8 @@ from culturemanager.config import RouterConfig
 from culturemanager.engine import Engine
 from culturemanager.errors import ConfigError, InputError
 from culturemanager.pipeline import Run
-from culturemanager.prompts import ROUTER_TEMPLATES, format_router_prompt, split_router_template
 from culturemanager.records import BASE
+from culturemanager.router_prompts import ROUTER_TEMPLATES, format_router_prompt, split_router_template
 from culturemanager.stages.route import OTHERS, Router, Routing, mixtures, read_router, route, write_router
 
 EXAMPLES = {

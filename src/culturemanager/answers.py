@@ -5,11 +5,11 @@
 
 The normal form (`normalize_answer`) is `records.normalize_text` (Unicode NFKC, case-folded, punctuation and
 symbols to spaces) with Arabic's optional vowel marks and tatweel dropped and hamza-carrying alefs folded
-(`leakage.ARABIC_FOLD`, the BM25 tokenizer's folding). Tokens (`answer_tokens`):
+(`records.ARABIC_FOLD`, the BM25 tokenizer's folding). Tokens (`answer_tokens`):
 - words at whitespace, lemmatized by simplemma (a PyPI lemmatizer, dictionaries of ~50 languages, Arabic,
   Spanish and Turkish among them) when it is installed (`pip install -e '.[scoring]'`) and knows the language;
   "Las ciudades" and "ciudad" then match. `lemmatizer()` says which one scored (recorded in metrics.json);
-- a run of a script written without spaces (`leakage.UNSPACED_SCRIPTS`: Chinese, Japanese kana, Thai) is one
+- a run of a script written without spaces (`records.UNSPACED_SCRIPTS`: Chinese, Japanese kana, Thai) is one
   token matched by containment: "北京" is in "首都是北京。", not in "京北";
 - a Hangul word matches a word of the answer that starts with it: Korean attaches particles and endings to
   the word ("서울" in "서울입니다"), and no lemmatizer here knows Korean.
@@ -25,8 +25,7 @@ from functools import cache
 
 import regex
 
-from culturemanager.leakage import ARABIC_FOLD, UNSPACED_SCRIPTS
-from culturemanager.records import normalize_text
+from culturemanager.records import ARABIC_FOLD, UNSPACED_SCRIPTS, normalize_text
 
 _PIECES = regex.compile(rf"[{UNSPACED_SCRIPTS}]+|[^{UNSPACED_SCRIPTS}\s]+")
 _UNSPACED = regex.compile(rf"[{UNSPACED_SCRIPTS}]")

@@ -18,17 +18,8 @@ import sys
 
 import regex
 
-from culturemanager.config import Config
-from culturemanager.records import normalize_text
+from culturemanager.records import UNSPACED_SCRIPTS, normalize_text
 
-# The scripts written without spaces between words (Chinese, Japanese kana, Thai; U+30FC, the prolonged sound mark,
-# is script Common): one token per character here, and character n-grams in the BM25 tokenizer. Hangul is not among
-# them for leaks: Korean separates words with spaces.
-UNSPACED_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}"
-# Arabic: optional short-vowel marks and tatweel are dropped, hamza-carrying alefs folded to bare alef, so that
-# voweled and unvoweled spellings of a word match (the BM25 tokenizer and free-text answer matching).
-ARABIC_FOLD = str.maketrans({**{c: None for c in [*range(0x064B, 0x0660), 0x0670, 0x0640]},
-                             **{c: "\u0627" for c in (0x0622, 0x0623, 0x0625, 0x0671)}})
 _UNSPACED_SPLIT = regex.compile(rf"[{UNSPACED_SCRIPTS}]|[^{UNSPACED_SCRIPTS}]+")
 
 
@@ -44,14 +35,6 @@ class LeakIndex:
 
     def leaks(self, text: str) -> bool:
         return normalize_text(text) in self.exact or any(g in self.grams for g in ngrams(leak_tokens(text), self.n))
-
-
-def evaluation_index(cfg: Config) -> LeakIndex:
-    """Every evaluation input of the run, whatever its task: a sample of one task that repeats a test input of
-    another is still trained on test data."""
-    from culturemanager.stages.spec import evaluation_texts
-
-    return LeakIndex(evaluation_texts(cfg), cfg.synthesis.leakage_ngram)
 
 
 def leak_tokens(text: str) -> list[str]:

@@ -199,6 +199,16 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# The scripts written without spaces between words (Chinese, Japanese kana, Thai; U+30FC, the prolonged sound mark,
+# is script Common): one token per character here, and character n-grams in the BM25 tokenizer. Hangul is not among
+# them for leaks: Korean separates words with spaces.
+UNSPACED_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}"
+# Arabic: optional short-vowel marks and tatweel are dropped, hamza-carrying alefs folded to bare alef, so that
+# voweled and unvoweled spellings of a word match (the BM25 tokenizer and free-text answer matching).
+ARABIC_FOLD = str.maketrans({**{c: None for c in [*range(0x064B, 0x0660), 0x0670, 0x0640]},
+                             **{c: "\u0627" for c in (0x0622, 0x0623, 0x0625, 0x0671)}})
+
+
 def sample_id(task: str, text: str) -> str:
     return sha1_text(task + "\x00" + normalize_text(text))
 

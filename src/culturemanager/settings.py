@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from culturemanager.router_prompts import ROUTER_TEMPLATES
+
 
 class Section(BaseModel):
     # the docstring under each field becomes its description (`culturemanager config --explain`)
@@ -372,8 +374,6 @@ class RouterConfig(Section):
     @field_validator("template")
     @classmethod
     def _template(cls, v: str) -> str:
-        from culturemanager.prompts import ROUTER_TEMPLATES
-
         if v in ROUTER_TEMPLATES:
             return v
         if v.count("{input}") != 1 or ("{options}" not in v and "{option_list}" not in v):

@@ -31,8 +31,8 @@ import numpy as np
 from culturemanager.bench.format import pct_or_dash, show, table
 from culturemanager.bench.score import router_summary, task_scores
 from culturemanager.config import RouterConfig
-from culturemanager.prompts import router_template
 from culturemanager.records import normalize_text, write_json
+from culturemanager.router_prompts import router_template
 from culturemanager.rundir import safe_name
 from culturemanager.stages.route import OTHERS, Router, Routing, mixtures, prior, prompt_routing, prompt_scores
 

@@ -9,7 +9,7 @@ Two kinds (`router.kind`):
 - prompt (the paper's design): the adapter-free target model is asked which culture a text comes from, and the
   option with the highest length-normalized log-likelihood wins (never free text), so the answer is always a
   valid option. Templates by name: "short" (this project's one-line prompt) or "paper" (the paper's prompt, word
-  for word; prompts.ROUTER_TEMPLATES). With `router.calibrate` (contextual calibration, Zhao et al. 2021) each
+  for word; router_prompts.ROUTER_TEMPLATES). With `router.calibrate` (contextual calibration, Zhao et al. 2021) each
   option's mean score on content-free texts is subtracted first; that prior depends only on the model and the
   prompt, so it is computed once per engine.
 
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from culturemanager.config import Config
 from culturemanager.errors import InputError
-from culturemanager.prompts import router_template, split_router_template
 from culturemanager.records import BASE, RecordFileError, Sample, normalize_text, read_json, read_jsonl, write_json
+from culturemanager.router_prompts import router_template, split_router_template
 from culturemanager.rundir import RunDir
 
 if TYPE_CHECKING:

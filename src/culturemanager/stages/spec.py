@@ -15,6 +15,7 @@ import sys
 
 from culturemanager.config import Config, Task, load_config
 from culturemanager.datafiles import read_rows, read_texts
+from culturemanager.leakage import LeakIndex
 
 
 def demonstrations_by_culture(cfg: Config, task: Task) -> dict[str, list[str]]:
@@ -31,6 +32,12 @@ def demonstrations_by_culture(cfg: Config, task: Task) -> dict[str, list[str]]:
 def evaluation_texts(cfg: Config) -> list[str]:
     """Every evaluation input of the run, whatever its task (a synthetic sample must leak none of them)."""
     return read_texts([f for t in cfg.tasks for f in t.evaluation])
+
+
+def evaluation_index(cfg: Config) -> LeakIndex:
+    """Every evaluation input of the run, whatever its task: a sample of one task that repeats a test input of
+    another is still trained on test data."""
+    return LeakIndex(evaluation_texts(cfg), cfg.synthesis.leakage_ngram)
 
 
 def main() -> None:

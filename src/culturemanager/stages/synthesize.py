@@ -32,7 +32,7 @@ from collections import Counter
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Task
 from culturemanager.errors import StageFailed
-from culturemanager.leakage import LeakIndex, evaluation_index
+from culturemanager.leakage import LeakIndex
 from culturemanager.prompts import (
     build_rewrite_messages,
     build_synthesis_compact_messages,
@@ -53,7 +53,7 @@ from culturemanager.records import (
 )
 from culturemanager.rundir import RunDir
 from culturemanager.stages.checks import check_samples
-from culturemanager.stages.spec import demonstrations_by_culture
+from culturemanager.stages.spec import demonstrations_by_culture, evaluation_index
 
 log = logging.getLogger(__name__)
 

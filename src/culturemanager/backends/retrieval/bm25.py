@@ -28,8 +28,7 @@ import regex
 from culturemanager.backends.retrieval.corpus import PASSAGE_MAX_CHARS, PASSAGE_MIN_CHARS, load_corpus
 from culturemanager.backends.retrieval.retriever import new_usage
 from culturemanager.backends.retrieval.store import read_meta, swap_in, temp_sibling
-from culturemanager.leakage import ARABIC_FOLD, UNSPACED_SCRIPTS
-from culturemanager.records import Document, read_jsonl, write_json, write_jsonl
+from culturemanager.records import ARABIC_FOLD, UNSPACED_SCRIPTS, Document, read_jsonl, write_json, write_jsonl
 
 if TYPE_CHECKING:  # type hints only: bm25s is imported lazily, and config may one day import this module
     import bm25s
