@@ -1,21 +1,25 @@
 """Do the synthetic labels mean what they say? The generator's samples of each label, scored by a classifier trained
-on the task's *real* labels, under each prompt wording (`synthesis.label_wording`), in one run.
+on the task's *real* labels, under each lever of synthesis, in one run: the prompt's wording
+(`synthesis.label_wording`: plain, explicit) and what a call starts from (`synthesis.seed`: demonstrations, both).
 
 For each bench task given, the referee is a logistic regression (scikit-learn, class-balanced) on the frozen target
 model's mean hidden state of the task prompt, as the bench's probe, but fitted on 70% of *all* the task's labelled
 rows (stratified); its ROC-AUC on the other 30% says how far it can be trusted. The materials are the bench's own:
 BM25 passages of the bench corpus (`search.corpus`, no summaries) for fixed queries per task, two task-specific
-and two task-agnostic. Every wording runs the real synthesis stage (`stages.synthesize.synthesize`, per-label
+and two task-agnostic. Every lever runs the real synthesis stage (`stages.synthesize.synthesize`, per-label
 calls, compact output) on the same materials with the same generator, in a fresh run directory.
 
 The referee scores every kept sample; per task and wording the report gives the samples of each label, the
 referee's mean P(positive) for each label, and the ROC-AUC of its score against the synthetic label: 50 = the
-synthetic labels carry nothing a classifier of real data recognizes, 100 = they separate as real labels would.
+synthetic labels carry nothing a classifier of real data recognizes, 100 = they separate as real labels would; and
+the samples the referee agrees with (its P(1) on the sample's side of 0.5) per minute of synthesis, the throughput
+that matters. For the demonstration seed it also gives how similar the kept rewrites are to their demonstration.
 Intervals are bootstrap 95% intervals over the samples (2,000 resamples, each label resampled apart). The real
 test inputs the referee is checked on are never in a prompt: the demonstrations shown are the bench's.
 
 Run: `make bench-label-quality` (or `python benchmarks/label_quality.py [--tasks tr-abusive,ar-hate]
-[--samples 16] [--wordings plain,explicit]`); writes benchmarks/results/label_quality.json and prints the table
+[--samples 16] [--levers plain,explicit,demonstrations] [--set synthesis.seed_limit=32]`); writes
+benchmarks/results/label_quality.json and prints the table
 docs/benchmarks.md shows.
 """
 
@@ -43,12 +47,20 @@ from culturemanager.prompts import SYNTH_COMPACT_EXAMPLE_ANSWER
 from culturemanager.records import Material, Query, read_jsonl, sha1_text, write_jsonl
 from culturemanager.rundir import RunDir
 from culturemanager.stages.search import search
-from culturemanager.stages.synthesize import synthesize
+from culturemanager.stages.spec import demonstrations_by_culture
+from culturemanager.stages.synthesize import demonstration_materials, similarity, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench-label-quality"
 RESULTS = ROOT / "benchmarks" / "results" / "label_quality.json"
 DRAWS = 2000
+# each lever: the synthesis settings it changes from the bench's own
+LEVERS: dict[str, dict] = {
+    "plain": {"label_wording": "plain"},
+    "explicit": {"label_wording": "explicit"},
+    "demonstrations": {"seed": "demonstrations"},
+    "both": {"seed": "both"},
+}
 
 
 def queries_for(culture: str, label: str) -> list[tuple[str, str]]:
@@ -64,11 +76,15 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "examples" / "bench.toml")
     ap.add_argument("--tasks", default="tr-abusive,ar-hate")
     ap.add_argument("--samples", type=int, default=16, help="samples asked for per material and label")
-    ap.add_argument("--wordings", default="plain,explicit")
+    ap.add_argument("--levers", "--wordings", dest="levers", default="plain,explicit",
+                    help=f"comma-separated, the first is the reference: {', '.join(LEVERS)}")
     ap.add_argument("--set", action="append", default=[], help="bench config override (as `culturemanager bench`)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the results JSON goes")
     args = ap.parse_args()
-    wordings = [w for w in args.wordings.split(",") if w]
+    wordings = [w for w in args.levers.split(",") if w]
+    if bad := [w for w in wordings if w not in LEVERS]:
+        ap.error(f"unknown levers {bad}; known: {', '.join(LEVERS)}")
     overrides = ["search.retrieval=bm25", "search.summarize=false", "generator.backend=llama_server",
                  "generator.concurrency=4", f"synthesis.samples_per_material={2 * args.samples}",
                  "synthesis.samples_per_call=8", "synthesis.output=compact", *args.set]
@@ -83,7 +99,7 @@ def main() -> None:
     base = pipeline_config(bcfg, tasks, args.out / "materials-run")
     materials = build_materials(base, args.out / "materials-run")
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python benchmarks/label_quality.py "
-                     + " ".join([f"--tasks {args.tasks}", f"--samples {args.samples}", f"--wordings {args.wordings}"]
+                     + " ".join([f"--tasks {args.tasks}", f"--samples {args.samples}", f"--levers {args.levers}"]
                                 + [f"--set {s}" for s in args.set]),
                      "generator": base.generator.model, "target": base.target.model,
                      "materials": len(materials), "tasks": {}, "wordings": {}}
@@ -98,19 +114,23 @@ def main() -> None:
         samples, counts = run_wording(base, w, materials, args.out / w)
         seconds = time.time() - t0
         per_task = {}
+        seeds = {m.id: m.text for m in demonstration_materials(base, {t.id: demonstrations_by_culture(base, t)
+                                                                       for t in base.tasks})}
         for td in tasks:
             got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
             per_task[td.spec.id] = refereed(engine, td, referees[td.spec.id], got) | copies_of_example(
-                embedder, examples, got)
+                embedder, examples, got) | rewrite_similarity(got, seeds)
+            per_task[td.spec.id]["agreeing_per_minute"] = round(
+                per_task[td.spec.id].get("agreeing", 0) / max(seconds / 60, 1e-9), 2)
         results["wordings"][w] = {"seconds": round(seconds, 1), "counts": counts, "tasks": per_task}
         print(json.dumps({"wording": w, "seconds": round(seconds, 1),
                           **{t: {k: v for k, v in r.items() if k != "examples"} for t, r in per_task.items()}},
                          ensure_ascii=False), flush=True)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if len(wordings) >= 2:
         results["differences"] = differences(tasks, results, wordings)
-        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        args.results.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(table(results))
 
 
@@ -128,9 +148,9 @@ def build_materials(cfg: Config, run_dir: Path) -> list[Material]:
     return read_jsonl(rd.materials, Material)
 
 
-def run_wording(cfg: Config, wording: str, materials: list[Material], run_dir: Path) -> tuple[dict, dict]:
+def run_wording(cfg: Config, lever: str, materials: list[Material], run_dir: Path) -> tuple[dict, dict]:
     shutil.rmtree(run_dir, ignore_errors=True)
-    synthesis = cfg.synthesis.model_copy(update={"label_wording": wording})
+    synthesis = cfg.synthesis.model_copy(update=LEVERS[lever])
     cfg = cfg.model_copy(update={"synthesis": synthesis, "run": cfg.run.model_copy(update={"dir": run_dir})})
     rd = RunDir(run_dir)
     rd.root.mkdir(parents=True)
@@ -173,6 +193,7 @@ def refereed(engine: Engine, td, ref: dict, samples: list) -> dict:
                      for lab in ("0", "1") if lab in labels}
     out["examples"] = [{"label": y, "p": round(float(q), 6), "text": s.text[:160]}
                        for s, q, y in zip(samples, p, labels)]
+    out["agreeing"] = int(sum((q > 0.5) == (y == "1") for q, y in zip(p, labels)))
     if len(set(labels)) < 2:
         return out | {"auc": None}
     point, lo, hi = auc_interval(np.array(labels), p, np.random.default_rng(0))
@@ -197,6 +218,18 @@ def copies_of_example(embedder, examples: np.ndarray, samples: list) -> dict:
     near = (embedder.encode([s.text for s in samples]) @ examples.T).max(1) > EXAMPLE_COSINE
     return {"copies_of_example": {lab: int(sum(n for n, s in zip(near, samples) if s.label == lab))
                                   for lab in ("0", "1")}}
+
+
+def rewrite_similarity(samples: list, seeds: dict[str, str]) -> dict:
+    """How much of its demonstration each kept rewrite keeps (synthesis.seed): quartiles of the similarity that
+    synthesis.rewrite_max_similarity cuts at, per label."""
+    out = {}
+    for lab in ("0", "1"):
+        sims = [similarity(seeds[s.provenance.material_id], s.text) for s in samples
+                if s.label == lab and s.provenance.material_id in seeds]
+        if sims:
+            out[lab] = [round(float(q), 2) for q in np.quantile(sims, [0.25, 0.5, 0.75])]
+    return {"rewrite_similarity": out} if out else {}
 
 
 def auc_interval(labels: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -235,9 +268,10 @@ def differences(tasks, results: dict, wordings: list[str]) -> dict:
 
 def table(r: dict) -> str:
     lines = [f"Generator {r['generator']}, referee on {r['target']} features; {r['materials']} materials.", "",
-             "| task (referee AUC on real held-out rows) | wording | samples 0 / 1 | copies of the prompt's example "
-             "0 / 1 | referee mean P(1): 0 / 1 | AUC of the synthetic labels [95% CI] | seconds |",
-             "|---|---|---|---|---|---|---|"]
+             "| task (referee AUC on real held-out rows) | lever | samples 0 / 1 | copies of the prompt's example "
+             "0 / 1 | referee mean P(1): 0 / 1 | AUC of the synthetic labels [95% CI] | referee-agreeing samples "
+             "/ min | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
     for w, wr in r["wordings"].items():
         for tid, t in wr["tasks"].items():
             mp = t.get("mean_p", {})
@@ -246,7 +280,8 @@ def table(r: dict) -> str:
             lines.append(f"| {tid} ({r['tasks'][tid]['referee_auc']}) | {w} | {t['samples']['0']} / "
                          f"{t['samples']['1']} | {cp.get('0', 0)} / {cp.get('1', 0)} | "
                          f"{mp.get('0', '–')} / {mp.get('1', '–')} | "
-                         f"{t.get('auc') if t.get('auc') is not None else '–'}{ci} | {wr['seconds']} |")
+                         f"{t.get('auc') if t.get('auc') is not None else '–'}{ci} | "
+                         f"{t.get('agreeing', 0)} / {t.get('agreeing_per_minute', 0)} | {wr['seconds']} |")
     for k, d in r.get("differences", {}).items():
         lines.append(f"\n{k}: {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] ({d['verdict']})")
     real = {t: v["real_mean_p"] for t, v in r["tasks"].items()}
