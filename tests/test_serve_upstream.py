@@ -133,16 +133,15 @@ def test_the_vllm_command_names_every_adapter_as_the_server_asks_for_it(run_dir,
     assert argv[2] == str(svc.cfg.target.model)  # the target model itself: the adapters were trained on it
 
 
-def test_the_readmes_vllm_line_is_what_the_command_prints_for_the_demo(tmp_path, monkeypatch):
-    """The README shows the command's output for runs/demo: it is that function's output for the demo's
+def test_the_docs_vllm_line_is_what_the_command_prints_for_the_demo(tmp_path, monkeypatch):
+    """docs/serving.md shows the command's output for runs/demo: it is that function's output for the demo's
     adapters, rank and target, so the documented flags cannot drift from the generated ones."""
     from conftest import REPO
 
     from culturemanager import load_config
     from culturemanager.serve.upstream import vllm_command
 
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("\n## Serving\n"):]
+    section = (REPO / "docs" / "serving.md").read_text(encoding="utf-8")
     shown = next(line.removeprefix("# ") for line in section.splitlines() if line.startswith("# vllm serve "))
     demo = load_config(REPO / "examples" / "demo.toml")
     monkeypatch.chdir(tmp_path)
