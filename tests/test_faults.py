@@ -217,6 +217,33 @@ def test_429_waits_for_retry_after(tmp_path, tiny_model):
     assert (calls[0]["outcome"], calls[1]["outcome"]) == ("retry", "ok") and "HTTP 429" in calls[0]["error"]
 
 
+def test_each_line_of_the_call_log_times_its_own_attempt(tmp_path, tiny_model):
+    """A batch's wall time divided by its size was every call's latency, and a retry line copied the final
+    attempt's latency, tokens and timestamp. Here four calls run at once, each answer takes 0.6 s, and the
+    first request is refused (429, at once) and asked again after Retry-After: 1."""
+    cfg = write_task(tmp_path, tiny_model)
+
+    def behave(n: int, body: dict) -> Reply:
+        if n == 0:
+            return status(429, {"Retry-After": "1"})
+        time.sleep(0.6)
+        return completion(fake(body))
+
+    with MockOpenAI(behave) as s:
+        assert main(["queries", str(cfg), *openai(s.url, "generator.concurrency=4", retries=1)]) == 0
+    calls = [json.loads(x) for x in (tmp_path / "run" / "calls.jsonl").read_text().splitlines()]
+    assert [c["outcome"] for c in calls].count("ok") == 4 and len(calls) == 5
+    retry = next(c for c in calls if c["outcome"] == "retry")
+    final = next(c for c in calls if c["outcome"] == "ok" and c["prompt_hash"] == retry["prompt_hash"])
+    assert "HTTP 429" in retry["error"] and (retry["attempt"], final["attempt"]) == (1, 2)
+    assert retry["prompt_tokens"] is None and final["prompt_tokens"] == 10  # the 429 counted no tokens
+    assert retry["latency_s"] < 0.5  # the refusal came at once
+    assert final["time"] - retry["time"] >= 0.95  # the second attempt started after the wait ...
+    for c in calls:
+        if c["outcome"] == "ok":
+            assert 0.55 <= c["latency_s"] < 1.0, c  # ... and each answer took its own 0.6 s, no wait included
+
+
 @pytest.mark.parametrize("reply, error", [
     (lambda n, body: (200, {"Content-Type": "application/json"}, b'{"id": "x", "choices": [{'), "JSONDecodeError"),
     (lambda n, body: completion(""), "unparsable answer ''"),

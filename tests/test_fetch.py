@@ -481,3 +481,41 @@ def test_cache_dir_from_config_wins(serve, tmp_path: Path):
     with SafeFetcher(cfg_for(srv, cache_dir=tmp_path / "configured"), tmp_path / "default") as f:
         f.fetch(srv.url("/"))
     assert len(list((tmp_path / "configured").glob("*.json"))) == 1 and not (tmp_path / "default").exists()
+
+
+def recorder(seen: list, body: str = ARTICLE_ES) -> Route:
+    """A page that records the Authorization header of each request for it."""
+    data = html(body, "Fiestas")
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        seen.append(h.headers.get("Authorization"))
+        respond(h, data)
+    return route
+
+
+@pytest.mark.parametrize("allow", [False, True], ids=["default", "allow_url_credentials"])
+def test_credentials_in_a_url_are_never_stored_and_sent_only_when_allowed(serve, tmp_path, allow):
+    """`https://user:pass@host/...` was sent as Basic auth and kept verbatim in Page.url, final_url and the cache."""
+    import base64
+
+    here, there = [], []
+    other = serve({"/there": recorder(there)})
+    srv = serve({"/page": recorder(here), "/same": redirect("/page"),
+                 "/away": redirect(f"http://bob:0ther-pw@{other.hostport}/there")})
+    with SafeFetcher(cfg_for(srv, other, allow_url_credentials=allow), tmp_path) as f:
+        page = f.fetch(f"http://alice:s3cret-pw@{srv.hostport}/page")
+        same = f.fetch(f"http://alice:s3cret-pw@{srv.hostport}/same")
+        away = f.fetch(f"http://alice:s3cret-pw@{srv.hostport}/away")
+        again = f.fetch(srv.url("/page"))  # the same page, asked without credentials: from the cache
+        with pytest.raises(FetchError) as missing:
+            f.fetch(f"http://alice:s3cret-pw@{srv.hostport}/missing")
+    basic = "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
+    assert here == [basic if allow else None] * 2  # the page, then the redirect on the same origin
+    assert there == [None]  # another origin never gets them, nor the redirect's own
+    assert (page.url, page.final_url) == (srv.url("/page"), srv.url("/page"))
+    assert (same.url, same.final_url) == (srv.url("/same"), srv.url("/page"))
+    assert (away.url, away.final_url) == (srv.url("/away"), other.url("/there"))
+    assert again == page and f.usage["cached"] == 1
+    assert "pw" not in str(missing.value) and missing.value.url == srv.url("/missing")
+    stored = "".join(p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.is_file())
+    assert "Fiestas" in stored and "pw" not in stored and "alice" not in stored and "bob" not in stored

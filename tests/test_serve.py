@@ -231,6 +231,31 @@ def test_a_body_beyond_every_bound_is_refused_before_it_is_read_whole(server):
     assert r.status_code == 413
 
 
+DEEP = b"[" * 50_000 + b"]" * 50_000
+NEVER_500 = [  # (path, raw body, the field the 400 must name; None: the body): each once answered 500
+    ("/v1/completions", b'{"model": "auto", "prompt": "", "max_tokens": 2}', "prompt"),
+    ("/v1/completions", b'{"model": "Spanish", "prompt": ["", "x"], "max_tokens": 2}', "prompt"),
+    ("/v1/classify", b'{"input": "a\\ud800b"}', "input"),
+    ("/v1/classify", b'{"input": ["ok", "\\udfffz"], "model": "Spanish"}', "input.1"),
+    ("/v1/classify", b'{"input": "x", "model": "\\ud800"}', "model"),
+    ("/v1/chat/completions", b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud83d"}]}',
+     "messages.0.content"),
+    ("/v1/classify", b'{"input": ' + DEEP + b"}", "input"),
+    ("/v1/completions", b'{"model": "auto", "prompt": "x", "stop": {"a": ' + DEEP + b"}}", "stop"),
+    ("/v1/classify", DEEP, None),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), NEVER_500, ids=lambda v: v[:40] if isinstance(v, bytes) else v)
+def test_a_body_that_once_crashed_the_server_is_a_400_naming_its_field(server, path, body, field):
+    r = httpx.post(server.url + path, content=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == field, error
+    assert error["message"].startswith(f"{field or 'the body'}:"), error
+    assert httpx.post(server.url + "/v1/classify", json={"input": "hola"}).status_code == 200  # still serving
+
+
 def test_a_full_queue_is_a_503_with_retry_after(run_dir):
     limits = ("serve.queue_size=1", "serve.max_batch=1", "serve.max_wait_ms=0", "serve.max_tokens=400")
     with serving(run_dir, *limits) as s:

@@ -27,6 +27,8 @@ PAGES = {
 
 class Handler(BaseHTTPRequestHandler):
     hits: list[str] = []
+    userinfo = ""  # put in front of the host of every result URL ("user:password@")
+    auth: list[str | None] = []  # the Authorization header of each page request
 
     def do_GET(self):  # noqa: N802 - http.server's name
         url = urlparse(self.path)
@@ -34,11 +36,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/search":
             q = parse_qs(url.query)
             assert q["format"] == ["json"]
-            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            base = f"http://{Handler.userinfo}127.0.0.1:{self.server.server_address[1]}"
             path = "/tr/misafir" if "Turkish" in q["q"][0] else "/es/fiestas"
             body = json.dumps({"results": [{"url": base + path, "title": "result", "content": "snippet"}]})
             return self.reply(200, "application/json", body)
         if url.path in PAGES:
+            Handler.auth.append(self.headers.get("Authorization"))
             return self.reply(200, "text/html; charset=utf-8", PAGES[url.path])
         self.reply(404, "text/plain", "no")
 
@@ -116,3 +119,31 @@ timeout_s = 1
     assert main(["search", str(cfg), "--no-progress"]) == 0
     counts = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["search"]["counts"]
     assert counts["materials"] > 0 and counts["backend[searxng].errors"] == counts["backend[searxng].requests"]
+
+
+def test_credentials_in_result_urls_are_neither_sent_nor_stored(tmp_path, tiny_model, searxng, monkeypatch):
+    """Result URLs carrying `user:password@` were fetched with Basic auth and kept in the page cache, the
+    materials and every sample's provenance."""
+    pytest.importorskip("trafilatura")
+    monkeypatch.setattr(Handler, "userinfo", "alice:s3cret-pw@")
+    monkeypatch.setattr(Handler, "auth", [])
+    port = searxng
+    extra = f"""
+[search.web]
+base_url = "http://127.0.0.1:{port}"
+
+[search.fetch]
+allowed_hosts = ["127.0.0.1:{port}"]
+"""
+    cfg = write_task(tmp_path, tiny_model, extra=extra)
+    cfg.write_text(cfg.read_text().replace('corpus = ["corpus"]', 'backend = "searxng"'))
+    for stage in ("queries", "search", "synthesize"):
+        assert main([stage, str(cfg), "--no-progress"]) == 0, stage
+    run = tmp_path / "run"
+    assert Handler.auth and set(Handler.auth) == {None}
+    urls = {d.url for m in read_jsonl(run / "materials.jsonl", Material) for d in m.documents}
+    assert urls == {f"http://127.0.0.1:{port}/es/fiestas", f"http://127.0.0.1:{port}/tr/misafir"}
+    samples = read_jsonl(run / "samples" / "Turkish.jsonl", Sample)
+    assert samples and all(s.provenance.source_urls == [f"http://127.0.0.1:{port}/tr/misafir"] for s in samples)
+    leaked = [p for p in run.rglob("*") if p.is_file() and b"s3cret" in p.read_bytes()]
+    assert leaked == []

@@ -176,13 +176,13 @@ class CallRecord(Record):
     stage: str
     model: str
     prompt_hash: str
-    latency_s: float
+    latency_s: float  # this attempt's own time, from sending to the answer (a retry's wait not included)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     outcome: Literal["ok", "cached", "error", "retry"]  # retry: a failed attempt that was tried again
     error: str | None = None
     attempt: int = 1
-    time: float
+    time: float  # Unix time this attempt started (a cached answer: when it was read)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

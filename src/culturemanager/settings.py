@@ -138,6 +138,10 @@ class FetchConfig(Section):
     """Allow loopback, private, link-local and other non-public addresses (never by default)."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """"host" or "host:port" entries allowed even though they resolve to a non-public address."""
+    allow_url_credentials: bool = False
+    """Send a result URL's `user:password@` as HTTP Basic auth, to that URL's scheme, host and port only (never
+    to a redirect elsewhere). Off: never sent. Either way they are removed from the URL before it is stored
+    (page cache, provenance) or logged."""
     connect_timeout_s: float = Field(5.0, gt=0)
     """Connection timeout of one page request."""
     read_timeout_s: float = Field(15.0, gt=0)

@@ -1,10 +1,11 @@
 """What every LLM backend speaks: a chat request, its completion, and the two ways a call fails.
 
 `ChatRequest` is the cache key's content (messages, sampling settings, seed); `Completion` the answer with its
-token counts and the errors of the attempts retried before it; a backend returns, per request, a Completion or
-a `CallFailed` (an expected failure: HTTP, timeout, malformed answer), and raises `BackendError` when it cannot be
-used at all (missing key or model). Backends: `llm.py` (local, fake, and the cached wrapper every call goes
-through), `openai_chat.py` (any OpenAI-compatible endpoint), `llamaserver.py` (llama.cpp's server, run by the run).
+token counts, its own attempt's timing and the attempts retried before it; a backend returns, per request, a
+Completion or a `CallFailed` (an expected failure: HTTP, timeout, malformed answer), and raises `BackendError`
+when it cannot be used at all (missing key or model). Backends: `llm.py` (local, fake, and the cached wrapper
+every call goes through), `openai_chat.py` (any OpenAI-compatible endpoint), `llamaserver.py` (llama.cpp's
+server, run by the run).
 
 Run: imported by the backends; no entry point of its own.
 """
@@ -28,22 +29,33 @@ class ChatRequest:
         return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a request, as its line in calls.jsonl tells it: when it started (Unix time), how long it took
+    (the wait before the next try not included), and why it failed (None: it answered)."""
+
+    started: float
+    seconds: float
+    error: str | None = None
+
+
 @dataclass
 class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached: bool = False
-    retried: list[str] = field(default_factory=list)  # the errors of the attempts before this answer
+    retried: list[Attempt] = field(default_factory=list)  # the failed attempts before this answer
+    attempt: Attempt | None = None  # the try that answered; None: the backend does not time its calls
 
 
 class CallFailed(Exception):
     """A request that failed in a way its backend expects (HTTP error, timeout, malformed answer), after its
-    retries; `retried` holds the errors of the attempts before the last one."""
+    retries; `retried` holds the attempts before the last one, `attempt` the last one (when timed)."""
 
-    def __init__(self, error: str, retried: list[str] | None = None):
+    def __init__(self, error: str, retried: list[Attempt] | None = None, attempt: Attempt | None = None):
         super().__init__(error)
-        self.retried = list(retried or [])
+        self.retried, self.attempt = list(retried or []), attempt
 
 
 class LLMBackend(Protocol):

@@ -33,7 +33,7 @@ from typing import Any
 
 from rich.progress import MofNCompleteColumn, Progress
 
-from culturemanager.backends.chat import BackendError, CallFailed, ChatRequest, Completion, LLMBackend
+from culturemanager.backends.chat import Attempt, BackendError, CallFailed, ChatRequest, Completion, LLMBackend
 from culturemanager.backends.secrets import redact
 from culturemanager.config import LLMConfig
 from culturemanager.records import CallRecord, append_jsonl_line, read_json_lines
@@ -78,7 +78,7 @@ class CachedLLM:
             hit = self._cache.get(k)
             if hit is not None:
                 out[i] = Completion(hit["text"], hit.get("prompt_tokens"), hit.get("completion_tokens"), True)
-                self._log(stage, requests[i], 0.0, out[i], None)
+                self._log(stage, requests[i], Attempt(time.time(), 0.0), out[i], None)
             else:
                 todo.append(i)
         if not todo:
@@ -90,26 +90,29 @@ class CachedLLM:
                       transient=True) as bar:
             job = bar.add_task(f"{stage} ({self.backend.name})", total=len(todo))
 
-            def settle(i: int, a: Completion | Exception, latency: float) -> None:
+            def settle(i: int, a: Completion | Exception, latency: float, started: float) -> None:
                 if isinstance(a, Exception):
-                    self._log(stage, requests[i], latency, None, a)
+                    self._log(stage, requests[i], Attempt(started, latency), None, a)
                 else:
                     if a.text.strip():  # an empty answer is a server's hiccup, not worth keeping
                         self._store(keys[i], a)
                     out[i] = a
-                    self._log(stage, requests[i], latency, a, None)
+                    self._log(stage, requests[i], Attempt(started, latency), a, None)
                 bar.update(job, advance=1)
 
             if each is not None:  # each answer is stored as it finishes: no chunk waits for its slowest call
-                each([requests[i] for i in todo], lambda j, a, latency: settle(todo[j], a, latency))
+                each([requests[i] for i in todo],
+                     lambda j, a, latency: settle(todo[j], a, latency, time.time() - latency))
                 return out
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
                 t0 = time.time()
                 answers = self.backend.complete([requests[i] for i in part])
+                # what a backend that does not time its own attempts is credited with: a chunk of one (local,
+                # fake) is exact; the openai backend times each attempt itself (Completion.attempt)
                 latency = (time.time() - t0) / len(part)
                 for i, a in zip(part, answers):
-                    settle(i, a, latency)
+                    settle(i, a, latency, t0)
         return out
 
     def key(self, r: ChatRequest) -> str:
@@ -124,21 +127,26 @@ class CachedLLM:
             self._cache[key] = entry
             append_jsonl_line(self.cache_path, entry)
 
-    def _log(self, stage: str, r: ChatRequest, latency: float, c: Completion | None,
+    def _log(self, stage: str, r: ChatRequest, measured: Attempt, c: Completion | None,
              err: Exception | None) -> None:
-        """One line per attempt that was retried, then one for the outcome."""
-        retried = getattr(err if err is not None else c, "retried", None) or []
+        """One line per attempt: each retried one with its own start, latency and error, then the outcome's own
+        attempt with its tokens (`measured`, the caller's timing, where the backend did not time it)."""
+        result = err if err is not None else c
+        retried: list[Attempt] = getattr(result, "retried", None) or []
+        final: Attempt = getattr(result, "attempt", None) or measured
         outcome = "error" if err else ("cached" if c and c.cached else "ok")
-        lines = [("retry", why, i + 1) for i, why in enumerate(retried)]
-        lines.append((outcome, redact(str(err) if isinstance(err, CallFailed) else repr(err)) if err else None,
-                      len(retried) + 1))
         self.counts[{"error": "errors", "cached": "cached", "ok": "calls"}[outcome]] += 1
         self.counts["retries"] += len(retried)
-        records = [CallRecord(stage=stage, model=self.backend.name, prompt_hash=r.prompt_hash(),
-                              latency_s=round(latency, 3), prompt_tokens=c.prompt_tokens if c else None,
-                              completion_tokens=c.completion_tokens if c else None, outcome=kind,
-                              error=why, attempt=attempt, time=time.time())
-                   for kind, why, attempt in lines]
+
+        def line(a: Attempt, kind: str, error: str | None, n: int, done: Completion | None = None) -> CallRecord:
+            return CallRecord(stage=stage, model=self.backend.name, prompt_hash=r.prompt_hash(),
+                              latency_s=round(a.seconds, 3), prompt_tokens=done.prompt_tokens if done else None,
+                              completion_tokens=done.completion_tokens if done else None, outcome=kind,
+                              error=error, attempt=n, time=a.started)
+
+        records = [line(a, "retry", a.error, n) for n, a in enumerate(retried, 1)]
+        records.append(line(final, outcome, redact(str(err) if isinstance(err, CallFailed) else repr(err))
+                            if err else None, len(retried) + 1, c))
         with self._lock:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as f:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from culturemanager.backends.chat import BackendError, CallFailed, ChatRequest, Completion
+from culturemanager.backends.chat import Attempt, BackendError, CallFailed, ChatRequest, Completion
 from culturemanager.backends.retry import (
     DeadlineExceeded,
     backoff,
@@ -75,19 +75,21 @@ class OpenAIBackend:
         return parallel_map(self.call, requests, self.cfg.concurrency)
 
     def call(self, r: ChatRequest) -> Completion | CallFailed:
-        """One request with its retries; the errors of the attempts that were retried travel with the result."""
-        retried: list[str] = []
+        """One request with its retries; each attempt, timed on its own (the wait between them in none), travels
+        with the result, so that each is its own line in calls.jsonl."""
+        retried: list[Attempt] = []
         for attempt in range(self.cfg.max_retries + 1):
+            started, t0 = time.time(), time.monotonic()
             try:
                 answer = run_with_deadline(lambda: self.attempt(r), self.cfg.timeout_s + WATCHDOG_GRACE_S)
-                answer.retried = retried
+                answer.retried, answer.attempt = retried, Attempt(started, time.monotonic() - t0)
                 return answer
             except self.expected as e:
-                error = redact(describe(e))
+                tried = Attempt(started, time.monotonic() - t0, redact(describe(e)))
                 wait = retry_wait(e, attempt)
                 if wait is None or attempt == self.cfg.max_retries:
-                    return CallFailed(error, retried)
-                retried.append(error)
+                    return CallFailed(tried.error or "", retried, tried)
+                retried.append(tried)
                 time.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns on its last attempt
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import re
@@ -44,6 +43,7 @@ from culturemanager.serve.schemas import (
     ClassifyRequest,
     CompletionRequest,
     Generation,
+    parse_body,
 )
 from culturemanager.serve.service import Service
 from culturemanager.serve.upstream import Upstream, relay, with_route
@@ -90,12 +90,7 @@ def create_app(svc: Service) -> FastAPI:
             body += chunk
             if len(body) > max_body:
                 raise ApiError(413, f"the body is more than {max_body} bytes", "body_too_large")
-        try:
-            data = json.loads(body)
-        except ValueError as e:
-            raise ApiError(400, f"the body is not valid JSON ({e})", "invalid_json") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the body must be a JSON object", "invalid_json")
+        data = parse_body(bytes(body))
         try:
             return model.model_validate(data, context={"limits": s}), data
         except ValidationError as e:

@@ -12,9 +12,11 @@ Run: imported by serve/app.py; no entry point of its own.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
 from culturemanager.config import ServeConfig
 
@@ -44,14 +46,77 @@ def limits(info: ValidationInfo) -> ServeConfig:
     return (info.context or {}).get("limits") or ServeConfig()
 
 
-def check_texts(texts: list[str], lim: ServeConfig, what: str) -> None:
+def check_texts(value: str | list[str], lim: ServeConfig, empty_ok: bool = True) -> None:
+    """A field of one text or many against the bounds; the message names the text, the error names the field."""
+    texts = [value] if isinstance(value, str) else value
     if not texts:
-        raise ValueError(f"{what}: at least one text is needed")
+        raise ValueError("at least one text is needed")
     if len(texts) > lim.max_texts:
-        raise ValueError(f"{what}: {len(texts)} texts, at most {lim.max_texts} per request (serve.max_texts)")
+        raise ValueError(f"{len(texts)} texts, at most {lim.max_texts} per request (serve.max_texts)")
     for i, t in enumerate(texts):
+        which = "" if isinstance(value, str) else f"text {i}: "
+        if not t and not empty_ok:  # nothing to continue from: vLLM refuses it too
+            raise ValueError(f"{which}empty; a completion needs a prompt of at least one character")
         if len(t) > lim.max_chars:
-            raise ValueError(f"{what}[{i}]: {len(t)} characters, at most {lim.max_chars} (serve.max_chars)")
+            raise ValueError(f"{which}{len(t)} characters, at most {lim.max_chars} (serve.max_chars)")
+
+
+def parse_body(body: bytes) -> dict:
+    """The request body as a JSON object, or a 400 naming where it is wrong: not JSON, not an object, nested
+    deeper than the decoder's recursion limit (a RecursionError, once a 500), or holding a lone UTF-16
+    surrogate ("\\ud800" is valid JSON, but no tokenizer, log or UTF-8 answer can carry it)."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        field = deepest_field(body)
+        raise ApiError(400, f"{field or 'the body'}: nested too deep for this server", "invalid_json",
+                       field) from None
+    except ValueError as e:
+        raise ApiError(400, f"the body is not valid JSON ({e})", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", "invalid_json")
+    if (where := lone_surrogate(data)) is not None:
+        raise ApiError(400, f"{where}: holds a lone UTF-16 surrogate (an escape such as \\ud800 without its "
+                            f"pair), which is not text", "invalid_text", where)
+    return data
+
+
+JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]')  # a string (a key when `:` follows), a bracket
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def deepest_field(body: bytes) -> str | None:
+    """The top-level key under which `body` nests deepest (None: the body itself), read without recursion."""
+    depth, deepest, key, where = 0, 0, None, None
+    for m in JSON_TOKEN.finditer(body):
+        c = m.group()[:1]
+        if m.group(1) is not None and depth == 1:
+            key = m.group()[1:m.group().rindex(b'"')].decode("utf-8", "replace")
+        elif c in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, key if depth > 1 else None
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return where
+
+
+def lone_surrogate(data: dict) -> str | None:
+    """The path ("messages.0.content", pydantic's style) of the first key or string holding a lone surrogate."""
+    todo: list[tuple[str, object]] = [("", data)]
+    while todo:
+        path, v = todo.pop()
+        if isinstance(v, str) and SURROGATE.search(v):
+            return path
+        if isinstance(v, dict):
+            for k, x in v.items():
+                where = f"{path}.{k}" if path else k
+                if SURROGATE.search(k):
+                    return where
+                todo.append((where, x))
+        elif isinstance(v, list):
+            todo += [(f"{path}.{i}", x) for i, x in enumerate(v)]
+    return None
 
 
 class StreamOptions(Body):
@@ -101,11 +166,15 @@ class CompletionRequest(Generation):
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, v: str | list[str], info: ValidationInfo) -> str | list[str]:
+        check_texts(v, limits(info), empty_ok=False)
+        return v
+
     @model_validator(mode="after")
     def _bounds(self, info: ValidationInfo) -> CompletionRequest:
-        lim = limits(info)
-        check_texts(self.prompts, lim, "prompt")
-        self.check(lim, self.max_tokens)
+        self.check(limits(info), self.max_tokens)
         return self
 
 
@@ -161,7 +230,8 @@ class ClassifyRequest(Body):
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
-    @model_validator(mode="after")
-    def _bounds(self, info: ValidationInfo) -> ClassifyRequest:
-        check_texts(self.texts, limits(info), "input")
-        return self
+    @field_validator("input")
+    @classmethod
+    def _bounds(cls, v: str | list[str], info: ValidationInfo) -> str | list[str]:
+        check_texts(v, limits(info))
+        return v

@@ -16,6 +16,9 @@ with a short machine-readable `reason`. What it guards against:
   connect + 4 x read timeout so that a server dripping bytes (body or headers) is cut off too. Only gzip/deflate
   are accepted.
 - Content: nothing from a page is executed or followed; the module only returns text. Cookies are never kept.
+- Credentials: a URL's `user:password@` is removed before the URL is used for anything (Page.url, final_url,
+  the page cache, errors, hence provenance and logs); it is sent as HTTP Basic auth only with
+  `allow_url_credentials`, and then only to the URL's own scheme, host and port (a redirect elsewhere gets none).
 
 Text: decoding, the main text (trafilatura) and the language (py3langid) are in pagetext.py. Pages are cached
 on disk by URL (sha256 → JSON); a cached URL makes no request, but the cached page's URL and final URL go
@@ -37,6 +40,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -69,6 +73,7 @@ METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+USERINFO = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^/?#\\]*@")  # "https://" then "user:pass@"
 USER_AGENT = "culturemanager/0.1 (research text fetcher)"
 
 
@@ -111,6 +116,7 @@ class SafeFetcher:
                      "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"})
 
     def fetch(self, url: str) -> Page:
+        url, credentials = split_userinfo(url)
         try:
             page = self._cache_get(url)
             if page is not None:
@@ -118,7 +124,7 @@ class SafeFetcher:
                 self._count("cached")
                 return page
             with self._slot(url):
-                page = self._fetch(url)
+                page = self._fetch(url, credentials if self.cfg.allow_url_credentials else None)
         except FetchError as e:
             self._count("errors")
             if e.reason == "blocked_address":
@@ -154,18 +160,23 @@ class SafeFetcher:
 
     # ------------------------------------------------------------------------------------- one page
 
-    def _fetch(self, url: str) -> Page:
+    def _fetch(self, url: str, credentials: tuple[str, str] | None = None) -> Page:
+        """`url` has no userinfo; `credentials` go (as Basic auth) to the hops on `url`'s own origin only."""
         deadline = time.monotonic() + self.cfg.connect_timeout_s + 4 * self.cfg.read_timeout_s
         current = url
         try:
+            origin = _origin(url)
             for _ in range(self.cfg.max_redirects + 1):
                 ips = check_url(current, self.cfg)
+                auth = credentials if credentials and _origin(current) == origin else None
                 # the watchdog bounds what the page deadline below cannot: a server dripping its headers
-                response = run_with_deadline(partial(self._send, current, ips), max(0.05, deadline - time.monotonic()))
+                response = run_with_deadline(partial(self._send, current, ips, auth),
+                                             max(0.05, deadline - time.monotonic()))
                 try:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
-                        current = str(httpx.URL(current).join(location.strip()))
+                        # a redirect's own user:password@ is dropped: only the caller's URL may carry them
+                        current = split_userinfo(str(httpx.URL(current).join(location.strip())))[0]
                         continue
                     return self._read(url, current, response, deadline)
                 finally:
@@ -184,9 +195,10 @@ class SafeFetcher:
             raise FetchError("network", url, f"{type(e).__name__}: {e}") from e
         raise FetchError("too_many_redirects", url, f"more than {self.cfg.max_redirects}")
 
-    def _send(self, url: str, ips: list[str]) -> httpx.Response:
-        """GET `url` from the checked address (the first one that accepts a connection)."""
-        u = httpx.URL(url)
+    def _send(self, url: str, ips: list[str], auth: tuple[str, str] | None = None) -> httpx.Response:
+        """GET `url` from the checked address (the first one that accepts a connection). httpx would turn a
+        URL's userinfo into Basic auth by itself, so the URL sent never has any; `auth` is sent when given."""
+        u = httpx.URL(url).copy_with(userinfo=b"")
         host = u.raw_host.decode("ascii")
         headers = {"Host": u.netloc.decode("ascii")}
         extensions = {"sni_hostname": host} if u.scheme == "https" and not _is_ip(host) else None
@@ -194,7 +206,7 @@ class SafeFetcher:
         for i, ip in enumerate(ips):
             request = self._client.build_request("GET", u.copy_with(host=ip), headers=headers, extensions=extensions)
             try:
-                return self._client.send(request, stream=True)
+                return self._client.send(request, stream=True, auth=httpx.BasicAuth(*auth) if auth else None)
             except httpx.ConnectError:
                 if i == len(ips) - 1:
                     raise
@@ -271,6 +283,25 @@ class SafeFetcher:
 
 
 # ------------------------------------------------------------------------------------- the SSRF guard
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its `user:password@`, and the (percent-decoded) user and password it had; a URL without
+    any is returned as it was, character for character (it is the page cache's key)."""
+    m = USERINFO.match(url)
+    if m is None:
+        return url, None
+    try:
+        u = httpx.URL(url.strip())
+        credentials = (u.username, u.password) if u.username or u.password else None
+    except httpx.InvalidURL:  # still stripped: the URL is refused later, and its error must not show them
+        credentials = None
+    return m.group(1) + url[m.end():], credentials
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port or DEFAULT_PORTS.get(u.scheme)
+
 
 def check_url(url: str, cfg: FetchConfig) -> list[str]:
     """The addresses `url`'s host resolves to, or FetchError (bad_scheme, dns, blocked_address)."""

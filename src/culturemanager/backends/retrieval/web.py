@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from culturemanager.backends.retrieval.fetch import split_userinfo
 from culturemanager.backends.retrieval.locales import (  # the tables stay importable from here
     BRAVE_COUNTRIES,  # noqa: F401
     BRAVE_LANGUAGES,  # noqa: F401
@@ -343,19 +344,21 @@ def _documents(backend: Any, hits: list[Hit] | None, k: int) -> list[Document]:
         return []
     unique: dict[str, Hit] = {}
     for h in hits:
-        unique.setdefault(url_key(h.url), h)
+        unique.setdefault(url_key(split_userinfo(h.url)[0]), h)
     picked = list(unique.values())[:max(k, 0)]
-    rows = [(h.url, h.title, h.snippet or h.title, None) for h in picked]
+    # a result's user:password@ reaches the fetcher (which sends it only when allowed), never a document
+    rows = [(split_userinfo(h.url)[0], h.title, h.snippet or h.title, None) for h in picked]
     if backend.fetcher is not None and picked:
         pages = backend.fetcher.fetch_many([h.url for h in picked])
         rows, seen = [], set()
         for h, page in zip(picked, pages, strict=True):
+            url = split_userinfo(h.url)[0]
             if isinstance(page, BaseException) or not getattr(page, "text", ""):  # FetchError: keep the snippet
                 backend.usage["fetch_errors"] += 1
-                row = (h.url, h.title, h.snippet or h.title, None)
+                row = (url, h.title, h.snippet or h.title, None)
             else:
                 backend.usage["fetched"] += 1
-                row = (page.final_url or h.url, h.title or page.title or "", page.text, page.language)
+                row = (page.final_url or url, h.title or page.title or "", page.text, page.language)
             if url_key(row[0]) not in seen:  # two results may redirect to the same page
                 seen.add(url_key(row[0]))
                 rows.append(row)
