@@ -12,6 +12,7 @@ import torch
 from conftest import random_adapters
 
 from culturemanager import load_config
+from culturemanager.answering import Rule, label_answers
 from culturemanager.backends import embedrouter
 from culturemanager.config import RouterConfig
 from culturemanager.engine import Engine
@@ -212,14 +213,14 @@ def test_top_k_mixing_is_the_weighted_average_of_the_adapters_label_probabilitie
     task = cfg.tasks[0]
     texts = ["Los catalanes son tacaños", "Defol git buradan", "Çay ister misin?"]
     mixes = [{"Spanish": 0.7, "Turkish": 0.3}, {"Turkish": 1.0}, {"Spanish": 0.25, BASE: 0.75}]
-    mixed, _, _ = engine.mixed_label_probs(task, texts, mixes)
+    mixed, _, _, _ = label_answers(engine, task, texts, mixes, Rule())
     for i, mix in enumerate(mixes):
         alone = {a: engine.label_probs(task, [texts[i]], [a])[0][0] for a in mix}
-        assert torch.allclose(mixed[i], sum(w * alone[a] for a, w in mix.items()), atol=1e-5)
+        assert torch.allclose(torch.tensor(mixed[i]), sum(w * alone[a] for a, w in mix.items()), atol=1e-5)
     assert not torch.allclose(engine.label_probs(task, texts[:1], ["Spanish"])[0],
                               engine.label_probs(task, texts[:1], ["Turkish"])[0])
     with pytest.raises(ValueError, match="sum to 1"):
-        engine.mixed_label_probs(task, texts[:1], [{"Spanish": 0.5}])
+        label_answers(engine, task, texts[:1], [{"Spanish": 0.5}], Rule())
 
 
 def test_predict_with_top_k_mixes_and_records_the_mixture(task_config):
@@ -260,10 +261,11 @@ def test_a_calibrated_mixture_is_the_weighted_average_of_each_adapters_calibrate
     task = cfg.tasks[0]
     texts = ["Los catalanes son tacaños", "Defol git buradan"]
     mixes = [{"Spanish": 0.6, "Turkish": 0.4}, {"Turkish": 1.0}]
-    mixed, cal, _ = engine.mixed_label_probs(task, texts, mixes, calibrate=True)
+    mixed, cal, refs, _ = label_answers(engine, task, texts, mixes, Rule(calibrate=True))
     for i, mix in enumerate(mixes):
         alone = {a: engine.label_probs(task, [texts[i]], [a])[0][0].tolist() for a in mix}
         expected = [sum(w * calibrate(alone[a], engine.label_prior(task, a))[j] for a, w in mix.items())
                     for j in range(len(task.labels))]
-        assert torch.allclose(cal[i], torch.tensor(expected), atol=1e-5)
-    assert engine.mixed_label_probs(task, texts, mixes)[1] is None  # not asked: not computed
+        assert cal[i] == pytest.approx(expected, abs=1e-5)
+        assert refs[i] == {a: "content_free" for a in mix}  # no validation slice asked for
+    assert label_answers(engine, task, texts, mixes, Rule())[1] == [None, None]  # not asked: not computed

@@ -2,9 +2,10 @@
 caller asks of it — score a task's labels, score arbitrary options (the router), generate — with a different
 adapter per row of one batch.
 
-predict (stage 7), the benchmark and the server all go through an `Engine`; they decide *which* inputs go to which
-adapter, never *how* a prompt is encoded or scored. One encoding rule everywhere (`backends.target.encode_task`):
-an adapter sees at inference exactly the token layout it was trained on.
+predict (stage 7), the benchmark and the server all go through an `Engine`; which inputs go to which adapter, and
+how the adapters' answers become one answer, is the answering rule (`answering.answer`), never the callers'. One
+encoding rule everywhere (`backends.target.encode_task`): an adapter sees at inference exactly the token layout
+it was trained on.
 
     engine = Engine.load(cfg.target, {"Spanish": "runs/demo/adapters/Spanish"})
     probs, truncated = engine.label_probs(task, ["texto"], ["Spanish"])      # [n, len(task.labels)]
@@ -142,38 +143,6 @@ class Engine:
             return None if cut is None else cut_prior(cut, k)
 
         return self.memo(("validation-prior", task.id, task.template, adapter, rule), compute)
-
-    def mixed_label_probs(self, task: Task, texts: Sequence[str], mixtures: Sequence[Mapping[str, float]],
-                          preamble: str = "", calibrate: bool = False, calibration: str = "content_free",
-                          validation_cut: str = "share") -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
-        """Per text the weighted average of its adapters' label probabilities, sum over a of w_a * P_a(label | text)
-        (the router's top-k mixing): every text goes through each adapter of its mixture, all rows in one
-        mixed-adapter batch. A mixture maps adapter names (`BASE` for the plain model) to weights summing to 1.
-        With `calibrate`, also the same average of each adapter's calibrated probabilities (its content-free lean
-        removed, `label_prior`; with `calibration = "validation"` its validation slice's operating point where it
-        has one, `validation_prior` by the `validation_cut` rule): the rule the bench uses for a routed, mixed
-        answer. Returns (mixed, mixed
-        calibrated or None, truncated)."""
-        from culturemanager.metrics import calibrate as calibrated
-
-        if len(mixtures) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(mixtures)} mixtures")
-        for m in mixtures:
-            if not m or abs(sum(m.values()) - 1) > 1e-4 or min(m.values()) < 0:
-                raise ValueError(f"a mixture's weights must be non-negative and sum to 1: {dict(m)}")
-        rows = [(i, name, w) for i, m in enumerate(mixtures) for name, w in m.items()]
-        probs, truncated = self.label_probs(task, [texts[i] for i, _, _ in rows], [n for _, n, _ in rows], preamble)
-        out = torch.zeros(len(texts), probs.shape[1])
-        cal = torch.zeros(len(texts), probs.shape[1]) if calibrate else None
-        cut = [False] * len(texts)
-        for r, (i, name, w) in enumerate(rows):
-            out[i] += w * probs[r]
-            if cal is not None:
-                prior = self.validation_prior(task, name, validation_cut) if calibration == "validation" else None
-                prior = prior or self.label_prior(task, name, preamble)
-                cal[i] += w * torch.tensor(calibrated(probs[r].tolist(), prior))
-            cut[i] = truncated[r]
-        return out, cal, cut
 
     def option_scores(self, prompts: Sequence[list[int]], options: list[list[int]], adapters: Sequence[str | None],
                       normalize: bool = False) -> torch.Tensor:

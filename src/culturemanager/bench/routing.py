@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from culturemanager.answering import Decision, combine, mix
 from culturemanager.bench.format import pct_or_dash, show, table
 from culturemanager.bench.score import router_summary, task_scores
 from culturemanager.config import RouterConfig
 from culturemanager.records import normalize_text, write_json
 from culturemanager.router_prompts import router_template
 from culturemanager.rundir import safe_name
-from culturemanager.stages.route import OTHERS, Router, Routing, mixtures, prior, prompt_routing, prompt_scores
+from culturemanager.stages.route import OTHERS, Router, prior, prompt_routing, prompt_scores
 
 
 @dataclass
@@ -203,23 +204,15 @@ def left_out_others(tasks: list[RouteTask], examples: dict[str, list[str]], lang
 
 def routed_answers(by_adapter: dict[str, tuple[list, ...]], router: Router, routes: list[str],
                    probs: list[dict[str, float]]) -> tuple[list, ...]:
-    """Each answer kind (answers, calibrated, ...) per input from each adapter's: the weighted answers of the
-    adapters that `mixtures` picks for the input (the routed culture's alone, or the top `router.top_k` routes'
-    together).
+    """Each answer kind (answers, calibrated, ...) per input from each adapter's, by the answering rule that
+    predict and the server use (answering.mix, answering.combine): the routed culture's adapter alone, or the
+    top `router.top_k` routes' adapters weighted together.
     An answer is P(positive), a probability per option (mixed option by option) or a generated text (never
     mixed: the heaviest route's)."""
-    mixes = mixtures(router, Routing(routes, probs=probs))
-
-    def mix(m: dict[str, float], j: int, i: int):
-        first = by_adapter[next(iter(m))][j][i]
-        if isinstance(first, str):
-            return by_adapter[max(m, key=m.get)][j][i]
-        if isinstance(first, list):
-            return [sum(w * by_adapter[a][j][i][k] for a, w in m.items()) for k in range(len(first))]
-        return sum(w * by_adapter[a][j][i] for a, w in m.items())
-
+    mixes = mix(router, [Decision(c, probs=p) for c, p in zip(routes, probs)])
     kinds = len(next(iter(by_adapter.values())))
-    return tuple([mix(m, j, i) for i, m in enumerate(mixes)] for j in range(kinds))
+    return tuple([combine(m, {a: by_adapter[a][j][i] for a in m}) for i, m in enumerate(mixes)]
+                 for j in range(kinds))
 
 
 def with_mixing(measured: dict, bench, routed: dict, answers: dict, seed: int) -> dict:

@@ -5,6 +5,7 @@ asked), the model list, classify, health and metrics.
     POST /v1/chat/completions   the same with messages; the router reads the last user message
     GET  /v1/models             the base model, `auto`, one model per culture
     POST /v1/classify           {"task", "input": text or texts, "model"} -> label, label probabilities, culture
+                                (answered by the run's predict rule: answering.answer)
     GET  /health                200 while the model worker runs (503 once shutting down)
     GET  /metrics               Prometheus text format (serve/metrics.py)
 
@@ -59,7 +60,7 @@ ERROR_KINDS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "
 def create_app(svc: Service) -> FastAPI:
     s = svc.cfg.serve
     metrics = Metrics()
-    batcher = Batcher(svc.engine, svc.router, s, metrics)
+    batcher = Batcher(svc.engine, svc.router, s, metrics, svc.rule)
     upstream = Upstream(s.upstream, s.timeout_s, metrics) if s.upstream else None
     key = api_key(s.api_key_env)
     max_body = s.max_texts * s.max_chars * 6 + 65536  # every character \u-escaped, plus the other fields
@@ -132,8 +133,9 @@ def create_app(svc: Service) -> FastAPI:
         job = Job("classify", req.texts, svc.resolve(req.model), task=svc.task(req.task),
                   request_id=request.state.request_id)
         rows = await answer(request, job)
-        data = [{"index": i, "label": r.label, "score": r.probs[r.label], "label_probs": r.probs,
-                 "truncated": r.truncated, **r.route.extra()} for i, r in enumerate(rows)]
+        data = [{"index": i, "label": r.label, "score": r.score, "label_probs": r.probs,
+                 **({"calibrated_probs": r.calibrated, "calibration": r.calibration} if r.calibrated else {}),
+                 "mixture": r.mixture, "truncated": r.truncated, **r.route.extra()} for i, r in enumerate(rows)]
         return JSONResponse({"id": f"cls-{request.state.request_id}", "object": "classification",
                              "model": req.model, "task": job.task.id, "data": data},
                             headers=told(request, [r.route for r in rows]))

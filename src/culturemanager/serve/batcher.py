@@ -3,11 +3,12 @@ batch, whatever their cultures, and every row runs under its own culture's adapt
 
 A batch is built from a bounded queue: the first request waits at most `serve.max_wait_ms` for others, up to
 `serve.max_batch` texts. Its texts are routed in one router call (forced cultures skip the router), then each
-task's classify rows are scored in one `engine.label_probs` call (mixed adapters, as predict does) and the
-generation rows are decoded together (`engine.complete`), streaming their text as it comes. A full queue is
-refused at once (`QueueFull` -> 503 with Retry-After), never an unbounded backlog; a request whose caller gave
-up (timeout, closed stream) is skipped or stopped. On CPU two forward passes at once only slow each other, so
-there is exactly one worker.
+task's classify rows are answered together by the run's answering rule (`answering.answer`, predict's: top-k
+mixing by router.json, calibration by the run's `predict.*`) and the generation rows are decoded together
+(`engine.complete`, each by its mixture's heaviest adapter, as predict generates), streaming their text as it
+comes. A full queue is refused at once (`QueueFull` -> 503 with Retry-After), never an unbounded backlog; a
+request whose caller gave up (timeout, closed stream) is skipped or stopped. On CPU two forward passes at once
+only slow each other, so there is exactly one worker.
 
 Run: used by serve/app.py (`Batcher(engine, router, cfg).start()`); no entry point of its own.
 """
@@ -23,12 +24,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
 
+from culturemanager.answering import Decision, Rule, answer, decide, heaviest, mix
 from culturemanager.config import ServeConfig, Task
 from culturemanager.records import BASE
 from culturemanager.serve.metrics import Metrics
 from culturemanager.serve.openai_api import Route, TextStream, render_chat
 from culturemanager.serve.schemas import ApiError
-from culturemanager.stages.route import OTHERS, Router, route
+from culturemanager.stages.route import Router
 
 log = logging.getLogger("culturemanager.serve")
 
@@ -59,7 +61,11 @@ class Job:
 class Classified:
     route: Route
     label: str
-    probs: dict[str, float]
+    score: float  # the label's probability, calibrated when the rule calibrates
+    probs: dict[str, float]  # raw label probabilities (mixed over the mixture's adapters)
+    calibrated: dict[str, float]  # empty unless predict.calibrate
+    mixture: dict[str, float]  # adapter (or "base") -> weight
+    calibration: dict[str, str]  # adapter (or "base") -> the reference that calibrated it
     truncated: bool
 
 
@@ -78,8 +84,9 @@ class QueueFull(ApiError):
 
 
 class Batcher:
-    def __init__(self, engine, router: Router, cfg: ServeConfig, metrics: Metrics):
+    def __init__(self, engine, router: Router, cfg: ServeConfig, metrics: Metrics, rule: Rule | None = None):
         self.engine, self.router, self.cfg, self.metrics = engine, router, cfg, metrics
+        self.rule = rule or Rule()  # the run's predict.* settings: the server answers as predict does
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=cfg.queue_size)
         self.closed = False
         self._stop = threading.Event()
@@ -152,7 +159,8 @@ class Batcher:
         if not jobs:
             return
         try:
-            routes = self.routes(jobs)
+            decided = self.decide(jobs)
+            routes = {k: [self.wire(d) for d in v] for k, v in decided.items()}
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error instead of hanging
             log.exception("routing failed for %s", [j.request_id for j in jobs])
             for j in jobs:
@@ -167,7 +175,7 @@ class Batcher:
         groups.append([j for j in jobs if j.kind == "generate"])
         for group in filter(None, groups):
             try:
-                self.classify(group, routes) if group[0].kind == "classify" else self.generate(group, routes)
+                self.classify(group, decided, routes) if group[0].kind == "classify" else self.generate(group, routes)
             except Exception as e:  # noqa: BLE001 - as above: fail these requests, keep serving the others
                 log.exception("batch failed for %s", [j.request_id for j in group])
                 for j in group:
@@ -180,41 +188,38 @@ class Batcher:
             self.engine.prefix.clear()  # each input is seen once: stored states would only grow
         self.record(jobs, routes, time.perf_counter() - t0)
 
-    def routes(self, jobs: list[Job]) -> dict[int, list[Route]]:
-        """Every job's Route per row; the rows the router decides go through it in one call."""
-        auto = [(j, i) for j in jobs if j.culture is None for i in range(j.rows)]
-        decided: dict[tuple[int, int], Route] = {}
-        if auto and self.router.enabled:
-            r = route(self.engine, self.router, [j.texts[i] for j, i in auto])
-            for (j, i), c, s in zip(auto, r.cultures, r.scores):
-                decided[id(j), i] = self.culture_route(c, s, "router")
-        elif auto:  # the router is off: the base model answers whatever the request did not force
-            decided = {(id(j), i): Route(OTHERS, None, {}, "base") for j, i in auto}
-        out = {}
-        for j in jobs:
-            if j.culture is None:
-                out[id(j)] = [decided[id(j), i] for i in range(j.rows)]
-            else:
-                forced = self.culture_route(j.culture, {}, "base" if j.culture == OTHERS else "forced")
-                out[id(j)] = [forced] * j.rows
+    def decide(self, jobs: list[Job]) -> dict[int, list[Decision]]:
+        """Every job's Decision per row (answering.decide): forced cultures as they are, the rest in one router
+        call (the router off: the base model)."""
+        rows = [(j, i) for j in jobs for i in range(j.rows)]
+        decided = decide(self.engine, self.router, [j.texts[i] for j, i in rows], [j.culture for j, _ in rows])
+        out: dict[int, list[Decision]] = {id(j): [] for j in jobs}
+        for (j, _), d in zip(rows, decided):
+            out[id(j)].append(d)
         return out
+
+    def wire(self, d: Decision) -> Route:
+        """What a response says of one row's route: the adapter is the one that generates (the mixture's heaviest;
+        classify's answers also give the whole mixture)."""
+        adapter = heaviest(mix(self.router, [d])[0])
+        how = {"router": "router", "given": "forced", "base": "base"}[d.how]
+        return Route(d.culture, None if adapter == BASE else adapter, d.scores, how)
 
     def culture_route(self, culture: str, scores: dict[str, float], how) -> Route:
         adapter = self.router.adapter_for(culture)
         return Route(culture, None if adapter == BASE else adapter, scores, how)
 
-    def classify(self, jobs: list[Job], routes: dict[int, list[Route]]) -> None:
+    def classify(self, jobs: list[Job], decided: dict[int, list[Decision]], routes: dict[int, list[Route]]) -> None:
         task = jobs[0].task
-        texts = [t for j in jobs for t in j.texts]
-        rows = [r for j in jobs for r in routes[id(j)]]
-        probs, truncated = self.engine.label_probs(task, texts, [r.adapter or BASE for r in rows])
-        k = 0
+        answers = iter(answer(self.engine, task, [t for j in jobs for t in j.texts], self.router, self.rule,
+                              decisions=[d for j in jobs for d in decided[id(j)]]))
         for j in jobs:
             out = []
             for r in routes[id(j)]:
-                p = {lab: round(float(v), 6) for lab, v in zip(task.labels, probs[k])}
-                out.append(Classified(r, max(p, key=p.get), p, truncated[k]))
-                k += 1
+                a = next(answers)
+                out.append(Classified(r, a.label, round(a.score, 6), rounded(a.probs), rounded(a.calibrated),
+                                      {named(x): round(w, 6) for x, w in a.mixture.items()},
+                                      {named(x): ref for x, ref in a.references.items()}, a.truncated))
             j.future.set_result(out)
 
     def generate(self, jobs: list[Job], routes: dict[int, list[Route]]) -> None:
@@ -267,3 +272,12 @@ class Batcher:
             m.routed.labels(culture=r.culture, how=r.how).inc()
         log.info("batch: %d rows of %d requests [%s], adapters %s, %.0f ms", len(rows), len(jobs),
                  " ".join(j.request_id for j in jobs), sorted(a or "base" for a in adapters), 1000 * seconds)
+
+
+def rounded(probs: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in probs.items()}
+
+
+def named(adapter: str) -> str:
+    """An adapter as a response names it: its culture, or "base" for the plain model."""
+    return "base" if adapter == BASE else adapter

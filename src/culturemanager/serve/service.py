@@ -1,7 +1,8 @@
 """What the server serves: a finished run (its resolved config, router and adapters) and the model names clients
 use for it, plus starting uvicorn on a socket we bind ourselves (so port 0 works and the address is known).
 
-    auto         the router picks the culture per text; its adapter answers ("Others": the base model)
+    auto         the router picks the culture per text; its adapter answers ("Others": the base model), or its
+                 top routes' adapters together (router.top_k), by the run's predict rule (answering.answer)
     <culture>    that culture's adapter answers (a culture without an adapter: the base model)
     <base name>  the base model, no adapter (the target's name: "gemma3-270m", or a model folder's name)
 
@@ -16,6 +17,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from culturemanager.answering import Rule, warm
 from culturemanager.config import Config, Task
 from culturemanager.configfile import apply_override, format_validation_error, looks_like_path
 from culturemanager.errors import ConfigError, InputError
@@ -33,6 +35,12 @@ class Service:
     cfg: Config
     router: Router
     engine: object = None  # engine.Engine, loaded by `load_engine` (None until then: --print-vllm-command)
+
+    @property
+    def rule(self) -> Rule:
+        """How an input is answered: the run's predict.* settings, as `culturemanager predict` answers (top-k
+        mixing comes with the router). A request cannot change them: one run, one answer per input."""
+        return Rule.of(self.cfg.predict)
 
     @property
     def base(self) -> str:
@@ -82,6 +90,8 @@ class Service:
             # route one text before the port opens: the router's models and its content-free prior load now, so the
             # first request is not the one that waits for them (and times out under serve.timeout_s)
             route(self.engine, self.router, ["warm-up"])
+        # and the calibration priors (content-free and validation cuts) of every adapter and task, for the same reason
+        warm(self.engine, self.cfg.tasks, [c for c, p in self.cultures.items() if p], self.rule)
 
 
 def load_run(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Router]:
