@@ -37,6 +37,7 @@ from culturemanager.backends.target import (
     score_options,
 )
 from culturemanager.config import TargetConfig, Task
+from culturemanager.prompts import CONTENT_FREE
 
 
 class Engine:
@@ -114,8 +115,6 @@ class Engine:
     def label_prior(self, task: Task, adapter: str | None, preamble: str = "") -> list[float]:
         """P(label) on content-free input ("", "N/A", "...") under one adapter, averaged: the adapter's lean for
         this task, the reference of contextual calibration. Computed once per engine, task and adapter."""
-        from culturemanager.stages.route import CONTENT_FREE
-
         def compute() -> list[float]:
             probs, _ = self.label_probs(task, list(CONTENT_FREE), [adapter] * len(CONTENT_FREE), preamble)
             return probs.mean(0).tolist()

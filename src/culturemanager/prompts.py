@@ -224,6 +224,11 @@ def canonical_label(label: str, task: Task) -> str:
     return label
 
 
+# Content-free inputs (contextual calibration, Zhao et al. 2021): a model's answer to them is its lean, not the
+# text's content; the router's prior and each adapter's content-free calibration are its mean over these.
+CONTENT_FREE = ("", "N/A", "...")
+
+
 def format_task_prompt(task: Task, text: str) -> str:
     """The task's template with its input; the same string is used for training and inference."""
     assert task.template is not None

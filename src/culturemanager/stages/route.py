@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from culturemanager.config import Config
 from culturemanager.errors import InputError
+from culturemanager.prompts import CONTENT_FREE
 from culturemanager.records import BASE, RecordFileError, Sample, normalize_text, read_json, read_jsonl, write_json
 from culturemanager.router_prompts import router_template, split_router_template
 from culturemanager.rundir import RunDir
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OTHERS = "Others"
-CONTENT_FREE = ("", "N/A", "...")
 FIT_VERSION = "1"  # bump when the embedding router's fit changes, so saved routers are refitted
 
 
