@@ -135,6 +135,8 @@ class Task(Section):
             raise ValueError("multiple_choice tasks need `labels` (the options)")
         if self.format == "free_text":
             self.labels = None
+        if self.labels is not None:
+            check_label_set(self.format, self.labels)
         if self.positive_label is None and self.format in ("binary", "true_false") and self.labels:
             self.positive_label = "1" if "1" in self.labels else self.labels[0]
         if self.positive_label is not None and self.labels and self.positive_label not in self.labels:
@@ -144,6 +146,21 @@ class Task(Section):
         if self.template.count("{input}") != 1:
             raise ValueError("template must contain {input} exactly once")
         return self
+
+
+def check_label_set(fmt: str, labels: list[str]) -> None:
+    """A label set is scored by its labels' probabilities and F1: each label a distinct non-blank string, two of
+    them for binary and true_false, at least two (and at most 26, the letters) for multiple_choice. Checked at
+    config load, not after the synthesis calls that would ask for labels like ""."""
+    blank = [x for x in labels if not x.strip()]
+    if blank:
+        raise ValueError(f"labels {labels} hold a blank label: every label must be a non-empty string")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels {labels} are not distinct")
+    if fmt in ("binary", "true_false") and len(labels) != 2:
+        raise ValueError(f"a {fmt} task needs exactly two labels (one of them positive_label), got {labels}")
+    if fmt == "multiple_choice" and not 2 <= len(labels) <= 26:
+        raise ValueError(f"a multiple_choice task needs 2 to 26 labels (the options), got {labels}")
 
 
 class AnswerJudgeConfig(Section):
@@ -161,6 +178,8 @@ class AnswerJudgeConfig(Section):
 
 # how an adapter's cut is read off its own validation slice (metrics.validation_cut): predict and the bench
 ValidationCut = Literal["share", "best_f1"]
+# what a prediction input row without gold (its label missing, its accepted answers []) is: datafiles.py
+Unscorable = Literal["error", "skip"]
 
 
 class PredictConfig(Section):
@@ -186,6 +205,12 @@ class PredictConfig(Section):
     between the gaps of a few scores: docs/benchmarks.md, "The validation cut: the slice's share")."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
     """The optional LLM judge of free-text answers (off by default)."""
+    on_unscorable: Unscorable = "error"
+    """A row of an input file that names its gold (`label_field`, `answers_field`) but has none: the label
+    missing, null or blank, the accepted answers missing or []. error: the run stops before its first LLM call,
+    naming the file and line (`culturemanager run CONFIG --check` finds them in seconds). skip: the row is left
+    out and the others are predicted and scored; metrics.json counts it (`counts.skipped_unscorable`) and names
+    it (`skipped_unscorable`)."""
 
 
 class RunConfig(Section):
@@ -245,6 +270,14 @@ class Config(Section):
                 if f.culture is not None and f.culture not in names:
                     raise ValueError(f"tasks.{i}.demonstrations.{j}.culture {f.culture!r} is not a culture of "
                                      f"the run (known: {sorted(names)})")
+            for j, f in enumerate(t.evaluation):
+                if f.culture is not None and f.culture not in names:
+                    raise ValueError(f"tasks.{i}.evaluation.{j}.culture {f.culture!r} is not a culture of the "
+                                     f"run (known: {sorted(names)})")
+        for i, f in enumerate(self.predict.inputs):  # "Others": inputs of no culture of the run, for router accuracy
+            if f.culture is not None and f.culture not in names | {"Others"}:
+                raise ValueError(f"predict.inputs.{i}.culture {f.culture!r} is not a culture of the run nor "
+                                 f"\"Others\" (known: {sorted(names)})")
         for where, tid in [("predict.task", self.predict.task)] + [
                 (f"predict.inputs.{i}.task", f.task) for i, f in enumerate(self.predict.inputs)]:
             if tid is not None and tid not in ids:
