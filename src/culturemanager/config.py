@@ -21,6 +21,8 @@ from pydantic import Field, field_validator, model_validator
 from culturemanager.configfile import load_toml_config
 from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
 from culturemanager.settings import (  # noqa: F401 - every table is importable from here
+    CHARS,
+    TOKENS,
     FetchConfig,
     JudgeConfig,
     LlamaServerConfig,
@@ -79,9 +81,9 @@ class DataFile(Section):
     """multiple_choice: field holding the row's options (a list of 2 to 26 strings). They are lettered into the
     text ("... A) Madrid B) Rome"), and a label that names an option's text becomes its letter: the task's labels
     are then the letters (labels = ["A", "B", "C", "D"])."""
-    start: int = Field(0, ge=0)
+    start: int = Field(0, ge=0, le=1_000_000_000)
     """First row to use (0-based, after skipping blank lines)."""
-    limit: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=0, le=1_000_000_000)
     """Use at most this many rows from `start`."""
     culture: str | None = None
     """The known culture of every row (one of [[cultures]]): restricts demonstrations to that culture; for
@@ -92,13 +94,18 @@ class DataFile(Section):
     """For prediction inputs: the task id of every row (default: predict.task, or the run's only task)."""
 
 
+ISO_639_1 = r"^[a-z]{2}$"  # a language: "es", "zh", "tr"
+ISO_3166 = r"^[A-Za-z]{2}$"  # a country: "es" or "ES"
+
+
 class Culture(Section):
     name: str
     """Culture name as used everywhere (adapter folder, router option), e.g. "Arabic"."""
-    language: str | None = None
-    """ISO 639-1 code of the culture's main language, used to ask for samples in that language."""
-    country: str | None = None
-    """Search locale hint (ISO 3166 alpha-2), passed to web search backends."""
+    language: str | None = Field(None, pattern=ISO_639_1)
+    """ISO 639-1 code of the culture's main language (two lowercase letters, e.g. "es"), used to ask for samples in
+    that language, pick its lemmatizer and weigh the router's language prior."""
+    country: str | None = Field(None, pattern=ISO_3166)
+    """Search locale hint (ISO 3166 alpha-2, e.g. "es"), passed to web search backends."""
     description: str = ""
     """Optional one-line description, shown to the router and the generator."""
 
@@ -172,7 +179,7 @@ class AnswerJudgeConfig(Section):
     """Judge every free-text prediction that has accepted answers (one short call per prediction, cached)."""
     generator: LLMConfig | None = None
     """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
-    max_chars: int = Field(600, ge=1)
+    max_chars: int = Field(600, ge=1, le=CHARS)
     """The question and the answer are each shown to the judge cut to this many characters."""
 
 
@@ -187,7 +194,7 @@ class PredictConfig(Section):
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
     task: str | None = None
     """Task id for inputs whose file names none (default: the run's only task)."""
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, le=TOKENS)
     """free_text tasks only."""
     calibrate: bool = False
     """Label calibration: each answering adapter's probabilities are divided by a reference prior (its lean for
@@ -216,7 +223,7 @@ class PredictConfig(Section):
 class RunConfig(Section):
     dir: Path = Path("runs/run")
     """The run directory (relative to the config file): every stage reads and writes here."""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seed of every random choice (demonstration batches, generator seeds, training order)."""
 
 
