@@ -44,8 +44,8 @@ class UnscorableRow(InputFileError):
 
     def __init__(self, where: str, reason: str):
         self.row = f"{where}: {reason}"  # what a skipped row is reported as
-        super().__init__(f"{self.row} (a row without gold cannot be scored: set predict.on_unscorable = \"skip\" "
-                         f"to score the other rows, the skipped ones counted in metrics.json)")
+        super().__init__(f"{self.row} (a row without gold cannot be scored; for predict.inputs, "
+                         f"predict.on_unscorable = \"skip\" scores the other rows and counts this one in metrics.json)")
 
 
 @dataclass(frozen=True)
