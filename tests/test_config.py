@@ -350,7 +350,7 @@ def test_config_explain_prints_every_field_with_type_default_and_docstring(capsy
 
     assert main(["config", "--explain"]) == 0
     out = capsys.readouterr().out
-    assert "train.epochs: int (>= 1) = 3\n    Passes over a culture's samples." in out
+    assert "train.epochs: int (>= 1, <= 10000) = 3\n    Passes over a culture's samples." in out
     assert 'generator.backend: "local" | "openai" | "llama_server" | "fake" = "local"' in out
     assert "tasks[].demonstrations[].format:" in out and "cultures[].name: str (required)" in out
     lines = [x for x in out.splitlines() if not x.startswith("    ")]
@@ -362,7 +362,7 @@ def test_config_explain_with_a_file_shows_its_values_and_plain_config_prints_jso
 
     path = write(tmp_path, MINIMAL + "\n[train]\nepochs = 1\n")
     assert main(["config", str(path), "--explain"]) == 0
-    assert "train.epochs: int (>= 1) = 3; here: 1" in capsys.readouterr().out
+    assert "train.epochs: int (>= 1, <= 10000) = 3; here: 1" in capsys.readouterr().out
     assert main(["config", str(path), "--set", "train.rank=2"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["train"] == {**resolved["train"], "epochs": 1, "rank": 2}

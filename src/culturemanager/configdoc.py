@@ -79,7 +79,7 @@ def type_text(t: Any) -> str:
 
 
 def bounds_text(f: FieldInfo) -> str:
-    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >="}
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >=", "pattern": "matching"}
     parts = [f"{sign} {getattr(m, attr)}" for m in f.metadata for attr, sign in signs.items()
              if getattr(m, attr, None) is not None]
     return f" ({', '.join(parts)})" if parts else ""

@@ -11,6 +11,11 @@ field or a non-text value is an `InputFileError` naming the file and the line; a
 since a task with no demonstrations cannot be specified. `check_gold_labels` checks gold labels against a
 task's label set before anything is scored.
 
+A row of a file that names its gold (`label_field`, `answers_field`) but has none (the label missing, null or
+blank; the accepted answers missing or []) cannot be scored: an `UnscorableRow` error naming file and line, or,
+with `on_unscorable = "skip"` (`predict.on_unscorable`), left out and reported by `read_scored_rows`. The stages
+and the preflight check (preflight.py) read every file through these same functions.
+
 Run: `python -m culturemanager.datafiles FILE [TEXT_FIELD]` prints how many rows it reads.
 """
 
@@ -24,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from culturemanager.config import DataFile, Task
+from culturemanager.config import DataFile, Task, Unscorable
 from culturemanager.errors import InputError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "text"}
@@ -32,6 +37,15 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"
 
 class InputFileError(InputError):
     """A problem in a user's data file; the message starts with `path:line:` (or `path:`)."""
+
+
+class UnscorableRow(InputFileError):
+    """A well-formed row whose file names a gold field the row leaves empty: it cannot be scored."""
+
+    def __init__(self, where: str, reason: str):
+        self.row = f"{where}: {reason}"  # what a skipped row is reported as
+        super().__init__(f"{self.row} (a row without gold cannot be scored; for predict.inputs, "
+                         f"predict.on_unscorable = \"skip\" scores the other rows and counts this one in metrics.json)")
 
 
 @dataclass(frozen=True)
@@ -44,16 +58,30 @@ class InputRow:
     answers: tuple[str, ...] = ()  # free_text: the accepted answers (answers_field, then the label), deduplicated
 
 
-def read_rows(df: DataFile) -> list[InputRow]:
+def read_rows(df: DataFile, on_unscorable: Unscorable = "error") -> list[InputRow]:
     """The rows start..start+limit of a file. Only those rows are parsed and checked: a bad row outside the
     slice (the benchmark's Bengali file has a number for a text on line 280) does not matter here."""
+    return read_scored_rows(df, on_unscorable)[0]
+
+
+def read_scored_rows(df: DataFile, on_unscorable: Unscorable = "error") -> tuple[list[InputRow], list[str]]:
+    """`read_rows`, and the rows left out as unscorable ("path:line: why"; none unless `on_unscorable` is
+    "skip", when "error" the first one is raised)."""
     if not df.path.is_file():
         raise InputFileError(f"{df.path}: file not found")
     records = list(_records(df, file_format(df)))
     if not records:
         raise InputFileError(f"{df.path}: no rows (empty file)")
     end = None if df.limit is None else df.start + df.limit
-    return [_parse(df, where, raw) for where, raw in records[df.start:end]]
+    rows, skipped = [], []
+    for where, raw in records[df.start:end]:
+        try:
+            rows.append(_parse(df, where, raw))
+        except UnscorableRow as e:
+            if on_unscorable == "error":
+                raise
+            skipped.append(e.row)
+    return rows, skipped
 
 
 def read_texts(files: list[DataFile]) -> list[str]:
@@ -158,26 +186,35 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
         raise InputFileError(f"{where}: field {df.text_field!r} is a {type(text).__name__}, not text")
     if not text.strip():
         raise InputFileError(f"{where}: field {df.text_field!r} is empty")
-    label = None
-    if df.label_field is not None:
-        if obj.get(df.label_field) is None:
-            raise InputFileError(f"{where}: no label field {df.label_field!r}")
-        raw = obj[df.label_field]
-        if not isinstance(raw, (str, int, bool)) or not str(raw).strip():
-            raise InputFileError(f"{where}: label field {df.label_field!r} is {raw!r}, not a label")
-        raw = str(raw)
-        if df.label_map and raw not in df.label_map:
-            raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
-        label = df.label_map.get(raw, raw)
+    label, unscorable = _label(obj, df, where)
     if df.options_field is not None:
         text, label = _with_options(obj, df, where, text, label)
-    answers = _answers(obj, df, where) + ((label,) if label is not None else ())
+    given, why = _answers(obj, df, where)
+    answers = given + ((label,) if label is not None else ())
     culture = df.culture
     if df.culture_field is not None:
-        if not isinstance(obj.get(df.culture_field), str):
+        if not isinstance(obj.get(df.culture_field), str) or not obj[df.culture_field].strip():
             raise InputFileError(f"{where}: no text field {df.culture_field!r} (the row's culture)")
         culture = obj[df.culture_field]
+    # checked last, so a skipped row is one that is well-formed but for its missing gold
+    if unscorable or why:
+        raise UnscorableRow(where, unscorable or why or "")
     return InputRow(text.strip(), label, where, culture, df.task, tuple(dict.fromkeys(answers)))
+
+
+def _label(obj: dict, df: DataFile, where: str) -> tuple[str | None, str | None]:
+    """(the row's label through label_map, or None; why the row has no label, when its file names one)."""
+    if df.label_field is None:
+        return None, None
+    raw = obj.get(df.label_field)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None, f"no label in field {df.label_field!r}" + (f" (it is {raw!r})" if raw is not None else "")
+    if not isinstance(raw, (str, int, bool)):
+        raise InputFileError(f"{where}: label field {df.label_field!r} is {raw!r}, not a label")
+    raw = str(raw)
+    if df.label_map and raw not in df.label_map:
+        raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
+    return df.label_map.get(raw, raw), None
 
 
 def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | None) -> tuple[str, str | None]:
@@ -197,17 +234,20 @@ def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | N
     return with_options(text.strip(), options), label
 
 
-def _answers(obj: dict, df: DataFile, where: str) -> tuple[str, ...]:
-    """The row's accepted answers: a non-empty list of non-empty strings, or one string."""
+def _answers(obj: dict, df: DataFile, where: str) -> tuple[tuple[str, ...], str | None]:
+    """The row's accepted answers (a non-empty list of non-empty strings, or one string); and why there are none
+    when the field is missing, null, blank or [] (the row cannot be scored)."""
     if df.answers_field is None:
-        return ()
+        return (), None
     raw = obj.get(df.answers_field)
+    if raw is None or raw == [] or (isinstance(raw, str) and not raw.strip()):
+        return (), f"answers field {df.answers_field!r} is {raw!r}, no accepted answer"
     if isinstance(raw, str):
         raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x.strip() for x in raw):
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
         raise InputFileError(f"{where}: answers field {df.answers_field!r} is {raw!r}, not a list of accepted "
                              f"answers (non-empty strings)")
-    return tuple(x.strip() for x in raw)
+    return tuple(x.strip() for x in raw), None
 
 
 def main() -> None:

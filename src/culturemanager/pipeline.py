@@ -1,6 +1,7 @@
 """The whole method, stage after stage, over one run directory.
 
-`run(cfg, stages)` first checks that the models the stages need can be loaded (preflight.py), then runs each
+`run(cfg, stages)` first checks that the models the stages need can be loaded and that every file they will read
+reads cleanly (preflight.py: a bad row stops the run before its first LLM call), then runs each
 stage in order; each stage reads its inputs from the run directory, so any stage can be re-run alone
 (`culturemanager search CONFIG.toml`). Nothing finished is redone: LLM answers come from the cache, adapters
 whose data did not change are reused. A finished stage records its status, time and counts in the manifest and
@@ -131,7 +132,8 @@ assert tuple(STAGE_FUNCS) == STAGES
 
 def run(cfg: Config, stages: list[str] | None = None, progress: bool = True, shard: tuple[int, int] = (0, 1)
         ) -> dict[str, dict]:
-    """The stages (default: all) in order, after checking that the models they need are here; a generator server
+    """The stages (default: all) in order, after checking that the models they need are here and that the files
+    they read are sound (preflight.py); a generator server
     the run started is stopped at the end, whatever happened."""
     stages = list(stages or STAGES)
     preflight(cfg, stages)

@@ -304,7 +304,7 @@ def plan_run(cfg) -> Plan:
                            validation_passes(validation_size(round(per_culture), t.validation), steps, t.eval_every))
     plan.phases.append(Phase("train", f"{len(cfg.cultures)} adapters, {steps} steps each, {seen} examples seen",
                              len(cfg.cultures) * each))
-    inputs = sum(len(read_rows(f)) for f in cfg.predict.inputs)
+    inputs = sum(len(read_rows(f, cfg.predict.on_unscorable)) for f in cfg.predict.inputs)
     options = len(cfg.cultures) + (1 if cfg.router.others else 0)
     plan.phases.append(Phase("predict", f"{inputs} inputs: routed ({options} options) and answered",
                              forward_seconds(inputs * (options + 1), tokens, layers, rates)))

@@ -1,6 +1,14 @@
-"""Checks made before any stage runs, so that a missing model is an error in the first second, not after the
-LLM stages have spent their time: the target model (for `train` and `predict`) and a local generator (for
-the LLM stages) must be loadable here.
+"""Checks made before any stage runs, so that a missing model or a bad input row is an error in the first
+seconds, not after the LLM stages have spent their time (and, with a paid generator, money): the target model
+(for `train` and `predict`) and a local generator (for the LLM stages) must be loadable here, and every file the
+stages will read must read cleanly (`check_inputs`).
+
+The files are read by the stages' own functions, so the rules are the stages' rules, never a second copy:
+demonstrations through `spec.demonstrations_by_culture` (queries, synthesize, route), evaluation files through
+`spec.evaluation_texts` (synthesize's leakage check), prediction inputs through `predict.prediction_rows` (their
+label, answers, options and culture fields; gold labels against the task's label set; a row without gold an
+error unless `predict.on_unscorable = "skip"`). A bad row is an `InputError` naming the file and line (exit 3).
+`culturemanager run CONFIG --check` runs these checks alone (`check_run`).
 
 A model setting is checked by what it is (backends/models.py resolves it the same way): a packaged short name
 needs its wheels (or its assembled GGUF in the cache); a `.gguf` path must be a file; a folder must hold a
@@ -8,7 +16,7 @@ transformers model (config.json); anything else is a hub id, which, while `HF_HU
 `TRANSFORMERS_OFFLINE=1`) is set, must already be in the local hub cache. Each failure is a `ConfigError`
 naming the key, the value and what to do.
 
-Run: `python -m culturemanager.preflight CONFIG.toml` checks a config's models.
+Run: `culturemanager run CONFIG.toml --check` (or `python -m culturemanager.preflight CONFIG.toml`).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from culturemanager.config import Config, LLMConfig, load_config
+from culturemanager.config import Config, DataFile, LLMConfig, load_config
 from culturemanager.configfile import looks_like_path
 from culturemanager.errors import ConfigError
 
@@ -25,7 +33,46 @@ GENERATOR_STAGES = {"queries", "search", "synthesize"}
 TARGET_STAGES = {"train", "predict"}
 
 
-def preflight(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
+DEMONSTRATION_STAGES = {"queries", "synthesize", "route"}
+
+
+def preflight(cfg: Config, stages: list[str] | tuple[str, ...], predict_files: list[DataFile] | None = None
+              ) -> dict[str, int]:
+    """Raise a ConfigError when a model that one of `stages` needs cannot be loaded here, an InputError when a
+    file one of them reads has a bad row; the rows read, per kind of file (`check_inputs`)."""
+    check_models(cfg, stages)
+    return check_inputs(cfg, stages, predict_files)
+
+
+def check_run(cfg: Config) -> dict[str, int]:
+    """Everything a whole run will need, checked without running anything (`culturemanager run CONFIG --check`)."""
+    from culturemanager.rundir import STAGES
+
+    return preflight(cfg, STAGES)
+
+
+def check_inputs(cfg: Config, stages: list[str] | tuple[str, ...], predict_files: list[DataFile] | None = None
+                 ) -> dict[str, int]:
+    """Read every file `stages` will read, through the functions they read it with; the rows read per kind."""
+    from culturemanager.stages.spec import demonstrations_by_culture, evaluation_texts
+
+    counts: dict[str, int] = {}
+    if DEMONSTRATION_STAGES & set(stages):
+        counts["demonstrations"] = sum(len(texts) for t in cfg.tasks
+                                       for texts in demonstrations_by_culture(cfg, t).values())
+    if "synthesize" in stages:
+        counts["evaluation inputs"] = len(evaluation_texts(cfg))
+    if "predict" in stages and (predict_files or cfg.predict.inputs):
+        from culturemanager.stages.predict import prediction_rows
+
+        rows, _, skipped = prediction_rows(cfg, predict_files)
+        counts["prediction inputs"] = len(rows)
+        if skipped:
+            counts["prediction inputs skipped as unscorable"] = len(skipped)
+    return counts
+
+
+def check_models(cfg: Config, stages: list[str] | tuple[str, ...]) -> None:
     """Raise a ConfigError when a model that one of `stages` needs cannot be loaded here."""
     if GENERATOR_STAGES & set(stages):
         check_llm(cfg.generator, "generator")
@@ -107,8 +154,13 @@ def _packaged() -> list[str]:
 
 def main() -> None:
     cfg = load_config(sys.argv[1])
-    preflight(cfg, ("queries", "search", "synthesize", "train", "predict"))
-    print("models ok:", cfg.generator.model, "/", cfg.target.model)
+    print(render_check(cfg, check_run(cfg)))
+
+
+def render_check(cfg: Config, counts: dict[str, int]) -> str:
+    rows = ", ".join(f"{n} {what}" for what, n in counts.items()) or "no input files"
+    return (f"check ok: models {cfg.generator.model} (generator) and {cfg.target.model} (target) are here; "
+            f"read {rows}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 (`culturemanager config --explain` prints them). The run's root (`Config`), its cultures, tasks and data files
 are in config.py, which is where the rest of the package imports all of them from.
 
+Every count, size, timeout and retry has an upper bound, far above any value a run could mean (a day for a
+timeout, 100 retries, a million tokens), so that a slip like `queries.per_mode = 99999999999999999999` or
+`timeout_s = 1e308` is a config error naming the key, not a plan of 3.8e18 hours. No float anywhere in a config
+may be inf or nan (`Section`: one check for every table).
+
 Run: imported by config.py; no entry point of its own.
 """
 
@@ -17,8 +22,18 @@ from culturemanager.router_prompts import ROUTER_TEMPLATES
 
 
 class Section(BaseModel):
-    # the docstring under each field becomes its description (`culturemanager config --explain`)
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # the docstring under each field becomes its description (`culturemanager config --explain`); inf and nan are
+    # no setting of anything (`train.lr = inf` trained to nan losses and reported success), so every float of
+    # every table must be finite
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+
+
+# the upper bounds shared by many fields (generous: each is far above any value a run could mean)
+DAY_S = 86_400  # a timeout
+RETRIES = 100  # retries or attempts of one call
+TOKENS = 1_048_576  # a context or an answer, in tokens
+CHARS = 10_000_000  # a text, in characters
+BATCH = 65_536  # examples or texts in one batch
 
 
 
@@ -30,11 +45,11 @@ class LlamaServerConfig(Section):
     binary: Path | None = None
     """The llama-server executable (absolute, or relative to the working directory). Default: `llama-server`
     next to the running Python (where `make llama-server` puts it), then on PATH."""
-    ctx_per_slot: int = Field(4096, ge=256)
+    ctx_per_slot: int = Field(4096, ge=256, le=TOKENS)
     """Context tokens of each parallel sequence; the server gets concurrency x this."""
-    startup_timeout_s: float = Field(180.0, gt=0)
+    startup_timeout_s: float = Field(180.0, gt=0, le=DAY_S)
     """How long to wait for the server to load the model and answer /health."""
-    request_timeout_s: float = Field(1800.0, gt=0)
+    request_timeout_s: float = Field(1800.0, gt=0, le=DAY_S)
     """Per request (instead of generator.timeout_s, which is for remote endpoints): on a busy CPU one local call
     can take minutes, and a timed-out call is retried while the server still works on it."""
     extra_args: list[str] = Field(default_factory=list)
@@ -56,19 +71,19 @@ class LLMConfig(Section):
     """openai backend: name of the environment variable holding the key (the key itself never goes here)."""
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     """Sampling temperature of every generator call (0: greedy)."""
-    max_new_tokens: int = Field(384, ge=1)
+    max_new_tokens: int = Field(384, ge=1, le=TOKENS)
     """Longest answer of one call, in tokens (queries are capped at 256)."""
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, le=1024)
     """openai and llama_server backends: requests in flight at once (llama_server: also its parallel slots)."""
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, le=DAY_S)
     """openai backend: wall-clock deadline of one request, from sending it to the answer's last byte; a server
     that keeps dripping bytes is cut off here too."""
-    max_retries: int = Field(4, ge=0)
+    max_retries: int = Field(4, ge=0, le=RETRIES)
     """openai backend: retries of a request on connection errors, timeouts, 429 (honouring Retry-After) and
     5xx, with exponential backoff; each retry is a line in calls.jsonl."""
     engine: Literal["transformers", "llama_cpp"] = "transformers"
     """local backend: llama_cpp needs the `llamacpp` extra and a GGUF model."""
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=1024)
     """local and llama_server backends: CPU threads (default: torch's / llama.cpp's default)."""
     server: LlamaServerConfig = Field(default_factory=LlamaServerConfig)
     """llama_server backend: the server's binary, context and timeouts."""
@@ -78,7 +93,7 @@ class TargetConfig(Section):
     model: str = "gemma3-270m"
     """The frozen base model that gets one LoRA adapter per culture (packaged short name, transformers folder
     or .gguf file relative to the config file, or hub id); checked before any stage runs."""
-    max_length: int = Field(256, ge=16)
+    max_length: int = Field(256, ge=16, le=TOKENS)
     """Token budget of one prompt + answer. Longer inputs are truncated (the input text's tail is cut;
     template and answer are kept) and counted."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -90,7 +105,7 @@ class TargetConfig(Section):
     load_in_4bit: bool = False
     """Load the target in 4-bit (bitsandbytes NF4, CUDA only, the `gpu` extra) to train LoRA adapters on a large
     target in little GPU memory (QLoRA-style)."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=BATCH)
     """Inference batch size (routing and prediction)."""
 
 
@@ -98,11 +113,11 @@ class QueriesConfig(Section):
     modes: list[Literal["task_specific", "task_agnostic"]] = Field(["task_specific", "task_agnostic"],
                                                                    min_length=1)
     """task_specific: the prompt shows demonstrations of the task; task_agnostic: broad cultural knowledge."""
-    per_mode: int = Field(3, ge=1)
+    per_mode: int = Field(3, ge=1, le=1000)
     """Queries kept per culture x task x mode."""
-    demo_batch: int = Field(4, ge=1)
+    demo_batch: int = Field(4, ge=1, le=1000)
     """Demonstrations shown in one task-specific prompt (a seeded random batch)."""
-    max_attempts: int = Field(3, ge=1)
+    max_attempts: int = Field(3, ge=1, le=RETRIES)
     """Generator calls per culture x task x mode until `per_mode` distinct queries are found."""
 
 
@@ -123,9 +138,9 @@ class WebSearchConfig(Section):
     """Only results from these domains (e.g. ["elpais.com"]); empty: any."""
     exclude_domains: list[str] = Field(default_factory=list)
     """Never results from these domains."""
-    timeout_s: float = Field(20.0, gt=0)
+    timeout_s: float = Field(20.0, gt=0, le=DAY_S)
     """Wall-clock deadline of one search request, whatever the server does (a dripping answer is cut off)."""
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, le=RETRIES)
     """Retries on 429 (honouring Retry-After) and 5xx, with exponential backoff; then counted and skipped."""
 
 
@@ -142,17 +157,17 @@ class FetchConfig(Section):
     """Send a result URL's `user:password@` as HTTP Basic auth, to that URL's scheme, host and port only (never
     to a redirect elsewhere). Off: never sent. Either way they are removed from the URL before it is stored
     (page cache, provenance) or logged."""
-    connect_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, le=DAY_S)
     """Connection timeout of one page request."""
-    read_timeout_s: float = Field(15.0, gt=0)
+    read_timeout_s: float = Field(15.0, gt=0, le=DAY_S)
     """Longest wait for the next bytes of a page; the whole page has connect + 4 x read timeout."""
-    max_bytes: int = Field(2_000_000, ge=1)
+    max_bytes: int = Field(2_000_000, ge=1, le=1_000_000_000)
     """Larger responses are cut off here (and counted)."""
     content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
     """Content-Types accepted; other pages are refused before their body is read."""
-    max_redirects: int = Field(5, ge=0)
+    max_redirects: int = Field(5, ge=0, le=100)
     """Redirects followed (each hop re-checked by the SSRF guard)."""
-    per_host: int = Field(2, ge=1)
+    per_host: int = Field(2, ge=1, le=1024)
     """Requests in flight to one host at a time."""
     cache_dir: Path | None = None
     """On-disk page cache keyed by URL (default: <run>/cache/pages)."""
@@ -170,13 +185,13 @@ class SearchConfig(Section):
     """The web search backends' settings."""
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     """Fetching the pages behind web results."""
-    top_k: int = Field(3, ge=1)
+    top_k: int = Field(3, ge=1, le=1000)
     """Documents kept per query (they become one material)."""
-    candidates: int = Field(5, ge=1)
+    candidates: int = Field(5, ge=1, le=1000)
     """Retrieve top_k x candidates documents, then keep the top_k that name the query's culture first."""
     summarize: bool = True
     """Summarize each query's documents with the generator before synthesis (as in the paper)."""
-    max_doc_chars: int = Field(1500, ge=1)
+    max_doc_chars: int = Field(1500, ge=1, le=CHARS)
     """Characters of each document shown to the generator."""
     index_dir: Path | None = None
     """Where the BM25 index is persisted (default: <run>/index)."""
@@ -191,7 +206,7 @@ class JudgeConfig(Section):
     """Judge every kept sample's label (one short generator call per sample)."""
     generator: LLMConfig | None = None
     """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
-    max_chars: int = Field(600, ge=1)
+    max_chars: int = Field(600, ge=1, le=CHARS)
     """A sample is shown to the judge cut to this many characters."""
 
 
@@ -216,23 +231,23 @@ class SelectConfig(Section):
 
 
 class SynthesisConfig(Section):
-    samples_per_material: int = Field(4, ge=1)
+    samples_per_material: int = Field(4, ge=1, le=1000)
     """Samples asked for per material (per_label: split over the labels, at least one each)."""
-    max_attempts: int = Field(2, ge=1)
+    max_attempts: int = Field(2, ge=1, le=RETRIES)
     """Generator calls per material before it is skipped (an unparsable answer is retried)."""
-    min_chars: int = Field(5, ge=0)
+    min_chars: int = Field(5, ge=0, le=CHARS)
     """Shorter samples are dropped (too_short)."""
-    max_chars: int = Field(600, ge=1)
+    max_chars: int = Field(600, ge=1, le=CHARS)
     """Longer samples are dropped (too_long)."""
-    leakage_ngram: int = Field(8, ge=1)
+    leakage_ngram: int = Field(8, ge=1, le=1000)
     """A sample sharing this many consecutive tokens (words; characters for Chinese and Japanese) with an
     evaluation input of the run is dropped as leaked."""
-    copy_ngram: int = Field(12, ge=1)
+    copy_ngram: int = Field(12, ge=1, le=1000)
     """A sample sharing this many consecutive tokens with its own material is a copy, not a sample: dropped."""
     label_mode: Literal["per_label", "round_robin", "free"] = "per_label"
     """per_label: one call per material and label, asking for samples of that label only; round_robin: one
     call per material, labels asked for in turn; free: one call, the generator picks the labels."""
-    samples_per_call: int | None = Field(None, ge=1)
+    samples_per_call: int | None = Field(None, ge=1, le=1000)
     """per_label: ask for a label's samples in calls of at most this many, which differ only in their seed (they
     share the whole prompt, so an engine with a prompt cache evaluates it once per material). Default: one call."""
     output: Literal["json", "compact"] = "json"
@@ -286,30 +301,30 @@ class SmallLossConfig(Section):
 
 
 class TrainConfig(Section):
-    rank: int = Field(8, ge=1)
+    rank: int = Field(8, ge=1, le=4096)
     """LoRA rank r of each adapted matrix."""
-    alpha: int = Field(16, ge=1)
+    alpha: int = Field(16, ge=1, le=BATCH)
     """LoRA alpha (the update is scaled by alpha / rank)."""
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """Dropout on the LoRA input."""
     target_modules: list[str] = Field(["q_proj", "v_proj"], min_length=1)
     """Names of the target model's modules that get LoRA weights."""
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, le=10_000)
     """Passes over a culture's samples."""
     lr: float = Field(3e-4, gt=0)
     """AdamW learning rate."""
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=BATCH)
     """Samples per optimizer step (the effective batch size)."""
-    micro_batch: int | None = Field(None, ge=1)
+    micro_batch: int | None = Field(None, ge=1, le=BATCH)
     """Run each step's batch in pieces of this many samples whose gradients are accumulated (gradient
     accumulation: a large effective batch in little memory). The pieces are cut in length order, so each is padded
     to its own longest sequence only: less padding, the same gradient. Default: the whole batch at once."""
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=100_000_000)
     """Stop after this many optimizer steps (default: all epochs)."""
-    max_examples: int | None = Field(None, ge=1)
+    max_examples: int | None = Field(None, ge=1, le=1_000_000_000)
     """Training budget in examples seen: at most this many (default: `epochs` passes). A budget that means the
     same for a 50-example and a 1,000-example adapter."""
-    layers: int | None = Field(None, ge=1)
+    layers: int | None = Field(None, ge=1, le=1024)
     """LoRA on the top this many decoder layers only (default: every layer). The frozen layers below are then the
     same for every adapter: their states are computed once per example and reused, so a step runs only the top
     layers (docs/benchmarks.md has the measured speed-up)."""
@@ -322,17 +337,17 @@ class TrainConfig(Section):
     validation: float = Field(0.0, ge=0.0, lt=0.5)
     """Share of the adapter's own examples held out (stratified by label) for early stopping; 0: none. Never test
     data: for CultureManager, synthetic samples only."""
-    validation_min: int = Field(0, ge=0)
+    validation_min: int = Field(0, ge=0, le=1_000_000)
     """Hold out at least this many of each label (at most half of the label's examples), whatever `validation`
     says: on a task with 5% positives, 15% of 100 demonstrations is one positive, and an operating point chosen on
     one positive is noise (docs/benchmarks.md). 0: the share alone."""
-    eval_every: int = Field(10, ge=1)
+    eval_every: int = Field(10, ge=1, le=100_000_000)
     """Steps between validation losses (with `validation`); the best weights are kept."""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=1_000_000)
     """Stop after this many validations without improvement (default: train the whole budget, keep the best)."""
-    checkpoint_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(20, ge=1, le=100_000_000)
     """Save a resumable checkpoint every this many steps."""
-    min_samples: int = Field(4, ge=1)
+    min_samples: int = Field(4, ge=1, le=1_000_000_000)
     """Cultures with fewer synthetic samples get no adapter (they fall back to the base model)."""
     small_loss: SmallLossConfig = Field(default_factory=SmallLossConfig)
     """The small-loss label check on CultureManager's synthetic samples (off by default)."""
@@ -357,7 +372,7 @@ class RouterConfig(Section):
     keep: float = Field(0.99, gt=0.5, le=1.0)
     """embedding router: the "Others" threshold keeps at least this share of every culture's held-out route examples
     in-set (held out by cross-validation; out-of-set examples come from leaving each culture out in turn)."""
-    max_chars: int = Field(1000, ge=16)
+    max_chars: int = Field(1000, ge=16, le=CHARS)
     """embedding router: characters of each text it reads (the head; long e-mails cost time, not accuracy)."""
     top_k: int = Field(1, ge=1, le=16)
     """Answer with the top this many routes' adapters mixed: their label probabilities weighted by the router's

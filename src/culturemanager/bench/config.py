@@ -18,6 +18,8 @@ from pydantic import Field, field_validator
 
 from culturemanager.bench.methods import METHODS
 from culturemanager.config import (
+    ISO_3166,
+    TOKENS,
     AnswerJudgeConfig,
     ConfigError,
     LLMConfig,
@@ -68,7 +70,7 @@ class SurveyFiles(Section):
 
 class BenchCulture(Section):
     name: str
-    country: str | None = None
+    country: str | None = Field(None, pattern=ISO_3166)
     description: str = ""
 
 
@@ -79,11 +81,12 @@ class BenchSection(Section):
     """Folder the tasks' `file` paths are relative to (default: the tasks file's folder)."""
     dir: Path = Path("runs/bench")
     """Output folder: results.json, report.md, plots, and every intermediate (adapters, predictions)."""
-    demo_share: float = 0.1
+    demo_share: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of each task's inputs handed, without labels, to the pipeline as demonstrations (the paper: 10%)."""
-    test_cap: int | None = None
+    test_cap: int | None = Field(None, ge=1, le=1_000_000_000)
     """Cap on each task's test set (stratified); None: all the rest."""
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seed of each task's demonstration / test split."""
     seeds: list[int] = [0]
     """Training seeds of the trained methods (mean ± std over them)."""
     methods: list[str] = Field(default_factory=lambda: list(ALL_METHODS))
@@ -104,7 +107,7 @@ class BenchSection(Section):
     survey_train: dict[str, Any] = Field(default_factory=lambda: {"balance": False})
     """[train] settings overridden for the survey baselines' adapters (CultureSFT, CultureLLM and their -all
     rows), e.g. {max_examples = 400}: their answers are 1-10 ratings, so no class balancing by default."""
-    survey_examples: int | None = Field(None, ge=1)
+    survey_examples: int | None = Field(None, ge=1, le=1_000_000_000)
     """At most this many survey examples per survey adapter (a fixed sample, the same for every seed; CultureLLM's
     augmented sets hold 2,100 per culture and 10,500 together). Default: all."""
     rates: dict[str, float] = Field(default_factory=dict)
@@ -112,12 +115,12 @@ class BenchSection(Section):
     layer_token_forward_upper_s, layer_token_prefix_s, layer_token_train_s, output_token_s, prompt_token_s,
     adapter_overhead_s, local_parallel_speedup; `make bench-rates` measures the layer rates on a machine);
     default: this project's CPU."""
-    max_new_tokens: int = Field(24, ge=1)
+    max_new_tokens: int = Field(24, ge=1, le=TOKENS)
     """free_text tasks: tokens each method may generate for an answer (answers are a few words)."""
     judge: AnswerJudgeConfig = Field(default_factory=AnswerJudgeConfig)
     """free_text tasks: an LLM judge of every method's answers (default endpoint: the bench's generator), scored
     beside soft match with its agreement (off by default: one short call per distinct answer)."""
-    bootstrap: int = Field(1000, ge=100)
+    bootstrap: int = Field(1000, ge=100, le=1_000_000)
     """Bootstrap resamples of the test inputs for the 95% intervals (paired: the same resamples for every method)."""
     paper: Path | None = None
     """The paper's reported numbers (a JSON file shaped like ../shared/data/paper_table1.json): shown as reference

@@ -118,6 +118,21 @@ def pipeline_config(cfg: BenchConfig, tasks: list[TaskData], run_dir: Path) -> C
 
 def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
     """CultureLLM's chat files ({"messages": [system, user, assistant]}) as plain prompt -> answer examples."""
+    out = []
+    for where, prompt, text in chat_lines(path):
+        try:
+            answer = option_ids(tok, [text])[0]
+        except ValueError as e:
+            raise ValueError(f"{where}: the answer {text!r} cannot be tokenized ({e})") from None
+        enc = encode(tok, prompt, "", "", max_length - len(answer))
+        out.append((enc.ids + answer, [-100] * len(enc.ids) + answer))
+    return out
+
+
+def chat_lines(path: Path) -> list[tuple[str, str, str]]:
+    """(where, prompt, answer) of each line of a chat file; a missing file or a line that is not a chat example
+    with user and assistant messages is an error naming it. The bench's check before the pipeline
+    (`Bench.check_survey_files`) reads them through this too."""
     if not path.is_file():
         raise FileNotFoundError(f"survey training file not found: {path} (see bench.survey in the config)")
     out = []
@@ -128,13 +143,38 @@ def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
             try:
                 msgs = {m["role"]: m["content"] for m in json.loads(line)["messages"]}
                 prompt = "\n".join(x for x in (msgs.get("system"), msgs["user"]) if x) + "\nAnswer: "
-                answer = option_ids(tok, [str(msgs["assistant"]).strip()])[0]
+                answer = str(msgs["assistant"]).strip()
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: not a chat example with user and assistant messages ({e})"
                                  ) from None
-            enc = encode(tok, prompt, "", "", max_length - len(answer))
-            out.append((enc.ids + answer, [-100] * len(enc.ids) + answer))
+            if not answer:
+                raise ValueError(f"{path}:{lineno}: not a chat example with user and assistant messages (the "
+                                 f"assistant's answer is empty)")
+            out.append((f"{path}:{lineno}", prompt, answer))
     return out
+
+
+def read_survey_files(cfg: BenchConfig, jobs: list[Job], cultures: list[str]) -> int:
+    """Read every chat file the survey jobs among `jobs` train on, as their training reads them (a bad line is an
+    error naming it); the examples read."""
+    paths = dict.fromkeys(p for j in jobs if j.kind in SURVEY_KINDS
+                          for p in survey_files(j.kind, j.name, cfg, cultures))
+    return sum(len(chat_lines(p)) for p in paths)
+
+
+def survey_files(kind: str, name: str, cfg: BenchConfig, cultures: list[str]) -> list[Path]:
+    """The chat files a survey job trains on: its culture's survey answers (CultureSFT) or augmented set
+    (CultureLLM), every culture's survey answers (CultureSFT-all), or the joint augmented set (CultureLLM-all)."""
+    s = cfg.bench.survey
+    survey_dir = s.dir if s.dir.is_absolute() else cfg.data_dir / s.dir
+    folder = lambda c: s.folders.get(c, c)  # noqa: E731
+    if kind == "culturesft":
+        return [survey_dir / s.survey.format(folder=folder(name))]
+    if kind == "culturellm":
+        return [survey_dir / s.augmented.format(folder=folder(name))]
+    if kind == "culturesft-all":
+        return [survey_dir / s.survey.format(folder=folder(c)) for c in cultures]
+    return [survey_dir / s.augmented_all]
 
 
 def subsample(examples: list[Example], cap: int | None) -> list[Example]:
@@ -167,23 +207,13 @@ def job_data(job: Job, cfg: BenchConfig, tasks: list[TaskData], samples: dict[st
     from culturemanager.stages.train import training_example
 
     ml = cfg.target.max_length
-    s = cfg.bench.survey
-    survey_dir = s.dir if s.dir.is_absolute() else cfg.data_dir / s.dir
-    folder = lambda c: s.folders.get(c, c)  # noqa: E731
     by_id = {t.spec.id: t.task for t in tasks}
     if job.kind == "tasksft":
         td = next(t for t in tasks if t.spec.id == job.name)
         labelled = [(td.task, text, td.task_label(label)) for text, label in td.demos]
     elif job.kind in SURVEY_KINDS:
-        cap = cfg.bench.survey_examples
-        if job.kind in ("culturesft", "culturellm"):
-            pattern = s.survey if job.kind == "culturesft" else s.augmented
-            return subsample(chat_examples(tok, survey_dir / pattern.format(folder=folder(job.name)), ml), cap), None
-        if job.kind == "culturesft-all":
-            return subsample([e for c in cultures
-                              for e in chat_examples(tok, survey_dir / s.survey.format(folder=folder(c)), ml)],
-                             cap), None
-        return subsample(chat_examples(tok, survey_dir / s.augmented_all, ml), cap), None
+        return subsample([e for path in survey_files(job.kind, job.name, cfg, cultures)
+                          for e in chat_examples(tok, path, ml)], cfg.bench.survey_examples), None
     else:
         mode = {"cm-ts": "task_specific", "cm-ta": "task_agnostic"}.get(job.kind)
         pool = ([x for c in cultures for x in samples.get(c, [])] if job.kind == "cm-all"

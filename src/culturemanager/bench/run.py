@@ -92,9 +92,7 @@ class Bench:
         t0 = time.time()
         self.root.mkdir(parents=True, exist_ok=True)
         self._timed("split", self.split)
-        if not self.ok_tasks:
-            raise ValueError("no task is left to benchmark: " + "; ".join(
-                f"{t.spec.id}: {t.info.get('skip_reason')}" for t in self.tasks))
+        self.check_inputs()
         if CM_METHODS & set(self.methods):
             with file_lock(self.root / ".locks" / "pipeline.lock"):  # shards wait: the LLM calls are made once
                 self._timed("pipeline", self.pipeline)
@@ -142,7 +140,30 @@ class Bench:
     def culture_of(self) -> dict[str, str]:
         return {t.spec.id: t.spec.culture for t in self.ok_tasks}
 
-    def split(self) -> None:
+    def check(self) -> dict[str, int]:
+        """`culturemanager bench CONFIG --check`: every task file read and split as the run would (nothing written),
+        then `check_inputs`; what was read, counted."""
+        self.split(write=False)
+        return self.check_inputs()
+
+    def check_inputs(self) -> dict[str, int]:
+        """What the bench needs after its split, checked before the pipeline's first LLM call: a task left to
+        benchmark, the models (preflight.py), and every survey file the survey baselines will train on, read by the
+        function their training reads it with (`data.chat_lines`)."""
+        from culturemanager.bench.data import read_survey_files
+        from culturemanager.preflight import check_models
+
+        if not self.ok_tasks:
+            raise ValueError("no task is left to benchmark: " + "; ".join(
+                f"{t.spec.id}: {t.info.get('skip_reason')}" for t in self.tasks))
+        llm = ("queries", "search", "synthesize") if CM_METHODS & set(self.methods) else ()
+        check_models(pipeline_config(self.cfg, self.ok_tasks, self.root / "pipeline"), (*llm, "train"))
+        todo = jobs(set(self.methods), [t.spec.id for t in self.ok_tasks], self.cultures, [0])
+        return {"tasks": len(self.ok_tasks), "demonstrations": sum(len(t.demos) for t in self.ok_tasks),
+                "test inputs": sum(len(t.test) for t in self.ok_tasks),
+                "survey examples": read_survey_files(self.cfg, todo, self.cultures)}
+
+    def split(self, write: bool = True) -> None:
         b = self.cfg.bench
         wanted = b.task_ids or [t.id for t in self.tf.tasks]
         unknown = sorted(set(wanted) - {t.id for t in self.tf.tasks})
@@ -156,7 +177,7 @@ class Bench:
                                  f"kind per bench, choosing its tasks with bench.task_ids")
         self.family = families.pop() if families else "labels"
         for spec in (t for t in self.tf.tasks if t.id in wanted):
-            self.tasks.append(split_task(spec, self.tf.prompt_template, self.cfg, self.root))
+            self.tasks.append(split_task(spec, self.tf.prompt_template, self.cfg, self.root, write))
 
     def pipeline(self) -> None:
         from culturemanager.pipeline import Run

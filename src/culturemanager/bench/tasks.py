@@ -30,9 +30,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from culturemanager.config import Format
+from culturemanager.config import ISO_639_1, Format
 from culturemanager.formats import option_letter, valid_options, with_options
 from culturemanager.records import normalize_text
 
@@ -42,7 +42,7 @@ class BenchTask(BaseModel):
 
     id: str
     culture: str
-    language: str | None = None
+    language: str | None = Field(None, pattern=ISO_639_1)
     task: str
     file: str
     text_field: str

@@ -4,7 +4,8 @@ Tasks with a label set are answered by scoring the labels, never by free generat
 greedily. One batch mixes adapters: every input carries its own adapter (the base model for "Others" or a culture
 without an adapter). Everything model-side goes through the shared inference core (`engine.Engine`).
 
-Nothing finished is lost: gold labels are checked before any model runs; each finished batch is appended to
+Nothing finished is lost: every input row is checked before any model runs (`prediction_rows`, which the
+preflight check runs before the run's first LLM call); each finished batch is appended to
 `predictions.partial.jsonl` (keyed by everything that decides an answer), so a killed predict resumes where it
 stopped; `predictions.jsonl` and `metrics.json` are replaced together at the end (metrics.json records the
 sha256 of the predictions it describes). When inputs carry gold labels, `metrics.json` gets accuracy, macro-F1
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from culturemanager.answering import Rule, answer
 from culturemanager.config import Config, DataFile, Task
-from culturemanager.datafiles import InputRow, check_gold_labels, read_rows
+from culturemanager.datafiles import InputFileError, InputRow, check_gold_labels, read_scored_rows
 from culturemanager.metrics import accuracy, f1_for, free_text_scores, macro_f1
 from culturemanager.records import (
     BASE,
@@ -44,11 +45,7 @@ log = logging.getLogger(__name__)
 
 def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progress: bool = True
             ) -> tuple[list[Prediction], dict]:
-    rows = [r for f in (files if files is not None else cfg.predict.inputs) for r in read_rows(f)]
-    if not rows:
-        raise ValueError("nothing to predict: set predict.inputs in the config or pass --input")
-    tasks = [row_task(cfg, r) for r in rows]
-    check_gold_labels(rows, tasks)
+    rows, tasks, skipped = prediction_rows(cfg, files)
     router = read_router(rd)
     partial = rd.root / "predictions.partial.jsonl"
     key = predict_key(cfg, router, rows)
@@ -72,6 +69,9 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
     if cfg.predict.judge.enabled:
         preds, judge_name = judge_predictions(cfg, rd, rows, preds, progress)
     metrics = prediction_metrics(cfg, rows, preds, router)
+    if skipped:  # predict.on_unscorable = "skip": the rows without gold, named so that none goes unnoticed
+        metrics["counts"]["skipped_unscorable"] = len(skipped)
+        metrics["skipped_unscorable"] = skipped
     if cfg.predict.calibrate:
         metrics["calibration"] = calibration_references(cfg, router, {t.id for t in tasks})
     if judge_name:
@@ -82,13 +82,39 @@ def predict(cfg: Config, rd: RunDir, files: list[DataFile] | None = None, progre
     return preds, metrics
 
 
+def prediction_rows(cfg: Config, files: list[DataFile] | None = None
+                    ) -> tuple[list[InputRow], list[Task], list[str]]:
+    """The rows predict answers (`files`, default predict.inputs) with each row's task, checked as predict needs
+    them: every row readable, its task known, its gold label in the task's label set, its culture one of the run's
+    (or "Others"); and the rows left out as unscorable (`predict.on_unscorable = "skip"`). The preflight check
+    calls this too, so a bad row stops the run before its first LLM call, by the same rules."""
+    rows: list[InputRow] = []
+    skipped: list[str] = []
+    for f in files if files is not None else cfg.predict.inputs:
+        got, left_out = read_scored_rows(f, cfg.predict.on_unscorable)
+        rows += got
+        skipped += left_out
+    if not rows:
+        raise InputFileError(f"nothing to predict: every one of the {len(skipped)} input rows has no gold and "
+                             f"predict.on_unscorable = \"skip\" (first: {skipped[0]})" if skipped else
+                             "nothing to predict: set predict.inputs in the config or pass --input")
+    tasks = [row_task(cfg, r) for r in rows]
+    check_gold_labels(rows, tasks)
+    known = {c.name for c in cfg.cultures} | {OTHERS}
+    for r in rows:
+        if r.culture is not None and r.culture not in known:
+            raise InputFileError(f"{r.source}: culture {r.culture!r} is not a culture of the run nor \"Others\" "
+                                 f"(known: {sorted(known - {OTHERS})})")
+    return rows, tasks, skipped
+
+
 def row_task(cfg: Config, row: InputRow) -> Task:
     if row.task:
         return cfg.task(row.task)
     if cfg.predict.task:
         return cfg.task(cfg.predict.task)
     if len(cfg.tasks) != 1:
-        raise ValueError(f"{row.source}: this run has several tasks: set `task` on the input file or "
+        raise InputFileError(f"{row.source}: this run has several tasks: set `task` on the input file or "
                          f"predict.task")
     return cfg.tasks[0]
 
