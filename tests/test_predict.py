@@ -370,3 +370,23 @@ def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_aga
     run.stage("predict")
     calls = [c for c in read_jsonl(run.rd.calls, CallRecord) if c.stage == "answer_judge"]
     assert [c.outcome for c in calls][2:] == ["cached", "cached"]
+
+
+def test_an_adapter_with_non_finite_weights_is_an_error_naming_it_not_null_scores(task_config, capsys):
+    """An adapter saved with NaN weights (by a training that diverged before that was caught) scored every label
+    NaN: predictions with null scores and the label "0", exit 0. Now predict stops, naming the adapter's folder."""
+    from safetensors.torch import load_file, save_file
+
+    from culturemanager.cli import main
+    from culturemanager.errors import EXIT_INPUT
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    weights_file = run.rd.adapter("Turkish") / "adapter_model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(weights_file).items()}, weights_file)
+    run.stage("route")
+    assert main(["predict", str(task_config), "--no-progress"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert str(run.rd.adapter("Turkish")) in err and "non-finite label scores" in err, err
+    assert not run.rd.predictions.exists()

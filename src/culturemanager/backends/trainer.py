@@ -37,6 +37,7 @@ import torch
 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers, left_pad
 from culturemanager.backends.target import lm_forward, load_target
 from culturemanager.config import TargetConfig, TrainConfig
+from culturemanager.errors import TrainingDiverged
 from culturemanager.records import write_json, write_jsonl
 from culturemanager.rundir import library_versions
 
@@ -105,16 +106,17 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         job = bar.add_task(f"train {label}", total=len(batches), completed=state["step"])
         while state["step"] < len(batches) and not state["stopped"]:
             batch = [train_rows[i] for i in batches[state["step"]]]
-            with timed(parts, "steps", prefix):
+            with timed(parts, "steps", prefix), stop_if_diverged(label, state["step"] + 1, ckpt):
                 loss = train_step(model, opt, batch, tok.pad_token_id, prefix, settings.micro_batch)
+                finite_weights(model)
                 sched.step()
             state["losses"].append(round(loss, 5))
             state["step"] += 1
             bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
             if val and (state["step"] % settings.eval_every == 0 or state["step"] == len(batches)):
-                with timed(parts, "validation", prefix):
-                    early_stopping(state, validation_loss(model, val, tok.pad_token_id, prefix),
-                                   lambda: get_peft_model_state_dict(model), settings)
+                with timed(parts, "validation", prefix), stop_if_diverged(label, state["step"], ckpt):
+                    early_stopping(state, finite(validation_loss(model, val, tok.pad_token_id, prefix),
+                                                 "validation loss"), lambda: get_peft_model_state_dict(model), settings)
             if state["step"] % settings.checkpoint_every == 0 and state["step"] < len(batches):
                 with timed(parts, "checkpoints", prefix):
                     save_checkpoint(ckpt, digest, {**state, "seconds": state.get("seconds", 0.0) + time.time() - t0},
@@ -148,6 +150,35 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
              label, len(examples), state["step"], len(batches), settings.batch_size,
              settings.micro_batch or settings.batch_size, state["losses"][-1] if state["losses"] else float("nan"))
     return record
+
+
+@contextmanager
+def stop_if_diverged(label: str, step: int, ckpt: Path) -> Iterator[None]:
+    """A non-finite value in the block (`NonFinite`) ends the training as `TrainingDiverged` naming the adapter and
+    the step. Nothing of it is saved (the adapter is written only at the end) and its checkpoint is removed (it
+    could only resume the same divergence); an adapter an earlier run finished stays, as after any failed stage."""
+    try:
+        yield
+    except NonFinite as e:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        raise TrainingDiverged(label, step, str(e)) from None
+
+
+class NonFinite(ArithmeticError):
+    """A NaN or infinity where training needs a number; its message says which quantity."""
+
+
+def finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise NonFinite(what)
+    return value
+
+
+def finite_weights(model) -> None:
+    """Every trainable weight finite after a step, else `NonFinite`: a huge learning rate can overflow the weights
+    from finite gradients, and every later loss would be NaN."""
+    if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise NonFinite("weights")
 
 
 @contextmanager
@@ -286,6 +317,10 @@ def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPref
         loss = answer_loss(model, batch[start:start + size], pad_id, prefix).sum() / tokens
         loss.backward()
         total += loss.item()
+    finite(total, "loss")
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and not torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all():
+        raise NonFinite("gradients")  # before the step: weights updated by them would be NaN from here on
     opt.step()
     opt.zero_grad(set_to_none=True)
     return total
