@@ -62,11 +62,18 @@ class Engine:
         if name == BASE:
             raise ValueError(f"{BASE!r} is reserved for 'no adapter'")
         from peft import PeftModel
+        from safetensors import SafetensorError
 
-        if not self.adapters:
-            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
-        else:
-            self.model.load_adapter(str(folder), adapter_name=name)
+        from culturemanager.errors import InputError
+
+        try:
+            if not self.adapters:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            else:
+                self.model.load_adapter(str(folder), adapter_name=name)
+        except SafetensorError as e:  # a truncated or overwritten weights file: name it, not a Rust traceback
+            raise InputError(f"{Path(folder) / 'adapter_model.safetensors'}: not a readable safetensors file ({e}); "
+                             f"train adapter {name!r} again (delete its folder, then `culturemanager train`)") from None
         self.model.eval()
         self.adapters[name] = str(folder)
         # adapters on the top layers only leave the layers below them frozen for every row: their states are

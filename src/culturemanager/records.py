@@ -232,7 +232,7 @@ def read_json(path: Path) -> Any:
     `RecordFileError` naming it (delete it, or re-run the stage that writes it)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise RecordFileError(f"{path}: not valid JSON ({e}): delete it or re-run the stage that writes it"
                               ) from None
 

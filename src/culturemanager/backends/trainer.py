@@ -47,6 +47,18 @@ META = "culturemanager.json"
 VALIDATION = "validation.jsonl"  # the held-out examples' task, text and label (`rows`): an operating point's data
 
 
+def read_meta(folder: str | Path) -> dict:
+    """An adapter's culturemanager.json; one that does not parse, or is not an object, is a `RecordFileError`
+    naming it (delete the adapter folder and train again)."""
+    from culturemanager.records import RecordFileError, read_json
+
+    path = Path(folder) / META
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise RecordFileError(f"{path}: not an adapter record (a JSON object): delete {Path(folder)} and train again")
+    return meta
+
+
 def validation_slice(folder: str | Path | None, task) -> list[dict] | None:
     """An adapter's held-out rows of one two-label task when they hold both labels (a cut can be chosen on them),
     else None: the one rule for the engine's validation operating point and for predict's record of it."""

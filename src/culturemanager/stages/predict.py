@@ -201,11 +201,12 @@ def calibration_references(cfg: Config, router: Router, task_ids: set[str]) -> d
 def predict_key(cfg: Config, router: Router, rows: list[InputRow]) -> str:
     """Everything that decides an answer: the router, each adapter's data hash, the target and the tasks' prompts,
     and the inputs. A partial file with another key is stale and is started afresh."""
+    from culturemanager.backends.trainer import read_meta
+
     adapters = {}
     for culture, folder in router.adapters.items():
         meta = Path(folder) / "culturemanager.json" if folder else None
-        adapters[culture] = json.loads(meta.read_text(encoding="utf-8")).get("data_hash") \
-            if meta and meta.exists() else folder
+        adapters[culture] = read_meta(folder).get("data_hash") if meta and meta.exists() else folder
     body = {"router": router.__dict__, "adapters": adapters, "target": cfg.target.model_dump(mode="json"),
             "tasks": [t.model_dump(mode="json", include={"id", "template", "labels", "format"}) for t in cfg.tasks],
             "max_new_tokens": cfg.predict.max_new_tokens, "calibrate": cfg.predict.calibrate,
