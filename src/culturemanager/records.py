@@ -156,7 +156,9 @@ class DroppedSample(Record):
 class Prediction(Record):
     id: str
     task: str
-    text: str
+    text: str  # the input; an over-long one only its first target.text_chars(max_length) characters, and then:
+    text_sha256: str | None = None  # the whole input's sha256 (of its UTF-8 bytes)
+    text_chars: int | None = None  # and its length in characters
     culture: str  # the culture the router chose, or "Others"
     route_scores: dict[str, float] = Field(default_factory=dict)
     label: str

@@ -122,7 +122,7 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
                                                 mixes):
             chosen = cal or p
             k = max(range(len(chosen)), key=chosen.__getitem__)
-            out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
+            out.append(Prediction(id=prediction_id(task, row), task=task.id, **stored_text(cfg, row.text), culture=c,
                                   route_scores=rs, label=task.labels[k], score=round(chosen[k], 4),
                                   label_scores={lab: round(v, 4) for lab, v in zip(task.labels, p)},
                                   calibrated_scores={lab: round(v, 4) for lab, v in zip(task.labels, cal)}
@@ -133,10 +133,23 @@ def predict_batch(cfg: Config, task: Task, router: Router, engine, batch: list[I
         adapters = [router.adapter_for(c) for c in cultures]
         answers, truncated = engine.generate(task, texts, adapters, cfg.predict.max_new_tokens)
         for row, cut, c, rs, a in zip(batch, truncated, cultures, route_scores, answers):
-            out.append(Prediction(id=prediction_id(task, row), task=task.id, text=row.text, culture=c,
+            out.append(Prediction(id=prediction_id(task, row), task=task.id, **stored_text(cfg, row.text), culture=c,
                                   route_scores=rs, label=a, gold=row.label, truncated=cut,
                                   answers=list(row.answers)))
     return out
+
+
+def stored_text(cfg: Config, text: str) -> dict:
+    """What predictions.jsonl keeps of an input: the whole text, or of one longer than the model can read
+    (`text_chars` of target.max_length) that many characters, its sha256 and its length, so that a 5 MB input
+    is not copied whole into every record of it (and the partial file) yet can still be matched to its source."""
+    from culturemanager.backends.target import text_chars
+
+    bound = text_chars(cfg.target.max_length)
+    if len(text) <= bound:
+        return {"text": text}
+    return {"text": text[:bound], "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "text_chars": len(text)}
 
 
 def judge_predictions(cfg: Config, rd: RunDir, rows: list[InputRow], preds: list[Prediction], progress: bool
