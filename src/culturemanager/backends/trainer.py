@@ -15,7 +15,7 @@ What a run of `fit_adapter` does, each part a setting of `[train]`:
 
 The adapter is saved as a PEFT folder plus `culturemanager.json` (settings, data hash, loss and validation
 curves, steps, examples seen). A checkpoint every `checkpoint_every` steps holds weights, optimizer, step and the
-early-stopping state.
+early-stopping state (backends/checkpoint.py).
 
 Run: imported by `stages/train.py` and `bench/run.py`; no entry point of its own.
 """
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from culturemanager.backends.checkpoint import load_checkpoint, save_checkpoint
 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers, left_pad
 from culturemanager.backends.target import lm_forward, load_target
 from culturemanager.config import TargetConfig, TrainConfig
@@ -408,37 +409,3 @@ def early_stopping(state: dict, loss: float, weights: Callable[[], dict], t: Tra
         state["bad"] += 1
         if t.patience is not None and state["bad"] >= t.patience:
             state["stopped"] = True
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-
-def new_state() -> dict:
-    return {"step": 0, "losses": [], "val_curve": [], "best_loss": None, "best_step": None, "best": None, "bad": 0,
-            "stopped": False}
-
-
-def save_checkpoint(folder: Path, digest: str, state: dict, weights: dict, opt, sched) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({**state, "weights": weights, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "data_hash": digest}, tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def load_checkpoint(folder: Path, digest: str, model, opt, sched, set_state) -> dict:
-    """The training state of a killed run with the same data hash, loaded into model, optimizer and scheduler;
-    a fresh state otherwise."""
-    state_file = folder / "state.pt"
-    if not state_file.exists():
-        return new_state()
-    saved = torch.load(state_file, weights_only=True)
-    if saved.get("data_hash") != digest:
-        shutil.rmtree(folder, ignore_errors=True)
-        return new_state()
-    set_state(model, saved.pop("weights"))
-    opt.load_state_dict(saved.pop("optimizer"))
-    sched.load_state_dict(saved.pop("scheduler"))
-    saved.pop("data_hash")
-    log.info("resuming training from step %d", saved["step"])
-    return {**new_state(), **saved}
