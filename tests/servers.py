@@ -98,6 +98,16 @@ class FakeVLLM:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_GET(self):
+                if self.path != "/v1/models":
+                    return self._send(404, {"error": {"message": "not found"}})
+                if fake.mode == "hang":
+                    time.sleep(5)
+                    return
+                if fake.mode == "error":
+                    return self._send(500, {"error": {"message": "CUDA out of memory"}})
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(fake.models)]})
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.bodies.append((self.path, body))

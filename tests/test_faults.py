@@ -499,6 +499,41 @@ def test_a_corrupt_manifest_is_an_error_naming_it_and_nothing_runs(rerun, capsys
     assert snapshot(root) == before
 
 
+def deep_json_line(task: Path) -> tuple[list[str], str]:
+    path = task / "deep.jsonl"
+    path.write_text('{"text": "hola"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    return ["predict", "--input", str(path)], f"{path}:2: JSON nested too deeply"
+
+
+def lone_surrogate(task: Path) -> tuple[list[str], str]:
+    path = task / "surrogate.jsonl"
+    path.write_text('{"text": "hola"}\n{"text": "a\\ud800b"}\n', encoding="utf-8")
+    return ["predict", "--input", str(path)], f"{path}:2: field 'text' holds a lone surrogate"
+
+
+def corrupt_safetensors(task: Path) -> tuple[list[str], str]:
+    path = task / "run/adapters/Spanish/adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    return ["predict"], f"{path}: not a readable safetensors file"
+
+
+def corrupt_adapter_record(task: Path) -> tuple[list[str], str]:
+    path = task / "run/adapters/Spanish/culturemanager.json"
+    path.write_text('{"data_hash": ', encoding="utf-8")
+    return ["train"], f"{path}: not valid JSON"
+
+
+@pytest.mark.parametrize("corrupt", [deep_json_line, lone_surrogate, corrupt_safetensors, corrupt_adapter_record],
+                         ids=lambda f: f.__name__)
+def test_a_bad_file_at_predict_or_train_is_an_input_error_naming_it(rerun, capsys, corrupt):
+    """Each used to end with a traceback (RecursionError, SafetensorError: exit 1) or an exit 3 that did not say
+    which file."""
+    command, message = corrupt(rerun.parent)
+    assert main([command[0], str(rerun), *command[1:], "--no-progress"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
 def test_a_device_that_is_not_here_stops_the_run_before_any_llm_call(tmp_path, tiny_model, capsys):
     import torch
 

@@ -370,3 +370,87 @@ def test_free_text_judge_verdicts_are_scored_beside_soft_match_and_not_asked_aga
     run.stage("predict")
     calls = [c for c in read_jsonl(run.rd.calls, CallRecord) if c.stage == "answer_judge"]
     assert [c.outcome for c in calls][2:] == ["cached", "cached"]
+
+
+def test_an_adapter_with_non_finite_weights_is_an_error_naming_it_not_null_scores(task_config, capsys):
+    """An adapter saved with NaN weights (by a training that diverged before that was caught) scored every label
+    NaN: predictions with null scores and the label "0", exit 0. Now predict stops, naming the adapter's folder."""
+    from safetensors.torch import load_file, save_file
+
+    from culturemanager.cli import main
+    from culturemanager.errors import EXIT_INPUT
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    weights_file = run.rd.adapter("Turkish") / "adapter_model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(weights_file).items()}, weights_file)
+    run.stage("route")
+    assert main(["predict", str(task_config), "--no-progress"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert str(run.rd.adapter("Turkish")) in err and "non-finite label scores" in err, err
+    assert not run.rd.predictions.exists()
+
+
+class SpyTokenizer:
+    """The real tokenizer, recording the longest text it is asked to tokenize."""
+
+    def __init__(self, tok):
+        self.tok, self.longest = tok, 0
+
+    def __call__(self, text, **kw):
+        self.longest = max(self.longest, len(text))
+        return self.tok(text, **kw)
+
+
+def test_an_input_is_cut_by_characters_before_tokenizing_and_keeps_the_same_tokens(tiny_model):
+    from culturemanager.backends.target import load_tokenizer, text_chars
+    from culturemanager.config import TargetConfig
+
+    tok = load_tokenizer(TargetConfig(model=str(tiny_model)))
+    text = "Los catalanes son tacaños y el fútbol une a los vecinos. " * 3000  # 171k characters
+    spy = SpyTokenizer(tok)
+    for budget in (1, 30, 200):
+        got = encode(spy, "Sentence: ", text, " Response: ", budget + 8)
+        whole = tok(text, add_special_tokens=False)["input_ids"]
+        p, s = tok("Sentence: ")["input_ids"], tok(" Response: ", add_special_tokens=False)["input_ids"]
+        room = budget + 8 - len(p) - len(s)
+        assert got.ids == p + whole[:room] + s and got.truncated
+    assert spy.longest == text_chars(200 + 8 - len(p) - len(s)) < len(text)
+    short = encode(spy, "Sentence: ", "Me encanta la paella", " Response: ", 64)
+    assert not short.truncated
+
+
+def test_a_5_mb_input_is_never_tokenized_whole_and_stored_as_a_prefix_and_hash(task_config, monkeypatch):
+    """One 5 MB input peaked at 1.66 GB at predict and was copied whole into predictions.jsonl."""
+    import hashlib
+    import json
+
+    from transformers import PreTrainedTokenizerBase
+
+    from culturemanager.backends.target import text_chars
+    from culturemanager.cli import main
+
+    cfg = load_config(task_config)
+    run = Run(cfg, progress=False)
+    random_adapters(cfg, run.rd)
+    run.stage("route")
+    big = ("Defol git buradan, senin ananı. " * 160_000)[:4_999_999] + "!"
+    inputs = task_config.parent / "big.jsonl"
+    inputs.write_text(json.dumps({"text": "Me encanta la paella"}) + "\n" + json.dumps({"text": big}) + "\n",
+                      encoding="utf-8")
+    seen: list[int] = []
+    call = PreTrainedTokenizerBase.__call__
+
+    def spy(self, text=None, *args, **kw):
+        seen.append(max((len(t) for t in text), default=0) if isinstance(text, list) else len(text or ""))
+        return call(self, text, *args, **kw)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", spy)
+    assert main(["predict", str(task_config), "--input", str(inputs), "--no-progress"]) == 0
+    assert seen and max(seen) <= text_chars(cfg.target.max_length)
+    small, long = [json.loads(x) for x in run.rd.predictions.read_text(encoding="utf-8").splitlines()]
+    assert small["text"] == "Me encanta la paella" and small["text_sha256"] is None
+    assert long["text"] == big[:text_chars(cfg.target.max_length)] and long["truncated"]
+    assert long["text_sha256"] == hashlib.sha256(big.encode()).hexdigest() and long["text_chars"] == 5_000_000
+    assert run.rd.predictions.stat().st_size < 50_000

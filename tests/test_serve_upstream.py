@@ -148,3 +148,27 @@ def test_the_docs_vllm_line_is_what_the_command_prints_for_the_demo(tmp_path, mo
     adapters = {c.name: f"runs/demo/adapters/{c.name}" for c in demo.cultures}
     assert shown == vllm_command(shlex.split(shown)[2], demo.target.model, adapters, demo.train.rank)
     assert "culturemanager serve runs/demo --print-vllm-command" in section
+
+
+def test_health_is_not_ok_while_the_upstream_cannot_answer(front, fake, run_dir):
+    """/health said ok with the upstream down: a load balancer kept sending generation to a server that could only
+    answer 502. Now it reports the upstream's reachability, as vLLM's readiness does."""
+    r = httpx.get(front.url + "/health", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert r.json()["upstream"] == {"url": fake.url, "reachable": True}
+    fake.mode = "error"
+    r = httpx.get(front.url + "/health", timeout=30)
+    assert r.status_code == 503 and r.json()["status"] == "upstream_unreachable"
+    assert r.json()["upstream"]["reachable"] is False and "500" in r.json()["upstream"]["error"]
+    fake.mode = "hang"
+    t0 = time.monotonic()
+    r = httpx.get(front.url + "/health", timeout=30)
+    assert r.status_code == 503 and time.monotonic() - t0 < 4  # the probe's own short timeout, not a hang
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = f"http://127.0.0.1:{port}/v1"
+    with serving(run_dir, f"serve.upstream={down}") as alone:
+        r = httpx.get(alone.url + "/health", timeout=30)
+        assert r.status_code == 503 and r.json()["upstream"]["url"] == down
+        assert "unreachable" in r.json()["upstream"]["error"]

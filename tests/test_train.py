@@ -240,3 +240,36 @@ def test_small_loss_finds_the_flipped_labels_a_first_adapter_cannot_fit(tiny_mod
     keep = small_loss_keep(losses, labels, 2 / 14)  # label y: 14 samples, 2 dropped (label x: 12, also 2)
     assert [i for i, k in enumerate(keep) if not k and labels[i] == str(y)] == [24, 25]  # exactly the flipped ones
     assert min(losses[24:]) > max(losses[12:24])
+
+
+def test_a_diverged_training_stops_with_the_adapter_and_step_named_and_saves_nothing(task_config, capsys):
+    """train.lr = 1e6 takes the tiny model's LoRA weights past float32 within a few steps: the loss went NaN and
+    every answer was "0" while the run said it had trained (exit 0). Now the stage stops at that step (exit 4)."""
+    from culturemanager.cli import main
+    from culturemanager.errors import EXIT_STAGE_FAILED
+
+    run = prepare(task_config)
+    assert main(["train", str(task_config), "--set", "train.lr=1e6", "--no-progress"]) == EXIT_STAGE_FAILED
+    err = capsys.readouterr().err
+    assert "adapter 'Spanish' diverged at step" in err and "non-finite" in err, err
+    step = int(err.split("diverged at step ")[1].split(":")[0])
+    assert 1 <= step <= 4  # the tiny run's four steps
+    assert not run.rd.adapters_dir.exists() or not any(run.rd.adapters_dir.iterdir())  # no adapter, no checkpoint
+    assert "train" not in run.rd.read_manifest()["stages"]
+
+
+def test_a_step_with_non_finite_gradients_is_never_applied(tiny_model):
+    from peft import get_peft_model
+
+    from culturemanager.backends.target import load_target
+    from culturemanager.config import TargetConfig, TrainConfig
+
+    base, tok = load_target(TargetConfig(model=str(tiny_model)))
+    model = get_peft_model(base, train_mod.lora_config(TrainConfig(rank=4, alpha=8)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    params[0].register_hook(lambda g: g * float("inf"))
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    with pytest.raises(train_mod.NonFinite, match="gradients"):
+        train_mod.train_step(model, opt, [([5, 6, 7, 8], [-100, -100, -100, 8])], tok.pad_token_id)
+    assert all(torch.equal(a, p) for a, p in zip(before, params))

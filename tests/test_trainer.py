@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 import torch
 
+from culturemanager.backends.checkpoint import load_checkpoint, new_state, save_checkpoint
 from culturemanager.backends.trainer import (
     answer_key,
     early_stopping,
     fit_adapter,
     lr_factor,
-    new_state,
     plan_batches,
     split_validation,
     validation_loss,
@@ -156,3 +156,60 @@ def test_device_selection_on_this_machine(tiny_model):
     assert next(model.parameters()).device.type == "cpu"
     with pytest.raises(Exception, match="device"):
         TargetConfig(device="gpu")  # not a device name
+
+
+class Killed(BaseException):
+    """What a kill -9 at that instant amounts to for the files: nothing after it runs."""
+
+
+def checkpointed(step: int):
+    torch.manual_seed(step)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), {**new_state(), "step": step}
+
+
+def resumed_step(folder) -> int:
+    model, opt, sched, _ = checkpointed(0)
+    return load_checkpoint(folder, "h", model, opt, sched, lambda m, w: m.load_state_dict(w))["step"]
+
+
+def test_a_kill_while_a_checkpoint_is_saved_leaves_the_old_one_or_the_new_one(tmp_path, monkeypatch):
+    """save_checkpoint deleted the old checkpoint, then renamed the new one into place: a kill between the two lost
+    both, and the training started again from step 0. Now: write, fsync, rename over the old one."""
+    import os
+    import pathlib
+
+    folder = tmp_path / ".Spanish.checkpoint"
+    model, opt, sched, state = checkpointed(2)
+    save_checkpoint(folder, "h", state, model.state_dict(), opt, sched)
+    assert resumed_step(folder) == 2
+    model, opt, sched, state = checkpointed(4)
+
+    def killed(*args, **kw):
+        raise Killed
+
+    with monkeypatch.context() as m:  # killed at the rename
+        for owner, name in ((os, "replace"), (os, "rename"), (pathlib.Path, "replace"), (pathlib.Path, "rename")):
+            m.setattr(owner, name, killed)
+        with pytest.raises(Killed):
+            save_checkpoint(folder, "h", state, model.state_dict(), opt, sched)
+    assert resumed_step(folder) == 2
+
+    with monkeypatch.context() as m:  # killed halfway through writing the new one
+        def half(obj, f, *args, **kw):
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise Killed
+
+        m.setattr(torch, "save", half)
+        with pytest.raises(Killed):
+            save_checkpoint(folder, "h", state, model.state_dict(), opt, sched)
+    assert resumed_step(folder) == 2
+
+    order: list[str] = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (order.append("replace"), replace(a, b))[1])
+    save_checkpoint(folder, "h", state, model.state_dict(), opt, sched)
+    assert order[:2] == ["fsync", "replace"]  # the new file is on disk before it takes the old one's place
+    assert resumed_step(folder) == 4

@@ -16,7 +16,8 @@ Exit codes (errors.py), the same for every command:
     1    a bug (the traceback is printed)
     2    config error: a bad key or value, a model, key or backend that cannot be used; nothing ran
     3    input error: a data file, tasks file or run-directory file missing or malformed (file and line named)
-    4    a stage failed: no generator call (or search) gave a usable answer; earlier outputs are kept
+    4    a stage failed: no generator call (or search) gave a usable answer, or a training diverged; earlier
+         outputs are kept
     130  interrupted; run the same command again to resume
 Errors are one `error: ...` line on stderr; `-v` adds the traceback (and INFO logging).
 """

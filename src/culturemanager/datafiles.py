@@ -33,6 +33,7 @@ from culturemanager.config import DataFile, Task, Unscorable
 from culturemanager.errors import InputError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "text"}
+TOO_DEEP = "JSON nested too deeply to read (deeper than Python's recursion limit); a row is one flat object"
 
 
 class InputFileError(InputError):
@@ -121,6 +122,8 @@ def _records(df: DataFile, fmt: str) -> Iterator[tuple[str, str | dict | object]
             value = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputFileError(f"{df.path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputFileError(f"{df.path}: {TOO_DEEP}") from None
         if not isinstance(value, list):
             raise InputFileError(f"{df.path}: a .json data file must hold an array of objects, not a "
                                  f"{type(value).__name__} (one object per line: name it .jsonl)")
@@ -173,6 +176,8 @@ def _parse(df: DataFile, where: str, raw: object) -> InputRow:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
         raise InputFileError(f"{where}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise InputFileError(f"{where}: {TOO_DEEP}") from None
     if not isinstance(obj, dict):
         raise InputFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return _row(obj, df, where)
@@ -184,6 +189,9 @@ def _row(obj: dict, df: DataFile, where: str) -> InputRow:
     text = obj[df.text_field]
     if not isinstance(text, str):
         raise InputFileError(f"{where}: field {df.text_field!r} is a {type(text).__name__}, not text")
+    for field in (df.text_field, df.label_field, df.culture_field, df.answers_field, df.options_field):
+        if field is not None:
+            _encodable(obj.get(field), field, where)
     if not text.strip():
         raise InputFileError(f"{where}: field {df.text_field!r} is empty")
     label, unscorable = _label(obj, df, where)
@@ -215,6 +223,18 @@ def _label(obj: dict, df: DataFile, where: str) -> tuple[str | None, str | None]
     if df.label_map and raw not in df.label_map:
         raise InputFileError(f"{where}: label {raw!r} is not in label_map {sorted(df.label_map)}")
     return df.label_map.get(raw, raw), None
+
+
+def _encodable(value: object, field: str, where: str) -> None:
+    """A JSON string escape can spell half of a UTF-16 pair ("\\ud800"): text no file, tokenizer or answer can hold
+    (writing it fails far from here), so it is refused where it is read."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InputFileError(f"{where}: field {field!r} holds a lone surrogate {v[e.start]!r} at character "
+                                     f"{e.start} (a JSON escape like \\ud800 without its pair), not text") from None
 
 
 def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | None) -> tuple[str, str | None]:

@@ -64,11 +64,18 @@ class Engine:
         if name == BASE:
             raise ValueError(f"{BASE!r} is reserved for 'no adapter'")
         from peft import PeftModel
+        from safetensors import SafetensorError
 
-        if not self.adapters:
-            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
-        else:
-            self.model.load_adapter(str(folder), adapter_name=name)
+        from culturemanager.errors import InputError
+
+        try:
+            if not self.adapters:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            else:
+                self.model.load_adapter(str(folder), adapter_name=name)
+        except SafetensorError as e:  # a truncated or overwritten weights file: name it, not a Rust traceback
+            raise InputError(f"{Path(folder) / 'adapter_model.safetensors'}: not a readable safetensors file ({e}); "
+                             f"train adapter {name!r} again (delete its folder, then `culturemanager train`)") from None
         self.model.eval()
         self.adapters[name] = str(folder)
         # adapters on the top layers only leave the layers below them frozen for every row: their states are
@@ -110,7 +117,20 @@ class Engine:
             raise ValueError(f"task {task.id!r} has no label set to score ({task.format})")
         encoded = self.encode(task, texts, preamble)
         scores = self.option_scores([e.ids for e in encoded], option_ids(self.tok, task.labels), adapters)
+        self.check_finite(scores, adapters, f"label scores of task {task.id!r}")
         return torch.softmax(scores, -1), [e.truncated for e in encoded]
+
+    def check_finite(self, scores: torch.Tensor, adapters: Sequence[str | None], what: str) -> None:
+        """Scores with a NaN or an infinity are an `InputError` naming the adapter (or the target model) that gave
+        them: its weights are broken (e.g. saved by a diverged training), and its answers would be noise."""
+        from culturemanager.errors import InputError
+
+        rows = (~torch.isfinite(scores)).any(-1).tolist()
+        bad = sorted({a or BASE for a, b in zip(adapters, rows) if b})
+        if bad:
+            where = [self.adapters[a] if a in self.adapters else f"the target model {self.target.model}" for a in bad]
+            raise InputError(f"{', '.join(where)}: non-finite {what} (NaN or inf): the weights are broken, e.g. "
+                             f"saved by a diverged training; train the adapter again (with a lower train.lr)")
 
     def label_prior(self, task: Task, adapter: str | None, preamble: str = "") -> list[float]:
         """P(label) on content-free input ("", "N/A", "...") under one adapter, averaged: the adapter's lean for

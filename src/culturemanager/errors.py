@@ -6,6 +6,7 @@
     3    InputError    a data file, or a file of the run directory, is missing or malformed (named, with line)
     4    StageFailed   a stage produced nothing (every generator call failed, every search failed); the run
                        directory keeps its previous outputs
+         TrainingDiverged  an adapter's training went non-finite (loss, gradients or weights): it is not saved
     130  interrupted (Ctrl-C, SIGINT); run the same command again to resume
 
 Modules raise these (or subclasses: `datafiles.InputFileError`, `records.RecordFileError`); `cli.main` turns
@@ -55,3 +56,15 @@ class StageFailed(CultureManagerError, RuntimeError):
         super().__init__(f"stage {stage} failed: none of its {failures} {what} gave a usable answer (first "
                          f"error: {first_error}); nothing was written, the run directory keeps its previous "
                          f"outputs")
+
+
+class TrainingDiverged(CultureManagerError, RuntimeError):
+    """An adapter's loss, gradients, weights or validation loss became NaN or infinite (a learning rate too high,
+    an overflow): the training stops at that step and leaves no adapter behind, so nothing serves a broken one."""
+
+    exit_code = EXIT_STAGE_FAILED
+
+    def __init__(self, adapter: str, step: int, what: str):
+        self.adapter, self.step, self.what = adapter, step, what
+        super().__init__(f"training of adapter {adapter!r} diverged at step {step}: its {what} became non-finite "
+                         f"(NaN or inf); no adapter was saved. Lower train.lr (or use train.warmup) and train again")

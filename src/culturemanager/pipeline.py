@@ -72,6 +72,7 @@ class Run:
         # written only now: a stage that failed leaves the description of the earlier run's outputs as it was;
         # each stage's entry names the config it ran with, so stages re-run under other settings show as such
         resolved = dump_config(self.cfg)
+        resolved["run"]["dir"] = "."  # the folder holding config.json, wherever the run directory is copied to
         write_json(self.rd.config, resolved)
         write_json(self.rd.versions, library_versions())
         self.rd.record_stage(self.stage_key(name), counts, time.time() - t0, config_sha256=config_digest(resolved))

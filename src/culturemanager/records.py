@@ -156,7 +156,9 @@ class DroppedSample(Record):
 class Prediction(Record):
     id: str
     task: str
-    text: str
+    text: str  # the input; an over-long one only its first target.text_chars(max_length) characters, and then:
+    text_sha256: str | None = None  # the whole input's sha256 (of its UTF-8 bytes)
+    text_chars: int | None = None  # and its length in characters
     culture: str  # the culture the router chose, or "Others"
     route_scores: dict[str, float] = Field(default_factory=dict)
     label: str
@@ -242,7 +244,7 @@ def read_json(path: Path) -> Any:
     `RecordFileError` naming it (delete it, or re-run the stage that writes it)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise RecordFileError(f"{path}: not valid JSON ({e}): delete it or re-run the stage that writes it"
                               ) from None
 

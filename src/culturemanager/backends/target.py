@@ -134,13 +134,26 @@ class Encoded:
     truncated: bool
 
 
+MAX_CHARS_PER_TOKEN = 64  # above any real token's length (the longest are runs of spaces or dashes, ~32 chars)
+
+
+def text_chars(max_tokens: int) -> int:
+    """Characters of an input that can matter when at most `max_tokens` of its tokens are read: a few tokens more
+    than that at MAX_CHARS_PER_TOKEN each, so that cutting the text there leaves its first `max_tokens` tokens as
+    they were. What predict stores of an over-long input, too."""
+    return (max(0, max_tokens) + 8) * MAX_CHARS_PER_TOKEN
+
+
 def encode(tok, prefix: str, text: str, suffix: str, max_tokens: int) -> Encoded:
-    """prefix (with the tokenizer's BOS) + text (tail cut to fit) + suffix, in at most max_tokens."""
+    """prefix (with the tokenizer's BOS) + text (tail cut to fit) + suffix, in at most max_tokens. The text is cut
+    to `text_chars` of its token budget before it is tokenized: a 5 MB input would otherwise become millions of
+    token ids (1.7 GB at predict) of which a few hundred are kept; the tokens kept are the same."""
     p = tok(prefix)["input_ids"]
     s = tok(suffix, add_special_tokens=False)["input_ids"]
-    t = tok(text, add_special_tokens=False)["input_ids"]
     budget = max(0, max_tokens - len(p) - len(s))
-    return Encoded(p + t[:budget] + s, len(t) > budget)
+    bound = text_chars(budget)
+    t = tok(text[:bound], add_special_tokens=False)["input_ids"]
+    return Encoded(p + t[:budget] + s, len(text) > bound or len(t) > budget)
 
 
 def encode_task(tok, task: Task, text: str, max_length: int, reserve: int, preamble: str = "") -> Encoded:

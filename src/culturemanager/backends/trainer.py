@@ -15,7 +15,7 @@ What a run of `fit_adapter` does, each part a setting of `[train]`:
 
 The adapter is saved as a PEFT folder plus `culturemanager.json` (settings, data hash, loss and validation
 curves, steps, examples seen). A checkpoint every `checkpoint_every` steps holds weights, optimizer, step and the
-early-stopping state.
+early-stopping state (backends/checkpoint.py).
 
 Run: imported by `stages/train.py` and `bench/run.py`; no entry point of its own.
 """
@@ -34,9 +34,11 @@ from pathlib import Path
 
 import torch
 
+from culturemanager.backends.checkpoint import load_checkpoint, save_checkpoint
 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers, left_pad
 from culturemanager.backends.target import lm_forward, load_target
 from culturemanager.config import TargetConfig, TrainConfig
+from culturemanager.errors import TrainingDiverged
 from culturemanager.records import write_json, write_jsonl
 from culturemanager.rundir import library_versions
 
@@ -44,6 +46,18 @@ log = logging.getLogger(__name__)
 
 META = "culturemanager.json"
 VALIDATION = "validation.jsonl"  # the held-out examples' task, text and label (`rows`): an operating point's data
+
+
+def read_meta(folder: str | Path) -> dict:
+    """An adapter's culturemanager.json; one that does not parse, or is not an object, is a `RecordFileError`
+    naming it (delete the adapter folder and train again)."""
+    from culturemanager.records import RecordFileError, read_json
+
+    path = Path(folder) / META
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise RecordFileError(f"{path}: not an adapter record (a JSON object): delete {Path(folder)} and train again")
+    return meta
 
 
 def validation_slice(folder: str | Path | None, task) -> list[dict] | None:
@@ -105,16 +119,17 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
         job = bar.add_task(f"train {label}", total=len(batches), completed=state["step"])
         while state["step"] < len(batches) and not state["stopped"]:
             batch = [train_rows[i] for i in batches[state["step"]]]
-            with timed(parts, "steps", prefix):
+            with timed(parts, "steps", prefix), stop_if_diverged(label, state["step"] + 1, ckpt):
                 loss = train_step(model, opt, batch, tok.pad_token_id, prefix, settings.micro_batch)
+                finite_weights(model)
                 sched.step()
             state["losses"].append(round(loss, 5))
             state["step"] += 1
             bar.update(job, advance=1, description=f"train {label} loss {loss:.3f}")
             if val and (state["step"] % settings.eval_every == 0 or state["step"] == len(batches)):
-                with timed(parts, "validation", prefix):
-                    early_stopping(state, validation_loss(model, val, tok.pad_token_id, prefix),
-                                   lambda: get_peft_model_state_dict(model), settings)
+                with timed(parts, "validation", prefix), stop_if_diverged(label, state["step"], ckpt):
+                    early_stopping(state, finite(validation_loss(model, val, tok.pad_token_id, prefix),
+                                                 "validation loss"), lambda: get_peft_model_state_dict(model), settings)
             if state["step"] % settings.checkpoint_every == 0 and state["step"] < len(batches):
                 with timed(parts, "checkpoints", prefix):
                     save_checkpoint(ckpt, digest, {**state, "seconds": state.get("seconds", 0.0) + time.time() - t0},
@@ -148,6 +163,35 @@ def fit_adapter(target: TargetConfig, settings: TrainConfig, seed: int, examples
              label, len(examples), state["step"], len(batches), settings.batch_size,
              settings.micro_batch or settings.batch_size, state["losses"][-1] if state["losses"] else float("nan"))
     return record
+
+
+@contextmanager
+def stop_if_diverged(label: str, step: int, ckpt: Path) -> Iterator[None]:
+    """A non-finite value in the block (`NonFinite`) ends the training as `TrainingDiverged` naming the adapter and
+    the step. Nothing of it is saved (the adapter is written only at the end) and its checkpoint is removed (it
+    could only resume the same divergence); an adapter an earlier run finished stays, as after any failed stage."""
+    try:
+        yield
+    except NonFinite as e:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        raise TrainingDiverged(label, step, str(e)) from None
+
+
+class NonFinite(ArithmeticError):
+    """A NaN or infinity where training needs a number; its message says which quantity."""
+
+
+def finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise NonFinite(what)
+    return value
+
+
+def finite_weights(model) -> None:
+    """Every trainable weight finite after a step, else `NonFinite`: a huge learning rate can overflow the weights
+    from finite gradients, and every later loss would be NaN."""
+    if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise NonFinite("weights")
 
 
 @contextmanager
@@ -286,6 +330,10 @@ def train_step(model, opt, batch: list[Example], pad_id: int, prefix: FrozenPref
         loss = answer_loss(model, batch[start:start + size], pad_id, prefix).sum() / tokens
         loss.backward()
         total += loss.item()
+    finite(total, "loss")
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and not torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all():
+        raise NonFinite("gradients")  # before the step: weights updated by them would be NaN from here on
     opt.step()
     opt.zero_grad(set_to_none=True)
     return total
@@ -361,37 +409,3 @@ def early_stopping(state: dict, loss: float, weights: Callable[[], dict], t: Tra
         state["bad"] += 1
         if t.patience is not None and state["bad"] >= t.patience:
             state["stopped"] = True
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-
-def new_state() -> dict:
-    return {"step": 0, "losses": [], "val_curve": [], "best_loss": None, "best_step": None, "best": None, "bad": 0,
-            "stopped": False}
-
-
-def save_checkpoint(folder: Path, digest: str, state: dict, weights: dict, opt, sched) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({**state, "weights": weights, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "data_hash": digest}, tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def load_checkpoint(folder: Path, digest: str, model, opt, sched, set_state) -> dict:
-    """The training state of a killed run with the same data hash, loaded into model, optimizer and scheduler;
-    a fresh state otherwise."""
-    state_file = folder / "state.pt"
-    if not state_file.exists():
-        return new_state()
-    saved = torch.load(state_file, weights_only=True)
-    if saved.get("data_hash") != digest:
-        shutil.rmtree(folder, ignore_errors=True)
-        return new_state()
-    set_state(model, saved.pop("weights"))
-    opt.load_state_dict(saved.pop("optimizer"))
-    sched.load_state_dict(saved.pop("scheduler"))
-    saved.pop("data_hash")
-    log.info("resuming training from step %d", saved["step"])
-    return {**new_state(), **saved}

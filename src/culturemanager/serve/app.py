@@ -6,7 +6,8 @@ asked), the model list, classify, health and metrics.
     GET  /v1/models             the base model, `auto`, one model per culture
     POST /v1/classify           {"task", "input": text or texts, "model"} -> label, label probabilities, culture
                                 (answered by the run's predict rule: answering.answer)
-    GET  /health                200 while the model worker runs (503 once shutting down)
+    GET  /health                200 while the model worker runs and the upstream (with --upstream) answers;
+                                503 once shutting down, or while the upstream is unreachable (it says which)
     GET  /metrics               Prometheus text format (serve/metrics.py)
 
 Every request gets an id (the caller's `X-Request-ID` when it is a plain token, else a new one), returned in
@@ -114,10 +115,13 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        ok = batcher.alive
-        return JSONResponse({"status": "ok" if ok else "unavailable", "model": svc.base,
+        # like vLLM's readiness: a load balancer must not send generation here while the upstream cannot answer it
+        up = await upstream.ready() if upstream is not None else None
+        ok = batcher.alive and (up is None or up["reachable"])
+        status = "ok" if ok else ("unavailable" if not batcher.alive else "upstream_unreachable")
+        return JSONResponse({"status": status, "model": svc.base,
                              "cultures": {c: p is not None for c, p in svc.cultures.items()},  # has an adapter
-                             "queue": batcher.queue.qsize(), "upstream": s.upstream}, 200 if ok else 503)
+                             "queue": batcher.queue.qsize(), "upstream": up}, 200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus():

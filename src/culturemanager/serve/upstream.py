@@ -24,6 +24,7 @@ from culturemanager.serve.metrics import Metrics
 from culturemanager.serve.openai_api import Route, sse
 from culturemanager.serve.schemas import ApiError
 
+HEALTH_TIMEOUT_S = 2.0  # /health's probe of the upstream: a health check must answer quickly itself
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 
 
@@ -51,6 +52,17 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def ready(self) -> dict:
+        """Whether the upstream answers its model list (`GET /models`, which vLLM and LoRAX both serve) within a
+        couple of seconds: {"url", "reachable", and "error" when it does not}."""
+        try:
+            resp = await self.client.get(self.url + "/models", timeout=min(HEALTH_TIMEOUT_S, self.timeout_s))
+        except httpx.HTTPError as e:
+            return {"url": self.url, "reachable": False, "error": f"unreachable ({type(e).__name__}: {e})"}
+        if resp.status_code != 200:
+            return {"url": self.url, "reachable": False, "error": f"GET /models answered {resp.status_code}"}
+        return {"url": self.url, "reachable": True}
 
     async def post(self, path: str, body: dict, deadline: float) -> dict:
         """The upstream's JSON answer; its own 4xx passes through with its status, anything else is 502/504."""

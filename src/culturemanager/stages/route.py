@@ -27,7 +27,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from culturemanager.config import Config
@@ -51,13 +52,14 @@ class Router:
     enabled: bool
     options: list[str]  # cultures (+ "Others")
     template: str  # prompt router: the template's text
-    adapters: dict[str, str | None]  # culture -> adapter folder (None: base model)
+    adapters: dict[str, str | None]  # culture -> adapter folder (None: base model); in router.json relative to the run
+    # directory, absolute once read (read_router), so a copied run directory reads its own files
     max_length: int
     calibrate: bool = False  # subtract each option's score on content-free texts (contextual calibration)
     kind: str = "prompt"
     top_k: int = 1
     mix_below: float = 1.0
-    model: str | None = None  # embedding router: its arrays (router.npz)
+    model: str | None = None  # embedding router: its arrays (router.npz; relative in router.json, like adapters)
     fit: dict = field(default_factory=dict)  # embedding router: settings, inputs hash, fit report
 
     def adapter_for(self, culture: str) -> str:
@@ -76,16 +78,17 @@ class Routing:
 
 def write_router(cfg: Config, rd: RunDir) -> Router:
     options = [c.name for c in cfg.cultures] + ([OTHERS] if cfg.router.others else [])
-    adapters = {c.name: str(rd.adapter(c.name)) if (rd.adapter(c.name) / "adapter_config.json").exists()
-                else None for c in cfg.cultures}
+    # stored relative to the run directory: a run trained on one machine is copied to another and served there
+    adapters = {c.name: rd.adapter(c.name).relative_to(rd.root).as_posix()
+                if (rd.adapter(c.name) / "adapter_config.json").exists() else None for c in cfg.cultures}
     r = cfg.router
     model, fit = None, {}
     if r.kind == "embedding" and r.enabled:
-        model, fit = str(rd.router_model), fit_embedding(cfg, rd)
+        model, fit = rd.router_model.relative_to(rd.root).as_posix(), fit_embedding(cfg, rd)
     router = Router(r.enabled, options, router_template(r.template), adapters, cfg.target.max_length, r.calibrate,
                     r.kind, r.top_k, r.mix_below, model, fit)
     write_json(rd.router, router.__dict__)
-    return router
+    return in_run(router, rd)
 
 
 def read_router(rd: RunDir) -> Router:
@@ -96,10 +99,27 @@ def read_router(rd: RunDir) -> Router:
     except TypeError as e:
         raise RecordFileError(f"{path}: not a router file ({e}); run `culturemanager route CONFIG.toml` again"
                               ) from None
+    router = in_run(router, rd)
     if router.kind == "embedding" and router.enabled and not (router.model and _exists(router.model)):
         raise RecordFileError(f"{path}: its fitted router {router.model} is missing; run `culturemanager route "
                               f"CONFIG.toml` again")
     return router
+
+
+def in_run(router: Router, rd: RunDir) -> Router:
+    """The router with its files as paths in the run directory `rd`: a relative path (what write_router stores) is
+    below it. An absolute one (routers written before paths were relative) is kept while it exists; once the run
+    it names was moved or deleted, the same file of this run stands in for it when there is one."""
+    def place(stored: str | None, own: Path) -> str | None:
+        if stored is None:
+            return None
+        path = Path(stored)
+        if not path.is_absolute():
+            return str(rd.root / path)
+        return stored if path.exists() or not own.exists() else str(own)
+
+    adapters = {c: place(p, rd.adapter(c)) for c, p in router.adapters.items()}
+    return replace(router, adapters=adapters, model=place(router.model, rd.router_model))
 
 
 def route(engine: Engine | None, router: Router, texts: list[str]) -> Routing:
@@ -199,7 +219,6 @@ def load_fitted(router: Router):
     """The fitted embedding router of router.json: its arrays from router.npz; an unreadable file is an error
     naming it."""
     import zipfile
-    from pathlib import Path
 
     from culturemanager.backends import embedrouter
 
@@ -296,6 +315,4 @@ def _own_texts(cfg: Config, task, culture: str) -> list[str]:
 
 
 def _exists(path: str) -> bool:
-    from pathlib import Path
-
     return Path(path).is_file()

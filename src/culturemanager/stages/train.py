@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
-from culturemanager.backends.trainer import META, Example, fit_adapter, settings_key
+from culturemanager.backends.trainer import META, Example, fit_adapter, read_meta, settings_key
 from culturemanager.config import Config, Task
 from culturemanager.records import Sample, read_jsonl, write_jsonl
 from culturemanager.rundir import RunDir, file_lock
@@ -109,7 +109,7 @@ def first_pass_losses(out: Path, digest: str, train_first: Callable[[Path, str],
     first_digest = hashlib.sha256(f"{digest}:small-loss-first".encode()).hexdigest()
     if not adapter_is_current(first, first_digest):
         train_first(first, first_digest)
-    return json.loads((first / META).read_text(encoding="utf-8"))["example_losses"]
+    return read_meta(first)["example_losses"]
 
 
 def small_loss_keep(losses: list[float], labels: list[str], share: float) -> list[bool]:
@@ -135,7 +135,7 @@ def data_hash(cfg: Config, samples: list[Sample]) -> str:
 def adapter_is_current(folder: Path, digest: str) -> bool:
     meta = folder / META
     return ((folder / "adapter_model.safetensors").exists() and meta.exists()
-            and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == digest)
+            and read_meta(folder).get("data_hash") == digest)
 
 
 def build_examples(cfg: Config, tok, samples: list[Sample]) -> tuple[list[Example], int]:
