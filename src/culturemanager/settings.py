@@ -189,6 +189,30 @@ class JudgeConfig(Section):
     """A sample is shown to the judge cut to this many characters."""
 
 
+class RatioCheckConfig(Section):
+    """Label check by a likelihood ratio (the noisy-channel idea of DINO and SuperGen): a causal LM scores each
+    kept sample of a binary task by how much more likely its text is after a description of the positive label
+    ("A social media post with hate speech:") than after one of the negative ("An ordinary social media post:"),
+    per text token; a sample whose ratio points at the other label, or lies within `margin` of zero (a text that
+    fits both, like an assistant's phrase), is dropped and counted (stages/ratio.py). No one's opinion is asked.
+    How far it can be trusted is measured on real labelled rows by benchmarks/label_ratio.py."""
+
+    enabled: bool = False
+    """Score every kept sample of a binary task (two forward passes of the scoring model per sample)."""
+    model: str = "target"
+    """The scoring model: "target" (the run's `[target]`, loaded as the predict stage loads it) or another causal
+    LM (packaged short name, transformers folder, or hub id), loaded on the target's device and dtype."""
+    wording: Literal["plain", "language", "contrast"] = "plain"
+    """The two label descriptions (stages/ratio.py RATIO_PREFIXES). plain: "A social media post with {task}:"
+    against "An ordinary social media post:"; language: the same, naming the culture's language; contrast: the
+    negative says "without {task}"."""
+    margin: float = Field(0.0, ge=0.0)
+    """A ratio (mean log-probability per token, positive minus negative description) within this of zero says
+    neither label: the sample is dropped (ratio_near_zero). 0: only disagreeing samples are dropped."""
+    max_tokens: int = Field(64, ge=1)
+    """A text is scored on at most its first this many tokens."""
+
+
 class SelectConfig(Section):
     """Selection by culture over multilingual sentence embeddings (CAReDiO's representativeness and
     distinctiveness, stages/select.py). Every drop is counted with its reason."""
@@ -239,6 +263,8 @@ class SynthesisConfig(Section):
     (`make bench-label-quality` compares the two against a classifier trained on real labels)."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     """The label check on kept samples by an LLM judge (off by default)."""
+    ratio_check: RatioCheckConfig = Field(default_factory=RatioCheckConfig)
+    """The label check on kept samples by a likelihood ratio of two label descriptions (off by default)."""
     select: SelectConfig = Field(default_factory=SelectConfig)
     """Selection of kept samples by culture over embeddings (off by default)."""
 
