@@ -160,6 +160,11 @@ class SearchConfig(Section):
     """Folders or files of the local corpus."""
     retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
     """local backend: BM25, a multilingual embedding model, or both fused."""
+    by_culture: bool = False
+    """local backend: each culture's queries search only its own folder of each corpus folder
+    (`<folder>/<culture name>/`, the name matched case-insensitively; one index per culture), so a query for
+    Arabic never lands on Bengali posts. A culture with no such folder is an error naming the folders. The
+    social-media corpus (`python -m culturemanager.bench.social_corpus`) is laid out this way."""
     web: WebSearchConfig = Field(default_factory=WebSearchConfig)
     """The web search backends' settings."""
     fetch: FetchConfig = Field(default_factory=FetchConfig)
