@@ -77,6 +77,7 @@ def main() -> None:
                "seed": args.seed, "max_tokens": args.max_tokens, "draws": args.draws,
                "scored_sequences": len(jobs), "seconds": round(seconds, 1),
                "wordings": {w: list(RATIO_PREFIXES[w]) for w in wordings}, "tasks": {}}
+    per_resample: dict[str, list[np.ndarray]] = {}  # wording -> each task's AUC per resample
     for spec in tf.tasks:
         texts, gold = rows[spec.id]
         language = LANGUAGES.get(spec.language or "", spec.language or "")
@@ -87,16 +88,21 @@ def main() -> None:
             pos, neg = build_ratio_prefixes(spec.task, language, w)
             ratio = np.array([cache[(pos, t)] - cache[(neg, t)] for t in texts])
             g = np.array(gold) == "1"
-            lo, hi = interval(weighted_auc(g, ratio, W))
+            resampled = weighted_auc(g, ratio, W)
+            per_resample.setdefault(w, []).append(resampled)
+            lo, hi = interval(resampled)
             out[w] = {"auc": round(auc(gold, ratio), 3), "auc_95": [round(lo, 3), round(hi, 3)],
                       "sign_accuracy": round(float(np.mean((ratio > 0) == g)), 3),
                       "said_positive": round(float(np.mean(ratio > 0)), 3),
                       "mean_ratio": {"1": round(float(ratio[g].mean()), 3), "0": round(float(ratio[~g].mean()), 3)}}
         results["tasks"][spec.id] = out
-    results["mean"] = {w: {"auc": round(float(np.mean([r[w]["auc"] for r in results["tasks"].values()])), 3),
-                           "sign_accuracy": round(float(np.mean([r[w]["sign_accuracy"]
-                                                                 for r in results["tasks"].values()])), 3)}
-                       for w in wordings}
+    results["mean"] = {}
+    for w in wordings:  # the mean over tasks per resample (each task's rows resampled on their own)
+        lo, hi = interval(np.nanmean(np.stack(per_resample[w]), 0))
+        tasks = results["tasks"].values()
+        results["mean"][w] = {"auc": round(float(np.mean([r[w]["auc"] for r in tasks])), 3),
+                              "auc_95": [round(lo, 3), round(hi, 3)],
+                              "sign_accuracy": round(float(np.mean([r[w]["sign_accuracy"] for r in tasks])), 3)}
     name = "label_ratio.json" if args.model == TARGET else f"label_ratio-{safe_name(args.model)}.json"
     path = ROOT / "benchmarks" / "results" / name
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -143,8 +149,8 @@ def table(results: dict, wordings: list[str]) -> str:
         lines.append(f"| {tid} | {r['rows']} ({r['positives']}) | {judge} | {cells} |")
     judged = [r["judge_accuracy"] for r in results["tasks"].values() if r["judge_accuracy"] is not None]
     judge_mean = f"{np.mean(judged):.2f}" if judged else "–"
-    cells = " | ".join(f"{results['mean'][w]['auc']:.2f} / {results['mean'][w]['sign_accuracy']:.2f}"
-                       for w in wordings)
+    cells = " | ".join(f"{m['auc']:.2f} [{m['auc_95'][0]:.2f}, {m['auc_95'][1]:.2f}] / {m['sign_accuracy']:.2f}"
+                       for m in (results["mean"][w] for w in wordings))
     lines.append(f"| mean of {len(results['tasks'])} tasks | | {judge_mean} | {cells} |")
     return "\n".join(lines)
 
