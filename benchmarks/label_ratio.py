@@ -6,7 +6,8 @@ Before it drops a single synthetic sample, this measures it where the truth is k
 file (../shared/data/tasks.json, the ten CultureLLM tasks), `--rows` balanced rows (half positive, drawn with a
 fixed seed, the same rows as `benchmarks/judge.py` draws), every wording of `--wordings`, the ratio's ROC-AUC
 against the gold labels with a bootstrap 95% interval over the rows (bench/stats.py), and the accuracy of its
-sign (ratio > 0 says positive), beside the synthesis judge's accuracy on its own balanced rows
+sign (ratio > 0 says positive) and of its side of the median (`ratio_check.center = "median"`; the rows are
+balanced, as synthesis's samples are), beside the synthesis judge's accuracy on its own balanced rows
 (benchmarks/results/judge.json). AUC 0.5 is chance; a ratio that ranks positives first has AUC > 0.5 even when
 its sign is off by a constant (then `margin`/a shifted cut is what it needs).
 
@@ -93,6 +94,8 @@ def main() -> None:
             lo, hi = interval(resampled)
             out[w] = {"auc": round(auc(gold, ratio), 3), "auc_95": [round(lo, 3), round(hi, 3)],
                       "sign_accuracy": round(float(np.mean((ratio > 0) == g)), 3),
+                      # ratio_check.center = "median": the rows are balanced, as synthesis's samples are
+                      "median_accuracy": round(float(np.mean((ratio > np.median(ratio)) == g)), 3),
                       "said_positive": round(float(np.mean(ratio > 0)), 3),
                       "mean_ratio": {"1": round(float(ratio[g].mean()), 3), "0": round(float(ratio[~g].mean()), 3)}}
         results["tasks"][spec.id] = out
@@ -102,7 +105,9 @@ def main() -> None:
         tasks = results["tasks"].values()
         results["mean"][w] = {"auc": round(float(np.mean([r[w]["auc"] for r in tasks])), 3),
                               "auc_95": [round(lo, 3), round(hi, 3)],
-                              "sign_accuracy": round(float(np.mean([r[w]["sign_accuracy"] for r in tasks])), 3)}
+                              "sign_accuracy": round(float(np.mean([r[w]["sign_accuracy"] for r in tasks])), 3),
+                              "median_accuracy": round(float(np.mean([r[w]["median_accuracy"] for r in tasks])),
+                                                       3)}
     name = "label_ratio.json" if args.model == TARGET else f"label_ratio-{safe_name(args.model)}.json"
     path = ROOT / "benchmarks" / "results" / name
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -140,17 +145,17 @@ def score_all(model: str, jobs: list[tuple[str, str]], cache_path: Path, max_tok
 
 
 def table(results: dict, wordings: list[str]) -> str:
-    head = " | ".join(f"{w}: AUC [95%] / sign acc." for w in wordings)
+    head = " | ".join(f"{w}: AUC [95%] / acc. at 0 / at median" for w in wordings)
     lines = [f"| task | rows (pos.) | judge acc. | {head} |", "|---|---|---|" + "---|" * len(wordings)]
     for tid, r in results["tasks"].items():
         judge = f"{r['judge_accuracy']:.2f}" if r["judge_accuracy"] is not None else "–"
         cells = " | ".join(f"{r[w]['auc']:.2f} [{r[w]['auc_95'][0]:.2f}, {r[w]['auc_95'][1]:.2f}] / "
-                           f"{r[w]['sign_accuracy']:.2f}" for w in wordings)
+                           f"{r[w]['sign_accuracy']:.2f} / {r[w]['median_accuracy']:.2f}" for w in wordings)
         lines.append(f"| {tid} | {r['rows']} ({r['positives']}) | {judge} | {cells} |")
     judged = [r["judge_accuracy"] for r in results["tasks"].values() if r["judge_accuracy"] is not None]
     judge_mean = f"{np.mean(judged):.2f}" if judged else "–"
-    cells = " | ".join(f"{m['auc']:.2f} [{m['auc_95'][0]:.2f}, {m['auc_95'][1]:.2f}] / {m['sign_accuracy']:.2f}"
-                       for m in (results["mean"][w] for w in wordings))
+    cells = " | ".join(f"{m['auc']:.2f} [{m['auc_95'][0]:.2f}, {m['auc_95'][1]:.2f}] / {m['sign_accuracy']:.2f} / "
+                       f"{m['median_accuracy']:.2f}" for m in (results["mean"][w] for w in wordings))
     lines.append(f"| mean of {len(results['tasks'])} tasks | | {judge_mean} | {cells} |")
     return "\n".join(lines)
 

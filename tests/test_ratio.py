@@ -116,6 +116,24 @@ def test_check_drops_disagreeing_and_undecided_samples_and_records_the_ratio(tmp
     assert not kept[2].provenance.checks  # not scored: not a binary task
 
 
+def test_median_center_removes_a_constant_lean(tmp_path, preferring_model):
+    """Centred on the median of its culture x task, a ratio that leans positive for every text still splits the
+    samples: the lean is a property of the description pair, not of the texts."""
+    from culturemanager.stages.ratio import centered, ratio_check
+
+    assert centered([("a", "t")] * 3 + [("b", "t")], [1.0, 2.0, 4.0, -5.0]) == [-1.0, 0.0, 2.0, 0.0]
+    cfg = config(tmp_path, preferring_model, 0.0)
+    cfg.synthesis.ratio_check.center = "median"
+    samples = [sample(HATEFUL, label="1"), sample(BOTH, label="1"), sample(MILD, label="0"),
+               sample(HATEFUL, label="1", culture="Turkish")]
+    cfg.cultures.append(cfg.cultures[0].model_copy(update={"name": "Turkish"}))
+    out, _ = ratio_check(cfg, samples, engine_for(preferring_model))
+    kinds = [(type(o).__name__, getattr(o, "reason", None)) for o in out]
+    # Spanish: HATEFUL above the median (BOTH), MILD below it, BOTH at it (near zero); Turkish: alone, at its median
+    assert kinds == [("Sample", None), ("DroppedSample", "ratio_near_zero"), ("Sample", None),
+                     ("DroppedSample", "ratio_near_zero")]
+
+
 def test_check_loads_another_scoring_model_by_name(tmp_path, preferring_model, tiny_model):
     from culturemanager.stages.ratio import ratio_check, scoring_target
 

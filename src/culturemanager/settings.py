@@ -211,9 +211,14 @@ class RatioCheckConfig(Section):
     """The two label descriptions (stages/ratio.py RATIO_PREFIXES). plain: "A social media post with {task}:"
     against "An ordinary social media post:"; language: the same, naming the culture's language; contrast: the
     negative says "without {task}"."""
+    center: Literal["zero", "median"] = "zero"
+    """Where a ratio changes label. zero: the sign of the ratio; median: the ratio minus the median ratio of the
+    samples of its culture x task (synthesis asks for both labels in equal numbers), which removes the constant
+    lean of a description pair that benchmarks/label_ratio.py measures on real rows (a ratio can rank well and
+    still be positive for nearly every text)."""
     margin: float = Field(0.0, ge=0.0)
-    """A ratio (mean log-probability per token, positive minus negative description) within this of zero says
-    neither label: the sample is dropped (ratio_near_zero). 0: only disagreeing samples are dropped."""
+    """A ratio (mean log-probability per token, positive minus negative description, after `center`) within this
+    of zero says neither label: the sample is dropped (ratio_near_zero). 0: only disagreeing samples are dropped."""
     max_tokens: int = Field(64, ge=1)
     """A text is scored on at most its first this many tokens."""
 

@@ -3,9 +3,11 @@
 The noisy-channel idea of DINO and SuperGen, for a binary task: a causal LM reads each text twice, once after a
 description of the positive label ("A social media post with hate speech:") and once after one of the negative
 ("An ordinary social media post:"). The text's mean log-probability per token after the first minus after the
-second is its ratio: above zero the text fits the positive description better. A synthetic sample whose ratio
-points at the other label is dropped (`ratio_disagrees`), one within `margin` of zero (an assistant's phrase fits
-both) too (`ratio_near_zero`); every kept sample's provenance records its ratio. Only binary tasks are scored.
+second is its ratio: above zero the text fits the positive description better (with `center = "median"`, above
+the median of its culture x task's samples: a description pair can lean one way for every text). A synthetic
+sample whose ratio points at the other label is dropped (`ratio_disagrees`), one within `margin` of zero (an
+assistant's phrase fits both) too (`ratio_near_zero`); every kept sample's provenance records its ratio. Only
+binary tasks are scored.
 
 The scoring model is loaded through the inference core (engine.py), the target by default.
 benchmarks/label_ratio.py measures the ratio's AUC on real labelled rows (`ratio_scores` is what it calls).
@@ -44,6 +46,14 @@ def ratio_label(ratio: float, task: Task, margin: float) -> str | None:
         return None
     negative = next(x for x in task.labels or [] if x != task.positive_label)
     return task.positive_label if ratio > 0 else negative
+
+
+def centered(groups: Sequence[tuple[str, str]], ratios: Sequence[float]) -> list[float]:
+    """Each ratio minus the median ratio of its group (culture, task): `ratio_check.center = "median"`."""
+    from statistics import median
+
+    medians = {g: median(r for h, r in zip(groups, ratios) if h == g) for g in set(groups)}
+    return [r - medians[g] for g, r in zip(groups, ratios)]
 
 
 def ratio_scores(engine, items: Sequence[tuple[str, str, str]], max_tokens: int = 64) -> list[float]:
@@ -87,7 +97,9 @@ def ratio_check(cfg: Config, samples: list[Sample], engine=None) -> tuple[list[S
         s = samples[i]
         pos, neg = build_ratio_prefixes(tasks[s.task].label, language_name(cultures[s.culture]), rc.wording)
         items.append((pos, neg, s.text))
-    ratios = dict(zip(scored, ratio_scores(engine, items, rc.max_tokens)))
+    raw = ratio_scores(engine, items, rc.max_tokens)
+    ratios = dict(zip(scored, centered([(samples[i].culture, samples[i].task) for i in scored], raw)
+                      if rc.center == "median" else raw))
     out: list[Sample | DroppedSample] = []
     for i, s in enumerate(samples):
         said = ratio_label(ratios[i], tasks[s.task], rc.margin) if i in ratios else s.label
