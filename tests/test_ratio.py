@@ -144,6 +144,18 @@ def test_check_loads_another_scoring_model_by_name(tmp_path, preferring_model, t
     assert [type(o).__name__ for o in out] == ["Sample", "DroppedSample"]
 
 
+def test_a_relative_scoring_model_path_is_the_config_files(tmp_path):
+    from conftest import write_task
+
+    from culturemanager.config import load_config
+
+    (tmp_path / "scorer").mkdir()
+    path = write_task(tmp_path, tmp_path / "unused")
+    cfg = load_config(path, ["synthesis.ratio_check.model=./scorer"])
+    assert cfg.synthesis.ratio_check.model == str(path.parent / "scorer")
+    assert load_config(path, []).synthesis.ratio_check.model == "target"
+
+
 def test_synthesize_stage_counts_ratio_drops_and_writes_them(tmp_path, tiny_model):
     """The stage's call site: every sample is scored by the run's target; drops land in dropped.jsonl and the
     manifest's counts, kept samples carry their ratio."""
