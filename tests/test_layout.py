@@ -19,7 +19,8 @@ LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "cultu
          "culturemanager.stages.predict", "culturemanager.bench.score", "culturemanager.bench.tasks",
          "culturemanager.bench.config", "culturemanager.bench.split", "culturemanager.bench.report",
          "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets",
-         "culturemanager.leakage", "culturemanager.stages.spec", "culturemanager.errors", "culturemanager.preflight"]
+         "culturemanager.leakage", "culturemanager.stages.spec", "culturemanager.errors", "culturemanager.preflight",
+         "culturemanager.stages.ratio", "culturemanager.bench.social_corpus"]
 
 BLOCK_TORCH = """
 import sys

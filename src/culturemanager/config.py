@@ -28,6 +28,7 @@ from culturemanager.settings import (  # noqa: F401 - every table is importable 
     LlamaServerConfig,
     LLMConfig,
     QueriesConfig,
+    RatioCheckConfig,
     RouterConfig,
     SearchConfig,
     Section,

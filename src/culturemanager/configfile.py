@@ -134,6 +134,11 @@ def resolve_paths(raw: dict[str, Any], base: Path, extra: tuple[tuple[str, str],
             name = raw[sect][key]
             if looks_like_path(name) or (base / name).exists():
                 raw[sect][key] = fix(name)
+    # synthesis.ratio_check.model: "target", or a model named like [target]'s
+    ratio = raw["synthesis"].get("ratio_check") if isinstance(raw.get("synthesis"), dict) else None
+    if isinstance(ratio, dict) and isinstance(ratio.get("model"), str) and ratio["model"] != "target" \
+            and (looks_like_path(ratio["model"]) or (base / ratio["model"]).exists()):
+        ratio["model"] = fix(ratio["model"])
     if isinstance(raw.get("search"), dict) and isinstance(raw["search"].get("corpus"), list):
         raw["search"]["corpus"] = [fix(p) for p in raw["search"]["corpus"]]
     fetch = raw.get("search", {}).get("fetch") if isinstance(raw.get("search"), dict) else None

@@ -34,6 +34,7 @@ from culturemanager.backends.target import (
     encode_task,
     load_target,
     option_ids,
+    score_continuations,
     score_options,
 )
 from culturemanager.config import TargetConfig, Task
@@ -181,6 +182,30 @@ class Engine:
         out = torch.empty_like(scores)
         out[torch.tensor(order, device=scores.device)] = scores
         return out
+
+    def continuation_logprobs(self, prompts: Sequence[str], texts: Sequence[str], max_tokens: int
+                              ) -> tuple[torch.Tensor, list[bool]]:
+        """Mean log-probability per token of each text after its prompt, under the plain model (no adapter): the
+        likelihood-ratio label check (stages/ratio.py). A text is scored on its first `max_tokens` tokens; which
+        texts were cut is returned beside. An empty text scores 0."""
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
+        pairs, cut, rows = [], [], []
+        for i, (p, t) in enumerate(zip(prompts, texts)):
+            ids = self.tok(t, add_special_tokens=False)["input_ids"]
+            cut.append(len(ids) > max_tokens)
+            if ids:
+                pairs.append((self.tok(p)["input_ids"], ids[:max_tokens]))
+                rows.append(i)
+        out = torch.zeros(len(texts))
+        if pairs:
+            from contextlib import nullcontext
+
+            off = self.model.disable_adapter() if self.adapters else nullcontext()
+            with off:
+                sums = score_continuations(self.model, pairs, self.pad_id, self.target.batch_size)
+            out[torch.tensor(rows)] = sums / torch.tensor([len(c) for _, c in pairs], dtype=sums.dtype)
+        return out, cut
 
     @torch.no_grad()
     def features(self, task: Task, texts: Sequence[str]) -> torch.Tensor:

@@ -83,13 +83,14 @@ class Material(Record):
 class Check(Record):
     """A check a kept sample passed beyond parsing and the copy, duplicate and leakage filters."""
 
-    name: Literal["judge", "selection"]
+    name: Literal["judge", "selection", "ratio"]
     by: str = ""
-    """The judge model, or the sentence embedder."""
+    """The judge model, the sentence embedder, or the ratio's scoring model."""
     verdict: str | None = None
     """judge: the label it gave (None: no verdict that parsed; the sample is kept)."""
     scores: dict[str, float] = Field(default_factory=dict)
-    """selection: representativeness, distinctiveness, nearest (the highest cosine to a kept sample)."""
+    """selection: representativeness, distinctiveness, nearest (the highest cosine to a kept sample); ratio: the
+    likelihood ratio (mean log-probability per token after the positive minus after the negative description)."""
 
 
 class Provenance(Record):
@@ -138,6 +139,8 @@ class DropReason(StrEnum):
     REPEATS_QUESTION = "repeats_question"
     # the checks on kept samples (stages/checks.py, stages/select.py; off by default)
     JUDGE_DISAGREES = "judge_disagrees"
+    RATIO_DISAGREES = "ratio_disagrees"  # the likelihood ratio points at the other label
+    RATIO_NEAR_ZERO = "ratio_near_zero"  # within synthesis.ratio_check.margin of zero: fits both labels
     NEAR_DUPLICATE = "near_duplicate"
     UNREPRESENTATIVE = "unrepresentative"
     NOT_DISTINCTIVE = "not_distinctive"

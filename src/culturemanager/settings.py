@@ -181,6 +181,11 @@ class SearchConfig(Section):
     """Folders or files of the local corpus."""
     retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
     """local backend: BM25, a multilingual embedding model, or both fused."""
+    by_culture: bool = False
+    """local backend: each culture's queries search only its own folder of each corpus folder
+    (`<folder>/<culture name>/`, the name matched case-insensitively; one index per culture), so a query for
+    Arabic never lands on Bengali posts. A culture with no such folder is an error naming the folders. The
+    social-media corpus (`python -m culturemanager.bench.social_corpus`) is laid out this way."""
     web: WebSearchConfig = Field(default_factory=WebSearchConfig)
     """The web search backends' settings."""
     fetch: FetchConfig = Field(default_factory=FetchConfig)
@@ -208,6 +213,35 @@ class JudgeConfig(Section):
     """The judge's endpoint, e.g. { backend = "openai", model = "gpt-4o" }. Default: the run's generator."""
     max_chars: int = Field(600, ge=1, le=CHARS)
     """A sample is shown to the judge cut to this many characters."""
+
+
+class RatioCheckConfig(Section):
+    """Label check by a likelihood ratio (the noisy-channel idea of DINO and SuperGen): a causal LM scores each
+    kept sample of a binary task by how much more likely its text is after a description of the positive label
+    ("A social media post with hate speech:") than after one of the negative ("An ordinary social media post:"),
+    per text token; a sample whose ratio points at the other label, or lies within `margin` of zero (a text that
+    fits both, like an assistant's phrase), is dropped and counted (stages/ratio.py). No one's opinion is asked.
+    How far it can be trusted is measured on real labelled rows by benchmarks/label_ratio.py."""
+
+    enabled: bool = False
+    """Score every kept sample of a binary task (two forward passes of the scoring model per sample)."""
+    model: str = "target"
+    """The scoring model: "target" (the run's `[target]`, loaded as the predict stage loads it) or another causal
+    LM (packaged short name, transformers folder, or hub id), loaded on the target's device and dtype."""
+    wording: Literal["plain", "language", "contrast"] = "plain"
+    """The two label descriptions (stages/ratio.py RATIO_PREFIXES). plain: "A social media post with {task}:"
+    against "An ordinary social media post:"; language: the same, naming the culture's language; contrast: the
+    negative says "without {task}"."""
+    center: Literal["zero", "median"] = "zero"
+    """Where a ratio changes label. zero: the sign of the ratio; median: the ratio minus the median ratio of the
+    samples of its culture x task (synthesis asks for both labels in equal numbers), which removes the constant
+    lean of a description pair that benchmarks/label_ratio.py measures on real rows (a ratio can rank well and
+    still be positive for nearly every text)."""
+    margin: float = Field(0.0, ge=0.0)
+    """A ratio (mean log-probability per token, positive minus negative description, after `center`) within this
+    of zero says neither label: the sample is dropped (ratio_near_zero). 0: only disagreeing samples are dropped."""
+    max_tokens: int = Field(64, ge=1)
+    """A text is scored on at most its first this many tokens."""
 
 
 class SelectConfig(Section):
@@ -271,6 +305,8 @@ class SynthesisConfig(Section):
     this is the demonstration with a made-up label, not a new sample: dropped (copies_demonstration)."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     """The label check on kept samples by an LLM judge (off by default)."""
+    ratio_check: RatioCheckConfig = Field(default_factory=RatioCheckConfig)
+    """The label check on kept samples by a likelihood ratio of two label descriptions (off by default)."""
     select: SelectConfig = Field(default_factory=SelectConfig)
     """Selection of kept samples by culture over embeddings (off by default)."""
 

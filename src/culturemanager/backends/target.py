@@ -208,6 +208,30 @@ def score_options(model, tok, prompts: list[list[int]], options: list[list[int]]
     return out
 
 
+@torch.no_grad()
+def score_continuations(model, pairs: list[tuple[list[int], list[int]]], pad: int, batch_size: int = 8
+                        ) -> torch.Tensor:
+    """Summed log-likelihood of each continuation after its own prompt ([len(pairs)]): the likelihood-ratio label
+    check scores one text after two label descriptions. Pairs run shortest first; left padding puts every
+    continuation at the end, so only its positions need logits (with Gemma's 262k vocabulary the rest would
+    dominate time and memory)."""
+    if any(not p or not c for p, c in pairs):
+        raise ValueError("score_continuations needs a non-empty prompt and continuation in every pair")
+    out = torch.zeros(len(pairs))
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        keep = max(len(pairs[i][1]) for i in rows) + 1
+        logits = lm_forward(model, [pairs[i][0] + pairs[i][1] for i in rows], pad, keep).float()
+        norm = torch.logsumexp(logits, -1)  # log-softmax's denominator without a second vocabulary-sized tensor
+        for r, i in enumerate(rows):
+            cont = pairs[i][1]
+            pos = torch.arange(keep - len(cont) - 1, keep - 1, device=logits.device)
+            ids = torch.tensor(cont, device=logits.device)
+            out[i] = (logits[r, pos, ids] - norm[r, pos]).sum().cpu()
+    return out
+
+
 def score_next_token(model, tok, prompts: list[list[int]], token_ids: list[int], adapters: list[str] | None,
                      batch_size: int, prefix: FrozenPrefix | None = None) -> torch.Tensor:
     """Single-token options ("0"/"1", most culture names): one forward per prompt scores all of them, instead of

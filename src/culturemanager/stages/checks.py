@@ -1,13 +1,15 @@
 """The optional checks on synthesis's kept samples, each a setting: selection by culture (`synthesis.select`,
-stages/select.py) and a judge of the labels (`synthesis.judge`).
+stages/select.py), a likelihood ratio of two label descriptions (`synthesis.ratio_check`, stages/ratio.py)
+and a judge of the labels (`synthesis.judge`).
 
 Order: near-duplicates, representativeness and distinctiveness first (cheap, and they leave the judge fewer
-samples to read); then the judge; then label balance, so that balance is over labels the judge let through.
+samples to read); then the ratio (two forward passes of a small model per sample); then the judge; then label
+balance, so that balance is over labels the checks let through.
 The judge is an LLM — the run's generator or another endpoint — that reads each sample's text and gives its
 label; a sample whose label it disagrees with is dropped (`judge_disagrees`), one it gives no parsable label for
 is kept and counted (`judge_no_verdict`). Its calls go through the run's answer cache like every LLM call, so a
 resumed run repeats none. Every kept sample's provenance lists the checks it went through, with the judge's
-verdict and the selection's scores.
+verdict, the ratio and the selection's scores.
 
 Entry point: `check_samples(cfg, llm, samples, demos)`, called by stages/synthesize.py; `judge_labels` is what
 benchmarks/judge.py measures on real labelled inputs.
@@ -30,9 +32,10 @@ JUDGE_MAX_TOKENS = 8  # a label, maybe quoted: the judge is asked for nothing el
 
 
 def check_samples(cfg: Config, llm: CachedLLM, samples: list[Sample], demos: dict[str, dict[str, list[str]]],
-                  embedder=None) -> tuple[list[Sample], list[DroppedSample], Counter]:
+                  embedder=None, scorer=None) -> tuple[list[Sample], list[DroppedSample], Counter]:
     """The samples that pass the enabled checks (provenance extended), the dropped ones with their reason, and
-    counts that are not drops (judge_no_verdict, judge_skipped)."""
+    counts that are not drops (judge_no_verdict, judge_skipped, ratio_skipped_not_binary). `scorer`: an
+    already loaded Engine for the ratio (default: loaded from `synthesis.ratio_check.model`)."""
     sel, jud = cfg.synthesis.select, cfg.synthesis.judge
     dropped: list[DroppedSample] = []
     counts: Counter = Counter()
@@ -48,6 +51,15 @@ def check_samples(cfg: Config, llm: CachedLLM, samples: list[Sample], demos: dic
         samples = [with_check(s, Check(name="selection", by=embedder.name, scores=sc.scores()))
                    for s, sc in zip(samples, scored) if sc.reason is None]
         rank = [sc.representativeness or 0.0 for sc, k in zip(scored, keep) if k]
+    if cfg.synthesis.ratio_check.enabled and samples:
+        from culturemanager.stages.ratio import ratio_check
+
+        outcomes, ratio_counts = ratio_check(cfg, samples, scorer)
+        keep = [isinstance(o, Sample) for o in outcomes]
+        dropped += [o for o in outcomes if isinstance(o, DroppedSample)]
+        samples = [o for o in outcomes if isinstance(o, Sample)]
+        rank = [r for r, k in zip(rank, keep) if k]
+        counts += ratio_counts
     if jud.enabled and samples:
         tasks = {t.id: t for t in cfg.tasks}
         cultures = {c.name: c for c in cfg.cultures}

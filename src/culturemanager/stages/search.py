@@ -52,7 +52,15 @@ def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
             raise ConfigError("search.corpus is empty: name at least one folder or file of the local corpus")
         from culturemanager.backends.retrieval.dense import build_retriever
 
-        return build_retriever(list(cfg.search.corpus), cfg.search.index_dir or rd.index, cfg.search.retrieval)
+        index = cfg.search.index_dir or rd.index
+        if cfg.search.by_culture:
+            from culturemanager.backends.retrieval.retriever import ByCulture
+            from culturemanager.rundir import safe_name
+
+            return ByCulture({c.name: build_retriever(culture_folders(cfg.search.corpus, c.name),
+                                                      index / "by-culture" / safe_name(c.name), cfg.search.retrieval)
+                              for c in cfg.cultures})
+        return build_retriever(list(cfg.search.corpus), index, cfg.search.retrieval)
     from culturemanager.backends.retrieval.web import make_web_retriever
 
     fetcher = None
@@ -61,6 +69,16 @@ def make_one(cfg: Config, rd: RunDir, name: str) -> Retriever:
 
         fetcher = SafeFetcher(cfg.search.fetch, rd.root / "cache" / "pages")
     return CachedSearch(make_web_retriever(name, cfg.search.web, fetcher), rd.root / "cache" / "search.jsonl")
+
+
+def culture_folders(corpus: list[Path], culture: str) -> list[Path]:
+    """The `<folder>/<culture>/` folders of the corpus (name matched case-insensitively): `search.by_culture`."""
+    found = [sub for root in map(Path, corpus) if root.is_dir()
+             for sub in sorted(root.iterdir()) if sub.is_dir() and sub.name.casefold() == culture.casefold()]
+    if not found:
+        raise ConfigError(f"search.by_culture: no folder named {culture!r} in the corpus "
+                          f"({', '.join(map(str, corpus))}); each culture needs <corpus folder>/{culture}/")
+    return found
 
 
 class CachedSearch:

@@ -126,7 +126,7 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     kept, more = filter_samples(kept, leaks)
     dropped += more
     unchecked = kept
-    kept, more, checked = check_samples(cfg, llm, kept, demos)  # synthesis.select and .judge (off by default)
+    kept, more, checked = check_samples(cfg, llm, kept, demos)  # select, ratio_check, judge (off by default)
     dropped += more
     counts.update(checked)
     counts.update(str(d.reason) for d in dropped)

@@ -29,3 +29,24 @@ class Retriever(Protocol):
 
 def new_usage() -> dict[str, int]:
     return {"requests": 0, "results": 0, "errors": 0, "empty": 0}
+
+
+class ByCulture:
+    """One retriever per culture: a query goes to its culture's retriever only (`search.by_culture`), so that a
+    lexical match in another culture's documents can never be returned. A query without a culture, or of a
+    culture that has no retriever, is an error."""
+
+    def __init__(self, retrievers: dict[str, Retriever]):
+        self.retrievers = retrievers
+        self.name = "by-culture:" + "+".join(sorted({r.name for r in retrievers.values()}))
+        self.usage = new_usage()
+
+    def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
+        if culture is None or culture.name not in self.retrievers:
+            raise KeyError(f"no corpus for culture {culture.name if culture else None!r} "
+                           f"(have: {sorted(self.retrievers)})")
+        self.usage["requests"] += 1
+        docs = self.retrievers[culture.name].search(query, k, culture)
+        self.usage["results"] += len(docs)
+        self.usage["empty"] += not docs
+        return docs
