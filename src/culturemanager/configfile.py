@@ -105,11 +105,19 @@ def load_toml_config(path: str | Path, model: type[M], overrides: list[str] | No
         prepare(raw, path)
     for item in overrides or []:
         apply_override(raw, item)
-    resolve_paths(raw, path.parent.resolve(), path_keys)
+    return validate_raw(raw, model, path, path.parent.resolve(), path_keys)
+
+
+def validate_raw(raw: dict[str, Any], model: type[M], source: Path, base: Path,
+                 path_keys: tuple[tuple[str, str], ...] = ()) -> M:
+    """The one validation of a config's table, whatever file it came from (a TOML config, or a finished run's
+    config.json that `serve` reads): relative paths resolved against `base`, then `model`'s checks; any problem
+    is a ConfigError naming `source` and the key."""
+    resolve_paths(raw, base, path_keys)
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, path)) from None
+        raise ConfigError(format_validation_error(e, source)) from None
 
 
 def resolve_paths(raw: dict[str, Any], base: Path, extra: tuple[tuple[str, str], ...] = ()) -> None:

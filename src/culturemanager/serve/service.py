@@ -19,7 +19,7 @@ from pathlib import Path
 
 from culturemanager.answering import Rule, warm
 from culturemanager.config import Config, Task
-from culturemanager.configfile import apply_override, format_validation_error, looks_like_path
+from culturemanager.configfile import apply_override, looks_like_path, validate_raw
 from culturemanager.errors import ConfigError, InputError
 from culturemanager.records import read_json
 from culturemanager.rundir import RunDir
@@ -97,20 +97,15 @@ class Service:
 def load_run(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Router]:
     """A run directory (its resolved config.json) or a run config file, with `--set` overrides; the router and
     adapters it names must be there."""
-    from pydantic import ValidationError
-
     from culturemanager.config import load_config
 
-    if path.is_dir():
+    if path.is_dir():  # its config.json, through the same validation as a config file (configfile.validate_raw)
         source = RunDir(path).need(RunDir(path).config, "run")
         raw = read_json(source)
         for item in overrides:
             apply_override(raw, item)
         raw.setdefault("run", {})["dir"] = str(path.resolve())  # the folder given, wherever it was made
-        try:
-            cfg = Config.model_validate(raw)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e, source)) from None
+        cfg = validate_raw(raw, Config, source, path.resolve())
     else:
         cfg = load_config(path, list(overrides))
     router = read_router(RunDir(cfg.run.dir))
