@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
@@ -288,7 +289,7 @@ def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
     """Write records (or plain JSON objects) atomically (temp file + rename), so a killed run never leaves half a
     stage output."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for r in records:
@@ -300,9 +301,15 @@ def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
 
 def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def temp_path(path: Path) -> Path:
+    """The temp file an atomic write renames over `path`, one per process: two processes writing the same file
+    (the bench's shards write the same split), or two threads, must not rename each other's temp file away."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def stable_seed(*parts: object) -> int:
