@@ -109,13 +109,14 @@ def main() -> None:
     referees = {td.spec.id: referee(engine, td, bcfg.data_dir) for td in tasks}
     for td in tasks:
         results["tasks"][td.spec.id] = {k: v for k, v in referees[td.spec.id].items() if k != "model"}
+    # each demonstration-seeded material's own demonstration (the rewrites' similarity to it)
+    seeds = {m.id: m.text for m in demonstration_materials(base, {t.id: demonstrations_by_culture(base, t)
+                                                                   for t in base.tasks})}
     for w in wordings:
         t0 = time.time()
         samples, counts = run_wording(base, w, materials, args.out / w)
         seconds = time.time() - t0
         per_task = {}
-        seeds = {m.id: m.text for m in demonstration_materials(base, {t.id: demonstrations_by_culture(base, t)
-                                                                       for t in base.tasks})}
         for td in tasks:
             got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
             per_task[td.spec.id] = refereed(engine, td, referees[td.spec.id], got) | copies_of_example(

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_quality import auc_interval  # noqa: E402  (the label-quality bench's own interval)
 
+from culturemanager.bench.stats import auc  # noqa: E402
 from culturemanager.config import TargetConfig  # noqa: E402
 from culturemanager.stages.ratio import build_ratio_prefixes, centered, ratio_scores  # noqa: E402
 
@@ -78,16 +79,11 @@ def row(source: str, date: str, lever: str, task: str, wording: str, center: str
     out = {"source": source, "run_date": date, "lever": lever, "task": task, "wording": wording, "center": center,
            "samples": {lab: int((labels == lab).sum()) for lab in ("0", "1")},
            "kept": {lab: int(((labels == lab) & agree).sum()) for lab in ("0", "1")},
-           "ratio_auc_vs_synthetic_label": round(100 * auc_of(labels, np.array(ratios)), 1)}
+           "ratio_auc_vs_synthetic_label": round(100 * auc(list(labels), np.array(ratios)), 1)}
     out["all"] = list(auc_interval(labels, p, np.random.default_rng(0)))
     if min(out["kept"].values()) >= 2:
         out["kept_auc"] = list(auc_interval(labels[agree], p[agree], np.random.default_rng(1)))
     return out
-
-
-def auc_of(labels: np.ndarray, score: np.ndarray) -> float:
-    pos, neg = score[labels == "1"], score[labels == "0"]
-    return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
 
 
 def table(r: dict) -> str:

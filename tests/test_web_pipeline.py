@@ -66,9 +66,8 @@ def searxng():
     server.shutdown()
 
 
-def test_run_with_searxng_backend_end_to_end(tmp_path, tiny_model, searxng):
-    pytest.importorskip("trafilatura")
-    port = searxng
+def searxng_task(tmp_path, tiny_model, port: int):
+    """The conftest task run, searching the fake SearXNG on `port` (its pages allowed though on loopback)."""
     extra = f"""
 [search.web]
 base_url = "http://127.0.0.1:{port}"
@@ -78,6 +77,13 @@ allowed_hosts = ["127.0.0.1:{port}"]
 """
     cfg = write_task(tmp_path, tiny_model, extra=extra)
     cfg.write_text(cfg.read_text().replace('corpus = ["corpus"]', 'backend = "searxng"'))
+    return cfg
+
+
+def test_run_with_searxng_backend_end_to_end(tmp_path, tiny_model, searxng):
+    pytest.importorskip("trafilatura")
+    port = searxng
+    cfg = searxng_task(tmp_path, tiny_model, port)
     assert main(["run", str(cfg), "--no-progress"]) == 0
     run = tmp_path / "run"
     mats = read_jsonl(run / "materials.jsonl", Material)
@@ -128,15 +134,7 @@ def test_credentials_in_result_urls_are_neither_sent_nor_stored(tmp_path, tiny_m
     monkeypatch.setattr(Handler, "userinfo", "alice:s3cret-pw@")
     monkeypatch.setattr(Handler, "auth", [])
     port = searxng
-    extra = f"""
-[search.web]
-base_url = "http://127.0.0.1:{port}"
-
-[search.fetch]
-allowed_hosts = ["127.0.0.1:{port}"]
-"""
-    cfg = write_task(tmp_path, tiny_model, extra=extra)
-    cfg.write_text(cfg.read_text().replace('corpus = ["corpus"]', 'backend = "searxng"'))
+    cfg = searxng_task(tmp_path, tiny_model, port)
     for stage in ("queries", "search", "synthesize"):
         assert main([stage, str(cfg), "--no-progress"]) == 0, stage
     run = tmp_path / "run"

@@ -285,6 +285,23 @@ def read_json_lines(path: Path) -> tuple[list[Any], int]:
     return values, bad
 
 
+def json_objects(path: Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each non-blank line of a JSONL data file, strictly: a line that is not valid JSON,
+    or not a JSON object, raises `error` naming the file and line (a data file is input, not a log to recover)."""
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
 def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
     """Write records (or plain JSON objects) atomically (temp file + rename), so a killed run never leaves half a
     stage output."""

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.leakage import LeakIndex
-from culturemanager.records import normalize_text
+from culturemanager.records import json_objects, normalize_text
 
 TEXT_FIELDS = ("tweet", "comment", "data", "text")  # the post's field in these files, the first one present
 POSTS_PER_PAGE = 10
@@ -101,18 +101,9 @@ def read_posts(path: Path) -> list[str]:
     """The post texts of a labelled JSONL file (its first field of TEXT_FIELDS); rows without one are skipped.
     A line that is not a JSON object is an error naming the file and line."""
     posts = []
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            text = next((obj[k] for k in TEXT_FIELDS if k in obj), None)
-            posts.append(text.strip() if isinstance(text, str) else "")
+    for _, obj in json_objects(path):
+        text = next((obj[k] for k in TEXT_FIELDS if k in obj), None)
+        posts.append(text.strip() if isinstance(text, str) else "")
     return posts
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from culturemanager.config import ISO_639_1, Format
 from culturemanager.formats import option_letter, valid_options, with_options
-from culturemanager.records import normalize_text
+from culturemanager.records import json_objects, normalize_text
 
 
 class BenchTask(BaseModel):
@@ -125,34 +125,24 @@ def read_task_rows(task: BenchTask, data_dir: Path) -> TaskRows:
         raise TasksFileError(f"task {task.id!r}: data file not found: {path}")
     rows = TaskRows([], [], options=list(task.options or []))
     seen: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TasksFileError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise TasksFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            label, answers = row_label(task, obj, where, rows)
-            text = obj.get(task.text_field)
-            if not isinstance(text, str) or not text.strip():
-                rows.skipped["not_text"] += 1
-                continue
-            text = text.strip()
-            if task.options_field:
-                text = with_options(text, obj[task.options_field])
-            key = normalize_text(text)
-            if key in seen:  # the first occurrence is kept; a repeat with the other label is counted apart
-                rows.skipped["duplicate_text" if seen[key] == label else "duplicate_conflicting_label"] += 1
-                continue
-            seen[key] = label
-            rows.texts.append(text)
-            rows.labels.append(label)
-            if task.format == "free_text":
-                rows.answers.append(answers)
+    for where, obj in json_objects(path, TasksFileError):
+        label, answers = row_label(task, obj, where, rows)
+        text = obj.get(task.text_field)
+        if not isinstance(text, str) or not text.strip():
+            rows.skipped["not_text"] += 1
+            continue
+        text = text.strip()
+        if task.options_field:
+            text = with_options(text, obj[task.options_field])
+        key = normalize_text(text)
+        if key in seen:  # the first occurrence is kept; a repeat with the other label is counted apart
+            rows.skipped["duplicate_text" if seen[key] == label else "duplicate_conflicting_label"] += 1
+            continue
+        seen[key] = label
+        rows.texts.append(text)
+        rows.labels.append(label)
+        if task.format == "free_text":
+            rows.answers.append(answers)
     return rows
 
 
