@@ -17,7 +17,7 @@ from test_select import TableEmbedder, sample, unit
 
 from culturemanager.backends.llm import CachedLLM, Completion
 from culturemanager.config import Config, Culture, Task
-from culturemanager.prompts import build_judge_messages, parse_judge
+from culturemanager.judge_prompts import build_judge_messages, parse_judge
 from culturemanager.records import Sample
 from culturemanager.stages.checks import check_samples, judge_labels
 

@@ -184,7 +184,7 @@ def judge_answers(generator, cache: Path, calls: Path, items: list[tuple[str, st
     parsable verdict; and the judge's name. One short call per item through the answer cache at `cache` (the call
     log at `calls`), so nothing is asked twice; predict and the bench both judge with it."""
     from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
-    from culturemanager.prompts import build_answer_judge_messages, parse_verdict
+    from culturemanager.judge_prompts import build_answer_judge_messages, parse_verdict
 
     llm = CachedLLM(make_backend(generator), cache, calls, progress=progress)
     try:
