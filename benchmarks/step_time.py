@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 from culturemanager.backends.prefix import FrozenPrefix, decoder_layers
+from culturemanager.backends.schedule import plan_batches
 from culturemanager.backends.target import load_target
-from culturemanager.backends.trainer import lora_config, plan_batches, train_step
+from culturemanager.backends.trainer import lora_config, train_step
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import TargetConfig, Task, TrainConfig

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from culturemanager.backends.schedule import validation_split
 from culturemanager.backends.target import load_tokenizer
-from culturemanager.backends.trainer import validation_split
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import job_examples, split_task
 from culturemanager.bench.methods import Job

@@ -20,7 +20,8 @@ LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "cultu
          "culturemanager.bench.config", "culturemanager.bench.split", "culturemanager.bench.report",
          "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets",
          "culturemanager.leakage", "culturemanager.stages.spec", "culturemanager.errors", "culturemanager.preflight",
-         "culturemanager.stages.ratio", "culturemanager.bench.social_corpus"]
+         "culturemanager.stages.ratio", "culturemanager.bench.social_corpus", "culturemanager.judge_prompts",
+         "culturemanager.backends.schedule"]
 
 BLOCK_TORCH = """
 import sys

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import DATA, REPO
 
-from culturemanager.backends.trainer import plan_batches, split_validation
+from culturemanager.backends.schedule import plan_batches, split_validation
 from culturemanager.config import TrainConfig
 from culturemanager.plan import (
     KNOWN_SHAPES,

@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from culturemanager.backends.checkpoint import load_checkpoint, new_state, save_checkpoint
-from culturemanager.backends.trainer import (
-    answer_key,
-    early_stopping,
-    fit_adapter,
-    lr_factor,
-    plan_batches,
-    split_validation,
-    validation_loss,
-)
+from culturemanager.backends.schedule import answer_key, lr_factor, plan_batches, split_validation
+from culturemanager.backends.trainer import early_stopping, fit_adapter, validation_loss
 from culturemanager.config import TargetConfig, TrainConfig
 
 

@@ -6,7 +6,7 @@ Nothing expensive happens: the data files are read and split in memory, the toke
 lengths, the model's config gives its number of layers. Everything else is arithmetic on the settings:
 - the LLM stages: one query call per culture x task x mode, a summary per query (`search.summarize`), a synthesis
   call per material and label (`synthesis.label_mode`), their prompt and answer tokens;
-- training: each adapter's plan (`backends/trainer.plan_batches`: epochs, `max_examples`, `max_steps`), the
+- training: each adapter's plan (`backends/schedule.plan_batches`: epochs, `max_examples`, `max_steps`), the
   examples it sees, and the tokens through its adapted layers; the frozen lower layers once per distinct example;
 - evaluation: every (variant, task) pair's test inputs through the adapted layers, the router and the probe.
 Time = work x rate. `Rates` are seconds per token and layer (a full forward pass; a forward through the adapted
@@ -140,7 +140,7 @@ def adapter_seconds(examples_seen: int, tokens: float, adapted_layers: int, rate
 
 
 def validation_size(n: int, share: float) -> int:
-    """About how many of n examples `trainer.split_validation` holds out (it rounds per label; use its own
+    """About how many of n examples `schedule.split_validation` holds out (it rounds per label; use its own
     result where the examples are known)."""
     return 0 if share <= 0 or n < 10 else max(1, round(n * share))
 

@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from culturemanager.backends.schedule import Example
 from culturemanager.backends.target import encode, option_ids
-from culturemanager.backends.trainer import Example
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.methods import SURVEY_KINDS, Job
 from culturemanager.bench.score import FAMILIES

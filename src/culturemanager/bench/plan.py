@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from culturemanager.backends.trainer import validation_split
+from culturemanager.backends.schedule import validation_split
 from culturemanager.bench.config import BenchConfig
 from culturemanager.bench.data import TaskData, job_examples, split_task
 from culturemanager.bench.methods import (

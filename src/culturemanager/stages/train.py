@@ -19,8 +19,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from culturemanager.backends.schedule import Example
 from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
-from culturemanager.backends.trainer import META, Example, fit_adapter, read_meta, settings_key
+from culturemanager.backends.trainer import META, fit_adapter, read_meta, settings_key
 from culturemanager.config import Config, Task
 from culturemanager.records import Sample, read_jsonl, write_jsonl
 from culturemanager.rundir import RunDir, file_lock
