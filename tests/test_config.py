@@ -345,6 +345,28 @@ def test_every_config_field_has_a_docstring():
     assert [k for k, f in fields.items() if not (f.description or "").strip()] == []
 
 
+def test_the_bench_config_is_the_run_configs_tables_plus_its_own_and_explain_documents_both():
+    """The bench's generator ... router are the run config's own fields (not a copy that could drift), and
+    `config --explain` documents the bench's own table, every field with a docstring."""
+    from culturemanager.bench.config import BenchConfig, BenchTable
+    from culturemanager.config import PIPELINE_TABLES, Config
+    from culturemanager.configdoc import explain, field_lines
+
+    assert list(BenchConfig.model_fields) == ["bench", *PIPELINE_TABLES]
+    for name in PIPELINE_TABLES:
+        ours, run = BenchConfig.model_fields[name], Config.model_fields[name]
+        assert (ours.annotation, ours.default_factory, ours.description) == \
+               (run.annotation, run.default_factory, run.description)
+    doc = explain()
+    bench = [x for x in field_lines(BenchTable, "", None) if not x.startswith("    ")]
+    assert "bench.tasks: path (required)" in bench and "bench.cultures[].country: str | none" in "\n".join(bench)
+    assert all(x in doc.splitlines() for x in bench)
+    lines = doc.splitlines()
+    undocumented = [x for i, x in enumerate(lines) if not x.startswith("    ")
+                    and (i + 1 == len(lines) or not lines[i + 1].startswith("    "))]
+    assert undocumented == []
+
+
 def test_config_explain_prints_every_field_with_type_default_and_docstring(capsys):
     from culturemanager.cli import main
 

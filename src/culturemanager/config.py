@@ -305,6 +305,10 @@ class Config(Section):
         return [c for c in self.cultures if c.name in wanted]
 
 
+# The stage tables a run shares with the benchmark, whose config (bench/config.py) takes them from `Config` by name.
+PIPELINE_TABLES = ("generator", "target", "queries", "search", "synthesis", "train", "router")
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
