@@ -223,6 +223,29 @@ def test_absolute_run_dir_is_kept(tmp_path):
     assert cfg.run.dir == target
 
 
+def test_a_finished_runs_config_json_loads_through_the_same_loader(tmp_path):
+    """`serve RUN_DIR` reads the run's resolved config.json (config.load_run_config) as a config file is read:
+    the same --set overrides and checks with errors naming the file and key; run.dir is the folder given."""
+    from culturemanager.config import dump_config, load_run_config
+    from culturemanager.errors import MissingStageInput
+
+    cfg = load_config(write(tmp_path, MINIMAL + "\n[train]\nepochs = 1\n"))
+    run = tmp_path / "copied" / "run"
+    resolved = dump_config(cfg) | {"run": {"dir": ".", "seed": 0}}  # as pipeline.Run writes it
+    write(run, json.dumps(resolved), "config.json")
+    back = load_run_config(run, ["train.rank=2"])
+    assert back.run.dir == run.resolve() and (back.train.epochs, back.train.rank) == (1, 2)
+    assert dump_config(back) == {**dump_config(cfg), "run": {"dir": str(run.resolve()), "seed": 0},
+                                 "train": {**dump_config(cfg)["train"], "rank": 2}}
+    with pytest.raises(ConfigError, match=r"config.json: invalid config\n  `train.rank`"):
+        load_run_config(run, ["train.rank=0"])
+    write(run, json.dumps({**resolved, "extra": 1}), "config.json")
+    with pytest.raises(ConfigError, match="unknown key `extra`"):
+        load_run_config(run)
+    with pytest.raises(MissingStageInput, match="config.json not found"):
+        load_run_config(tmp_path / "empty")
+
+
 # ---------------------------------------------------------------------------------------- cross checks
 
 def test_task_with_unknown_culture_is_an_error(tmp_path):

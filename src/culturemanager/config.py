@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturemanager.configfile import load_toml_config
+from culturemanager.configfile import load_raw, load_toml_config
 from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
+from culturemanager.records import read_json
+from culturemanager.rundir import RunDir
 from culturemanager.settings import (  # noqa: F401 - every table is importable from here
     CHARS,
     TOKENS,
@@ -313,6 +315,17 @@ PIPELINE_TABLES = ("generator", "target", "queries", "search", "synthesis", "tra
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return load_toml_config(path, Config, overrides)
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """A finished run's folder: the resolved config it wrote (config.json), through the same loader as a config
+    file (`--set` overrides, paths against its folder, every check); its run.dir is that folder, wherever the run
+    was made or copied to."""
+    rd = RunDir(run_dir)
+    source = rd.need(rd.config, "run")
+    cfg = load_raw(read_json(source), Config, source, overrides)
+    cfg.run.dir = Path(run_dir).resolve()
+    return cfg
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:
