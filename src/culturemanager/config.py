@@ -1,7 +1,7 @@
 """One TOML file per run, validated into typed objects.
 
 This module holds the run's root (`Config`): its run directory, cultures, tasks, data files, predict and serve
-tables; the stage tables it is made of are in settings.py (and importable from here).
+tables; the stage tables it is made of are in settings.py (and importable from here) and search_settings.py.
 
 `load_config(path, overrides)` reads the file, applies `--set a.b=c` overrides, and validates. An unknown or
 mistyped key, or an impossible value (`train.batch_size = 0`), is a `ConfigError` naming the key's path and
@@ -22,24 +22,22 @@ from culturemanager.configfile import load_raw, load_toml_config
 from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
 from culturemanager.records import read_json
 from culturemanager.rundir import RunDir
+from culturemanager.search_settings import SearchConfig
 from culturemanager.settings import (  # noqa: F401 - every table is importable from here
     CHARS,
     TOKENS,
-    FetchConfig,
     JudgeConfig,
     LlamaServerConfig,
     LLMConfig,
     QueriesConfig,
     RatioCheckConfig,
     RouterConfig,
-    SearchConfig,
     Section,
     SelectConfig,
     SmallLossConfig,
     SynthesisConfig,
     TargetConfig,
     TrainConfig,
-    WebSearchConfig,
 )
 
 Format = Literal["binary", "true_false", "multiple_choice", "free_text"]
