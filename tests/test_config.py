@@ -223,6 +223,29 @@ def test_absolute_run_dir_is_kept(tmp_path):
     assert cfg.run.dir == target
 
 
+def test_a_finished_runs_config_json_loads_through_the_same_loader(tmp_path):
+    """`serve RUN_DIR` reads the run's resolved config.json (config.load_run_config) as a config file is read:
+    the same --set overrides and checks with errors naming the file and key; run.dir is the folder given."""
+    from culturemanager.config import dump_config, load_run_config
+    from culturemanager.errors import MissingStageInput
+
+    cfg = load_config(write(tmp_path, MINIMAL + "\n[train]\nepochs = 1\n"))
+    run = tmp_path / "copied" / "run"
+    resolved = dump_config(cfg) | {"run": {"dir": ".", "seed": 0}}  # as pipeline.Run writes it
+    write(run, json.dumps(resolved), "config.json")
+    back = load_run_config(run, ["train.rank=2"])
+    assert back.run.dir == run.resolve() and (back.train.epochs, back.train.rank) == (1, 2)
+    assert dump_config(back) == {**dump_config(cfg), "run": {"dir": str(run.resolve()), "seed": 0},
+                                 "train": {**dump_config(cfg)["train"], "rank": 2}}
+    with pytest.raises(ConfigError, match=r"config.json: invalid config\n  `train.rank`"):
+        load_run_config(run, ["train.rank=0"])
+    write(run, json.dumps({**resolved, "extra": 1}), "config.json")
+    with pytest.raises(ConfigError, match="unknown key `extra`"):
+        load_run_config(run)
+    with pytest.raises(MissingStageInput, match="config.json not found"):
+        load_run_config(tmp_path / "empty")
+
+
 # ---------------------------------------------------------------------------------------- cross checks
 
 def test_task_with_unknown_culture_is_an_error(tmp_path):
@@ -343,6 +366,28 @@ def test_every_config_field_has_a_docstring():
     fields = dict(leaves(Config))
     assert len(fields) > 100
     assert [k for k, f in fields.items() if not (f.description or "").strip()] == []
+
+
+def test_the_bench_config_is_the_run_configs_tables_plus_its_own_and_explain_documents_both():
+    """The bench's generator ... router are the run config's own fields (not a copy that could drift), and
+    `config --explain` documents the bench's own table, every field with a docstring."""
+    from culturemanager.bench.config import BenchConfig, BenchTable
+    from culturemanager.config import PIPELINE_TABLES, Config
+    from culturemanager.configdoc import explain, field_lines
+
+    assert list(BenchConfig.model_fields) == ["bench", *PIPELINE_TABLES]
+    for name in PIPELINE_TABLES:
+        ours, run = BenchConfig.model_fields[name], Config.model_fields[name]
+        assert (ours.annotation, ours.default_factory, ours.description) == \
+               (run.annotation, run.default_factory, run.description)
+    doc = explain()
+    bench = [x for x in field_lines(BenchTable, "", None) if not x.startswith("    ")]
+    assert "bench.tasks: path (required)" in bench and "bench.cultures[].country: str | none" in "\n".join(bench)
+    assert all(x in doc.splitlines() for x in bench)
+    lines = doc.splitlines()
+    undocumented = [x for i, x in enumerate(lines) if not x.startswith("    ")
+                    and (i + 1 == len(lines) or not lines[i + 1].startswith("    "))]
+    assert undocumented == []
 
 
 def test_config_explain_prints_every_field_with_type_default_and_docstring(capsys):

@@ -63,8 +63,31 @@ def test_a_hub_id_while_offline_is_an_error_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailable, match="hub is offline"):
         models.resolve_hf("some-org/not-cached-model-xyz")
-    with pytest.raises(ModelNotAvailable, match="does not exist"):
+    with pytest.raises(ModelNotAvailable, match="no such file or folder"):
         models.resolve_hf("./no/such/folder")
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_preflight_and_every_loader_resolve_a_model_name_by_one_rule(tmp_path, monkeypatch, offline):
+    """preflight's check of a model setting and the loaders' resolution (training, the engine, serve: resolve_hf)
+    are one function (models.locate): a name one refuses the other refuses with the same words, and a name one
+    accepts the other loads."""
+    from culturemanager.errors import ConfigError
+    from culturemanager.preflight import check_model
+
+    monkeypatch.setenv(offline, "1")
+    (tmp_path / "no-config").mkdir()
+    bad = [str(tmp_path / "no-config"), str(tmp_path / "none.gguf"), "./no/such/folder", ".hidden",
+           "culturemanager-test/not-cached-model"]
+    for name in bad:
+        models.resolve_hf.cache_clear()
+        with pytest.raises(ModelNotAvailable) as loading:
+            models.resolve_hf(name)
+        with pytest.raises(ConfigError) as checking:
+            check_model(name, "target.model")
+        assert str(checking.value) == f"target.model = {loading.value}"
+        assert str(loading.value).startswith(repr(name))
+    assert offline in str(loading.value) and "not in the local hub cache" in str(loading.value)
 
 
 def test_prepare_for_makes_only_what_the_run_uses(packaged, tiny_model):

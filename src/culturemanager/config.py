@@ -1,7 +1,7 @@
 """One TOML file per run, validated into typed objects.
 
 This module holds the run's root (`Config`): its run directory, cultures, tasks, data files, predict and serve
-tables; the stage tables it is made of are in settings.py (and importable from here).
+tables; the stage tables it is made of are in settings.py (and importable from here) and search_settings.py.
 
 `load_config(path, overrides)` reads the file, applies `--set a.b=c` overrides, and validates. An unknown or
 mistyped key, or an impossible value (`train.batch_size = 0`), is a `ConfigError` naming the key's path and
@@ -18,26 +18,26 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturemanager.configfile import load_toml_config
+from culturemanager.configfile import load_raw, load_toml_config
 from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
+from culturemanager.records import read_json
+from culturemanager.rundir import RunDir
+from culturemanager.search_settings import SearchConfig
 from culturemanager.settings import (  # noqa: F401 - every table is importable from here
     CHARS,
     TOKENS,
-    FetchConfig,
     JudgeConfig,
     LlamaServerConfig,
     LLMConfig,
     QueriesConfig,
     RatioCheckConfig,
     RouterConfig,
-    SearchConfig,
     Section,
     SelectConfig,
     SmallLossConfig,
     SynthesisConfig,
     TargetConfig,
     TrainConfig,
-    WebSearchConfig,
 )
 
 Format = Literal["binary", "true_false", "multiple_choice", "free_text"]
@@ -305,10 +305,25 @@ class Config(Section):
         return [c for c in self.cultures if c.name in wanted]
 
 
+# The stage tables a run shares with the benchmark, whose config (bench/config.py) takes them from `Config` by name.
+PIPELINE_TABLES = ("generator", "target", "queries", "search", "synthesis", "train", "router")
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return load_toml_config(path, Config, overrides)
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """A finished run's folder: the resolved config it wrote (config.json), through the same loader as a config
+    file (`--set` overrides, paths against its folder, every check); its run.dir is that folder, wherever the run
+    was made or copied to."""
+    rd = RunDir(run_dir)
+    source = rd.need(rd.config, "run")
+    cfg = load_raw(read_json(source), Config, source, overrides)
+    cfg.run.dir = Path(run_dir).resolve()
+    return cfg
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The config reference, generated from the pydantic models in config.py: every field with its type, range,
-default and docstring. Generated, so it cannot drift from what `load_config` accepts.
+"""The config reference, generated from the pydantic models in config.py (and the bench's own table in
+bench/config.py): every field with its type, range, default and docstring. Generated, so it cannot drift from
+what `load_config` and `load_bench_config` accept.
 
     culturemanager config --explain                 every field, its type, range, default and docstring
     culturemanager config CONFIG.toml --explain     the same, with this config's value where it differs
@@ -20,12 +21,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from culturemanager.bench.config import BenchTable
 from culturemanager.config import Config
 
 
 def explain(cfg: Config | None = None) -> str:
-    """The reference of every field; with `cfg`, each value of that config that differs from the default."""
-    return "\n".join(field_lines(Config, "", cfg))
+    """The reference of every field of a run config, then the bench config's own table (its other tables are the
+    run's); with `cfg`, each value of that config that differs from the default."""
+    return "\n".join(field_lines(Config, "", cfg) + field_lines(BenchTable, "", None))
 
 
 def field_lines(model: type[BaseModel], prefix: str, values: BaseModel | None) -> list[str]:

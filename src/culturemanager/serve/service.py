@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from culturemanager.answering import Rule, warm
-from culturemanager.config import Config, Task
-from culturemanager.configfile import apply_override, looks_like_path, validate_raw
+from culturemanager.config import Config, Task, load_config, load_run_config
+from culturemanager.configfile import looks_like_path
 from culturemanager.errors import ConfigError, InputError
-from culturemanager.records import read_json
 from culturemanager.rundir import RunDir
 from culturemanager.serve.schemas import ApiError
 from culturemanager.stages.route import OTHERS, Router, read_router, route
@@ -97,17 +96,7 @@ class Service:
 def load_run(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Router]:
     """A run directory (its resolved config.json) or a run config file, with `--set` overrides; the router and
     adapters it names must be there."""
-    from culturemanager.config import load_config
-
-    if path.is_dir():  # its config.json, through the same validation as a config file (configfile.validate_raw)
-        source = RunDir(path).need(RunDir(path).config, "run")
-        raw = read_json(source)
-        for item in overrides:
-            apply_override(raw, item)
-        raw.setdefault("run", {})["dir"] = str(path.resolve())  # the folder given, wherever it was made
-        cfg = validate_raw(raw, Config, source, path.resolve())
-    else:
-        cfg = load_config(path, list(overrides))
+    cfg = (load_run_config if path.is_dir() else load_config)(path, list(overrides))
     router = read_router(RunDir(cfg.run.dir))
     for culture, folder in router.adapters.items():
         if folder and not (Path(folder) / "adapter_config.json").is_file():

@@ -66,7 +66,8 @@ from culturemanager.backends.secrets import redact, remember
 from culturemanager.records import Document
 
 if TYPE_CHECKING:
-    from culturemanager.config import Culture, WebSearchConfig
+    from culturemanager.config import Culture
+    from culturemanager.search_settings import WebSearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +414,8 @@ def _endpoint(base_url: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    from culturemanager.config import Culture, WebSearchConfig
+    from culturemanager.config import Culture
+    from culturemanager.search_settings import WebSearchConfig
 
     p = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.web",
                                 description=__doc__.split("\n")[0])
