@@ -21,9 +21,9 @@ from pathlib import Path
 
 from culturemanager.bench.config import load_bench_config
 from culturemanager.bench.data import split_task
+from culturemanager.bench.evaluate import both
 from culturemanager.bench.methods import Job
 from culturemanager.bench.results import Answers, comparisons, observed, overall_distribution, resamples
-from culturemanager.bench.run import Bench
 from culturemanager.bench.stats import interval
 from culturemanager.bench.tasks import load_tasks
 from culturemanager.records import read_json_lines
@@ -41,7 +41,7 @@ def answers_of(root: Path, job: Job, task: str, texts: list[str]) -> tuple[list,
     path = root / "preds" / job.slug / f"{safe_name(task)}.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: that run has no answers of {job.slug} to {task}")
-    return Bench.both(json.loads(path.read_text(encoding="utf-8")))
+    return both(json.loads(path.read_text(encoding="utf-8")))
 
 
 def main() -> None:

@@ -190,7 +190,7 @@ def test_bench_end_to_end_writes_every_method_the_router_c_spec_and_the_report(b
 
 
 def test_bench_rerun_resumes_without_training_or_scoring_again(bench_run, monkeypatch):
-    from culturemanager.bench import run as bench_mod
+    from culturemanager.bench import train as bench_mod
 
     root, cfg = bench_run
     before = json.loads((root / "out" / "results.json").read_text())
@@ -264,7 +264,7 @@ def test_two_bench_shards_train_disjoint_adapters_and_the_full_run_trains_nothin
     import subprocess
     import sys
 
-    from culturemanager.bench import run as bench_mod
+    from culturemanager.bench import train as bench_mod
 
     cfg = write_bench(tmp_path, tiny_model, extra="")
     cfg.write_text(cfg.read_text().replace("seeds = [0, 1]", "seeds = [0]"), encoding="utf-8")
@@ -294,7 +294,8 @@ def test_the_paper_config_validates_and_its_first_stages_run_with_the_fake_gener
     with the fake generator and the local corpus: the split and the pipeline's LLM stages run as configured."""
     from conftest import DATA, REPO
 
-    from culturemanager.bench.run import Bench
+    from culturemanager.bench import prepare
+    from culturemanager.bench.tasks import load_tasks
 
     if not (DATA / "tasks.json").exists():
         pytest.skip(f"benchmark data not found in {DATA}")
@@ -305,13 +306,12 @@ def test_the_paper_config_validates_and_its_first_stages_run_with_the_fake_gener
     cfg = load_bench_config(REPO / "examples" / "paper.toml", [
         f"bench.dir={tmp_path / 'paper'}", "bench.task_ids=['es-stereotype']", "generator.backend=fake",
         "search.backend=local", "queries.per_mode=1", "synthesis.samples_per_material=4"])
-    bench = Bench(cfg, progress=False)
-    bench.split()
-    [task] = bench.ok_tasks
+    split = prepare.split(cfg, load_tasks(cfg.bench.tasks))
+    [task] = split.ok_tasks
     # the paper's protocol: 10% demonstrations, every other input (976 after duplicates are dropped) is a test input
     assert len(task.demos) + len(task.test) == task.info["rows_used"] == 976 and 95 <= len(task.demos) <= 100
-    bench.pipeline()
-    assert bench.pipeline_counts["queries"]["queries"] == 2 and bench.samples["Spanish"]
+    corpus = prepare.pipeline(cfg, split, progress=False)
+    assert corpus.counts["queries"]["queries"] == 2 and corpus.samples["Spanish"]
 
 
 def test_plan_counts_the_work_and_runs_nothing(tmp_path, tiny_model, capsys):
@@ -526,7 +526,8 @@ def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path,
     from test_factbook_tasks import FOLDERS, profile
 
     from culturemanager.bench.factbook_tasks import build
-    from culturemanager.bench.run import Bench
+    from culturemanager.bench.prepare import split
+    from culturemanager.bench.tasks import load_tasks
     from culturemanager.datafiles import read_rows
 
     for code, folder in FOLDERS.items():
@@ -538,9 +539,8 @@ def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path,
         ids = json.dumps([f"{lang}-factbook-{fmt}" for lang in ("ar", "es")])
         cfg = load_bench_config(REPO / "examples" / "factbook.toml", [
             f"bench.tasks={tmp_path / 'tasks' / 'tasks.json'}", f"bench.dir={tmp_path / fmt}", f"bench.task_ids={ids}"])
-        bench = Bench(cfg, progress=False)
-        bench.split()
-        assert bench.family == family and [t.spec.id for t in bench.tasks] == json.loads(ids)
+        got = split(cfg, load_tasks(cfg.bench.tasks))
+        assert got.family == family and [t.spec.id for t in got.tasks] == json.loads(ids)
     from culturemanager import load_config
 
     run = load_config(REPO / "examples" / "factbook-run.toml")

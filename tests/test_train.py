@@ -273,3 +273,35 @@ def test_a_step_with_non_finite_gradients_is_never_applied(tiny_model):
     with pytest.raises(train_mod.NonFinite, match="gradients"):
         train_mod.train_step(model, opt, [([5, 6, 7, 8], [-100, -100, -100, 8])], tok.pad_token_id)
     assert all(torch.equal(a, p) for a, p in zip(before, params))
+
+
+def test_fit_or_reuse_reuses_a_current_adapter_and_trains_on_what_the_small_loss_check_keeps(tmp_path):
+    """The wrap-up the train stage and the bench share (stages/train.fit_or_reuse): a current adapter is neither
+    trained nor checked; with the check off the training gets every example; with it on the first pass runs once
+    and the training gets the check's verdict (per key, the highest loss dropped)."""
+    from culturemanager.backends.trainer import META
+    from culturemanager.config import SmallLossConfig
+    from culturemanager.stages.train import fit_or_reuse
+
+    calls: list = []
+
+    def first_pass() -> list[float]:
+        calls.append("first pass")
+        return [0.1, 3.0, 0.2, 0.4]
+
+    def train(keep):
+        calls.append(keep)
+
+    out, on = tmp_path / "adapter", SmallLossConfig(enabled=True, drop_share=0.5)
+    keys = ["1", "1", "0", "0"]
+    fitted = fit_or_reuse(out, "d1", on, keys, first_pass, train)
+    assert calls == ["first pass", [True, False, True, False]] and not fitted.reused
+    assert fitted.keep == [True, False, True, False] and fitted.losses == [0.1, 3.0, 0.2, 0.4]
+    calls.clear()
+    assert not fit_or_reuse(out, "d1", SmallLossConfig(), keys, first_pass, train).reused and calls == [None]
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(b"")
+    (out / META).write_text(json.dumps({"data_hash": "d1"}), encoding="utf-8")
+    calls.clear()
+    assert fit_or_reuse(out, "d1", on, keys, first_pass, train).reused and calls == []
+    assert not fit_or_reuse(out, "d2", on, keys, first_pass, train).reused and calls[0] == "first pass"

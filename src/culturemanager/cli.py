@@ -229,9 +229,9 @@ def cmd_bench(args) -> int:
 
     cfg = load_bench_config(args.config, args.set, quick=args.quick)
     if args.check:
-        from culturemanager.bench.run import Bench
+        from culturemanager.bench.run import check
 
-        counts = Bench(cfg, progress=False).check()
+        counts = check(cfg)
         print("check ok: read " + ", ".join(f"{n} {what}" for what, n in counts.items()))
         return 0
     if args.plan:

@@ -17,7 +17,7 @@ The adapter is saved as a PEFT folder plus `culturemanager.json` (settings, data
 curves, steps, examples seen). A checkpoint every `checkpoint_every` steps holds weights, optimizer, step and the
 early-stopping state (backends/checkpoint.py).
 
-Run: imported by `stages/train.py` and `bench/run.py`; no entry point of its own.
+Run: imported by `stages/train.py` and `bench/train.py`; no entry point of its own.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from culturemanager.bench.methods import SURVEY_KINDS, Job
 from culturemanager.bench.score import FAMILIES
 from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import BenchTask, TaskRows, read_task_rows
-from culturemanager.config import Config, Task
+from culturemanager.config import PIPELINE_TABLES, Config, Task
 from culturemanager.records import Sample, write_jsonl
 from culturemanager.rundir import safe_name
 
@@ -111,7 +111,7 @@ def pipeline_config(cfg: BenchConfig, tasks: list[TaskData], run_dir: Path) -> C
     raw = {"run": {"dir": str(run_dir), "seed": cfg.bench.split_seed}, "cultures": cultures,
            "tasks": [{**t.task.model_dump(), "demonstrations": [{"path": str(folder(t) / "demos.jsonl")}],
                       "evaluation": [{"path": str(folder(t) / "test.jsonl")}]} for t in tasks]}
-    for sect in ("generator", "target", "queries", "search", "synthesis", "train", "router"):
+    for sect in PIPELINE_TABLES:
         raw[sect] = getattr(cfg, sect).model_dump()
     return Config.model_validate(raw)
 
@@ -132,7 +132,7 @@ def chat_examples(tok, path: Path, max_length: int) -> list[Example]:
 def chat_lines(path: Path) -> list[tuple[str, str, str]]:
     """(where, prompt, answer) of each line of a chat file; a missing file or a line that is not a chat example
     with user and assistant messages is an error naming it. The bench's check before the pipeline
-    (`Bench.check_survey_files`) reads them through this too."""
+    (`prepare.check_inputs`) reads them through this too."""
     if not path.is_file():
         raise FileNotFoundError(f"survey training file not found: {path} (see bench.survey in the config)")
     out = []
@@ -184,6 +184,11 @@ def subsample(examples: list[Example], cap: int | None) -> list[Example]:
         return examples
     keep = sorted(random.Random(0).sample(range(len(examples)), cap))
     return [examples[i] for i in keep]
+
+
+def stable_hash(obj) -> str:
+    """The key of a cached bench file (an adapter's data hash, a variant's answers): the same for equal content."""
+    return hashlib.sha256(json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

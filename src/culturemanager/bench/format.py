@@ -71,3 +71,5 @@ def ok_tasks(r: dict) -> list[str]:
     return [t["id"] for t in r.get("tasks") or [] if t.get("status") == "ok" and t.get("id")]
 
 
+def signed(x) -> str:
+    return f"{100 * x:+.1f}" if isinstance(x, int | float) and x == x else DASH

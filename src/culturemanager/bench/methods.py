@@ -6,7 +6,7 @@ language model answer) or a trained job's adapter (its slug). Every method is a 
 `method_variants` says which, and CultureManager with its router takes, per input, the answer of the variant of
 the culture it was routed to.
 
-Run: imported by `bench/run.py`; no entry point of its own.
+Run: imported by the bench's phases (bench/prepare.py, train.py, evaluate.py, assemble.py); no entry point of its own.
 """
 
 from __future__ import annotations

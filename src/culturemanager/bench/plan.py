@@ -119,7 +119,7 @@ def plan_bench(cfg: BenchConfig) -> Plan:
     plan.phases.append(Phase("train: adapters", f"{len(todo)} adapters{first}, {steps} steps, {seen} examples seen "
                              f"through {adapted} adapted layers", train_s))
 
-    # evaluation: every (variant, task) pair the methods need, each once (bench/run.py `variants`), the prompt
+    # evaluation: every (variant, task) pair the methods need, each once (bench/evaluate.py `variants`), the prompt
     # router, the probe; each task's inputs at their own length
     answers = {(v if isinstance(v, str) else v.slug, t.spec.id)
                for t in tasks for seed in cfg.bench.seeds for m in methods

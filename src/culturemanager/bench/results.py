@@ -20,7 +20,7 @@ content-free calibration for a variant without one (the base model, the probe, t
 - `comparisons`: method A minus method B per resample, its interval and a verdict (better / worse / not
   distinguishable), for the pairs the reading names.
 
-Run: imported by `bench/run.py`; no entry point of its own.
+Run: imported by `bench/assemble.py`; no entry point of its own.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from culturemanager.bench.stats import (
 )
 
 KINDS = ("raw", "calibrated", "base_rate", "validation")
-STORED = {"raw": 0, "calibrated": 1, "validation": 2}  # where each kind sits in a method's answers (Bench.both)
+STORED = {"raw": 0, "calibrated": 1, "validation": 2}  # where each kind sits in a method's answers (evaluate.both)
 DRAWS = 1000
 
 

@@ -13,8 +13,9 @@ The embedding router's route examples are each culture's demonstrations (and syn
 `router.examples`), minus every text that is also a test input of any task: the Bengali racism and threat files
 share their texts, as do the two Spanish files, so a demonstration of one task can be a test input of the other.
 
-Entry points: `bench_routes(bench, engine)` (the bench's hook, bench/run.py), and for benchmarks/router.py
-`route_examples`, `embedding_routes`, `prompt_routes`, `left_out_others`.
+Entry points: `bench_routes(cfg, tasks, samples, engine)` (the bench's evaluate phase, bench/evaluate.py), and for
+benchmarks/router.py `route_examples`, `embedding_routes`, `prompt_routes`, `left_out_others`. The top-2 mixing
+measurement is built with the results (bench/assemble.py `with_mixing`, scored here by `least_sure`).
 Run: imported by `culturemanager bench` and `benchmarks/router.py`; no entry point of its own.
 """
 
@@ -25,6 +26,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +38,11 @@ from culturemanager.records import normalize_text, write_json
 from culturemanager.router_prompts import router_template
 from culturemanager.rundir import safe_name
 from culturemanager.stages.route import OTHERS, Router, prior, prompt_routing, prompt_scores
+
+if TYPE_CHECKING:  # the bench's records, for the annotations only (their module loads the tokenizer backends)
+    from culturemanager.bench.config import BenchConfig
+    from culturemanager.bench.data import TaskData
+    from culturemanager.records import Sample
 
 
 @dataclass
@@ -63,24 +70,26 @@ class Routes:
         return {"routed": self.routed, "probs": self.probs, "seconds": self.seconds, "truncated": self.truncated}
 
 
-def bench_routes(bench, engine) -> tuple[dict, dict]:
-    """Both routers on the bench's test inputs: ({kind: {task: [route]}, "probs": {kind: {task: [probs]}}},
-    the measurement for results.json). Each router's routes are kept on disk under bench.dir/router and reused
-    while their inputs are unchanged (their timings are those of the run that computed them)."""
-    rc, root = bench.cfg.router, bench.root / "router"
+def bench_routes(cfg: BenchConfig, tasks: list[TaskData], samples: dict[str, list[Sample]], engine
+                 ) -> tuple[dict, dict]:
+    """Both routers on the bench's test inputs (`tasks`, those left to benchmark): ({kind: {task: [route]}, "probs":
+    {kind: {task: [probs]}}}, the measurement for results.json). Each router's routes are kept on disk under
+    bench.dir/router and reused while their inputs are unchanged (their timings are those of the run that computed
+    them)."""
+    rc, root = cfg.router, cfg.bench.dir / "router"
     tasks = [RouteTask(t.spec.id, t.spec.culture, t.spec.language, [x for x, _ in t.demos], [x for x, _ in t.test])
-             for t in bench.ok_tasks]
-    options = bench.router_options = bench.cultures + ([OTHERS] if rc.others else [])
-    prompt = Router(True, options, router_template(rc.template), {}, bench.cfg.target.max_length, rc.calibrate)
-    by_calibration = prompt_routes(engine, prompt, tasks, root / "prompt", bench.cfg.target.model)
-    samples = {c: [s.text for s in v] for c, v in bench.samples.items()} if "samples" in rc.examples else {}
-    examples, counts = route_examples(tasks, samples)
+             for t in tasks]
+    options = router_options(rc, list(dict.fromkeys(t.culture for t in tasks)))
+    prompt = Router(True, options, router_template(rc.template), {}, cfg.target.max_length, rc.calibrate)
+    by_calibration = prompt_routes(engine, prompt, tasks, root / "prompt", cfg.target.model)
+    texts = {c: [s.text for s in v] for c, v in samples.items()} if "samples" in rc.examples else {}
+    examples, counts = route_examples(tasks, texts)
     languages = {t.culture: t.language for t in tasks}
-    key = _hash([examples, languages, rc.model_dump(mode="json"), bench.cfg.bench.split_seed, [t.test for t in tasks]])
+    key = _hash([examples, languages, rc.model_dump(mode="json"), cfg.bench.split_seed, [t.test for t in tasks]])
     saved = _read(root / "embedding.json", key)
     if saved is None:
-        emb, report = embedding_routes(tasks, examples, languages, rc, bench.cfg.bench.split_seed)
-        loco = left_out_others(tasks, examples, languages, rc, bench.cfg.bench.split_seed)
+        emb, report = embedding_routes(tasks, examples, languages, rc, cfg.bench.split_seed)
+        loco = left_out_others(tasks, examples, languages, rc, cfg.bench.split_seed)
         saved = {"key": key, "routes": emb.as_dict(), "report": report, "left_out": loco, "examples": counts}
         write_json(root / "embedding.json", saved)
     emb = Routes(**saved["routes"])
@@ -96,6 +105,11 @@ def bench_routes(bench, engine) -> tuple[dict, dict]:
         fit=saved["report"], left_out_others=saved["left_out"], examples=saved["examples"])
     routed = {kind: r.routed for kind, r in chosen.items()} | {"probs": {k: r.probs for k, r in chosen.items()}}
     return routed, measured
+
+
+def router_options(rc: RouterConfig, cultures: list[str]) -> list[str]:
+    """The routes a bench router chooses among: the cultures, and "Others" with `router.others`."""
+    return cultures + ([OTHERS] if rc.others else [])
 
 
 def route_examples(tasks: list[RouteTask], samples: dict[str, list[str]] | None = None
@@ -213,23 +227,6 @@ def routed_answers(by_adapter: dict[str, tuple[list, ...]], router: Router, rout
     kinds = len(next(iter(by_adapter.values())))
     return tuple([combine(m, {a: by_adapter[a][j][i] for a in m}) for i, m in enumerate(mixes)]
                  for j in range(kinds))
-
-
-def with_mixing(measured: dict, bench, routed: dict, answers: dict, seed: int) -> dict:
-    """The router measurement with, per router, top-1 against top-2 mixing on the quarter of the test inputs where
-    the router is least sure, for training seed `seed` (P(positive) uncalibrated and calibrated)."""
-    out = {kind: dict(v) for kind, v in measured.items()}
-    for kind in out:
-        gold, conf, top1, mixed = [], [], ([], []), ([], [])
-        for t in bench.ok_tasks:
-            gold += [y for _, y in t.test]
-            conf += [max(p.values()) if p else 1.0 for p in routed["probs"][kind][t.spec.id]]
-            for k, dest in ((1, top1), (2, mixed)):
-                for j, p in enumerate(bench.routed_answers(kind, k, t, seed, routed, answers)[:2]):
-                    dest[j].extend(p)
-        out[kind]["top2_mixing"] = {"seed": seed, **{name: least_sure(gold, top1[j], mixed[j], conf)
-                                                     for j, name in enumerate(("raw", "calibrated"))}}
-    return out
 
 
 def least_sure(gold: list[str], top1: list[float], mixed: list[float], confidence: list[float], share: float = 0.25

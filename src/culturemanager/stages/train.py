@@ -17,12 +17,13 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from culturemanager.backends.schedule import Example
 from culturemanager.backends.target import answer_reserve, encode_task, load_target, option_ids
 from culturemanager.backends.trainer import META, fit_adapter, read_meta, settings_key
-from culturemanager.config import Config, Task
+from culturemanager.config import Config, SmallLossConfig, Task
 from culturemanager.records import Sample, read_jsonl, write_jsonl
 from culturemanager.rundir import RunDir, file_lock
 
@@ -67,39 +68,59 @@ def train_culture(cfg: Config, rd: RunDir, culture: str, counts: dict, progress:
         shutil.rmtree(out, ignore_errors=True)  # a stale adapter must not outlive its data
         return
     digest = data_hash(cfg, samples)
-    if adapter_is_current(out, digest):
+    extra: dict = {}
+
+    def train_on(keep: list[bool] | None) -> None:
+        kept = samples
+        if keep is not None:  # train.small_loss: the first pass's high-loss samples are left out
+            kept = [s for s, k in zip(samples, keep) if k]
+            extra["small_loss"] = {"samples": len(keep), "dropped": len(keep) - sum(keep),
+                                   "drop_share": cfg.train.small_loss.drop_share}
+            log.info("small-loss check for %s: %d of %d samples dropped (highest answer loss per label)", culture,
+                     extra["small_loss"]["dropped"], len(keep))
+            counts.setdefault("small_loss_dropped", {})[culture] = extra["small_loss"]["dropped"]
+        counts["truncated"] += train_adapter(cfg, culture, kept, out, digest, progress, extra)
+
+    fitted = fit_or_reuse(out, digest, cfg.train.small_loss, [f"{s.task}\x00{s.label}" for s in samples],
+                          lambda: first_pass_losses(out, digest, lambda first, first_digest: train_adapter(
+                              cfg, culture, samples, first, first_digest, progress, {"small_loss_first": True},
+                              score=True)), train_on)
+    if fitted.reused:
         counts["reused"].append(culture)
         return
-    extra: dict = {}
-    if cfg.train.small_loss.enabled:
-        samples, extra = small_loss_check(cfg, rd, culture, samples, digest, progress)
-        counts.setdefault("small_loss_dropped", {})[culture] = extra["small_loss"]["dropped"]
-    counts["truncated"] += train_adapter(cfg, culture, samples, out, digest, progress, extra)
     counts["trained"].append(culture)
-    if extra:
-        write_jsonl(out / SMALL_LOSS_FILE, extra.pop("rows"))
+    if fitted.keep is not None:  # one row per sample (loss, kept) beside the adapter
+        write_jsonl(out / SMALL_LOSS_FILE, [{"task": s.task, "text": s.text, "label": s.label, "loss": loss, "kept": k}
+                                            for s, loss, k in zip(samples, fitted.losses, fitted.keep)])
 
 
 SMALL_LOSS_FILE = "small_loss.jsonl"
 
 
-def small_loss_check(cfg: Config, rd: RunDir, culture: str, samples: list[Sample], digest: str, progress: bool
-                     ) -> tuple[list[Sample], dict]:
-    """`train.small_loss`: a first adapter on all samples (kept in a hidden folder and reused while its data is
-    unchanged, so a resumed run does not train it again), each sample's answer loss under it, and the samples
-    the check keeps (`small_loss_keep`). Returns the kept samples and what to record: counts for the adapter's
-    culturemanager.json and one row per sample (loss, kept) for small_loss.jsonl."""
-    losses = first_pass_losses(rd.adapter(culture), digest, lambda first, first_digest: train_adapter(
-        cfg, culture, samples, first, first_digest, progress, {"small_loss_first": True}, score=True))
-    keep = small_loss_keep(losses, [f"{s.task}\x00{s.label}" for s in samples], cfg.train.small_loss.drop_share)
-    rows = [{"task": s.task, "text": s.text, "label": s.label, "loss": loss, "kept": k}
-            for s, loss, k in zip(samples, losses, keep)]
-    dropped = len(keep) - sum(keep)
-    log.info("small-loss check for %s: %d of %d samples dropped (highest answer loss per label)", culture, dropped,
-             len(keep))
-    return ([s for s, k in zip(samples, keep) if k],
-            {"small_loss": {"samples": len(keep), "dropped": dropped, "drop_share": cfg.train.small_loss.drop_share},
-             "rows": rows})
+@dataclass
+class Fitted:
+    """What `fit_or_reuse` did with one adapter."""
+    reused: bool
+    keep: list[bool] | None = None  # the small-loss check's verdict per example (None: the check is off)
+    losses: list[float] | None = None  # each example's answer loss under the check's first pass
+
+
+def fit_or_reuse(out: Path, digest: str, check: SmallLossConfig, keys: list[str],
+                 first_pass: Callable[[], list[float]], train: Callable[[list[bool] | None], object]) -> Fitted:
+    """The training wrap-up that the train stage and the bench share. The adapter at `out` is reused when its data
+    hash is `digest`. Otherwise, with the small-loss check on, `first_pass()` gives each example's answer loss under
+    a first adapter on all of them (`first_pass_losses`, or an adapter that is already that first pass) and the
+    check keeps all but the highest-loss share per answer (`keys`, `small_loss_keep`); then `train(keep)` trains
+    the adapter on the kept examples (`keep` is None with the check off)."""
+    if adapter_is_current(out, digest):
+        return Fitted(reused=True)
+    if not check.enabled:
+        train(None)
+        return Fitted(reused=False)
+    losses = first_pass()
+    keep = small_loss_keep(losses, keys, check.drop_share)
+    train(keep)
+    return Fitted(reused=False, keep=keep, losses=losses)
 
 
 def first_pass_losses(out: Path, digest: str, train_first: Callable[[Path, str], object]) -> list[float]:
@@ -172,7 +193,7 @@ def train_adapter(cfg: Config, culture: str, samples: list[Sample], out: Path, d
     examples, truncated = build_examples(cfg, tok, samples)
     meta = {"culture": culture, "samples": len(samples), "tasks": sorted({s.task for s in samples}),
             "truncated_inputs": truncated, "templates": {t.id: t.template for t in cfg.tasks},
-            **{k: v for k, v in (extra or {}).items() if k != "rows"}}
+            **(extra or {})}
     fit_adapter(cfg.target, cfg.train, cfg.run.seed, examples, out, digest, meta, progress, label=culture,
                 loaded=(base, tok), score=score, rows=[sample_row(s) for s in samples])
     return truncated
