@@ -19,9 +19,9 @@ from pathlib import Path
 
 from culturemanager.backends.llm import ChatRequest, LocalBackend
 from culturemanager.config import Culture, DataFile, LLMConfig, SynthesisConfig, Task
-from culturemanager.datafiles import read_texts
-from culturemanager.prompts import build_query_messages, build_synthesis_messages, parse_queries, parse_samples
 from culturemanager.stages.synthesize import LeakIndex
+from culturemanager.text.datafiles import read_texts
+from culturemanager.text.prompts import build_query_messages, build_synthesis_messages, parse_queries, parse_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]

@@ -30,7 +30,7 @@ from pathlib import Path
 from culturemanager.backends.llm import CachedLLM, make_backend
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import Culture, LLMConfig, Task
-from culturemanager.configfile import apply_override
+from culturemanager.config.file import apply_override
 from culturemanager.metrics import accuracy, macro_f1
 from culturemanager.rundir import safe_name
 from culturemanager.stages.checks import judge_labels

@@ -42,13 +42,13 @@ from culturemanager.bench.stats import auc, interval, verdict
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import Config
 from culturemanager.engine import Engine
-from culturemanager.formats import SYNTH_EXAMPLES
-from culturemanager.prompts import SYNTH_COMPACT_EXAMPLE_ANSWER
 from culturemanager.records import Material, Query, read_jsonl, sha1_text, write_jsonl
 from culturemanager.rundir import RunDir
 from culturemanager.stages.search import search
 from culturemanager.stages.spec import demonstrations_by_culture
 from culturemanager.stages.synthesize import demonstration_materials, similarity, synthesize
+from culturemanager.text.formats import SYNTH_EXAMPLES
+from culturemanager.text.prompts import SYNTH_COMPACT_EXAMPLE_ANSWER
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench-label-quality"

@@ -36,9 +36,9 @@ from culturemanager.bench.split import stratified_split
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 from culturemanager.config import RouterConfig
 from culturemanager.records import write_json
-from culturemanager.router_prompts import router_template
 from culturemanager.rundir import library_versions
 from culturemanager.stages.route import OTHERS, Router
+from culturemanager.text.router_prompts import router_template
 
 ROOT = Path(__file__).resolve().parents[1]
 

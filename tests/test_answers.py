@@ -2,7 +2,7 @@
 
 import pytest
 
-from culturemanager.answers import answer_tokens, exact_match, lemmatizer, normalize_answer, soft_match
+from culturemanager.text.answers import answer_tokens, exact_match, lemmatizer, normalize_answer, soft_match
 
 
 def test_normal_form_is_nfkc_casefolded_without_punctuation():

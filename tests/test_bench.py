@@ -439,7 +439,7 @@ def test_the_bench_scores_multiple_choice_and_free_text(tmp_path, tiny_model, fm
         test = [json.loads(x) for x in (tmp_path / "out" / "data" / "es-ft" / "test.jsonl").read_text(
             encoding="utf-8").splitlines()]
         assert all(r["answers"] and r["label"] == r["answers"][0] for r in test)
-        from culturemanager.answers import soft_match
+        from culturemanager.text.answers import soft_match
 
         want = sum(soft_match(a, r["answers"], "es") for a, r in zip(preds["answers"], test)) / 6
         base = next(m for m in results["methods"] if m["name"] == "Original")
@@ -528,7 +528,7 @@ def test_the_factbook_configs_validate_on_the_tasks_the_builder_writes(tmp_path,
     from culturemanager.bench.factbook_tasks import build
     from culturemanager.bench.prepare import split
     from culturemanager.bench.tasks import load_tasks
-    from culturemanager.datafiles import read_rows
+    from culturemanager.text.datafiles import read_rows
 
     for code, folder in FOLDERS.items():
         (tmp_path / "fb" / folder).mkdir(parents=True, exist_ok=True)

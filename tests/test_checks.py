@@ -17,9 +17,9 @@ from test_select import TableEmbedder, sample, unit
 
 from culturemanager.backends.llm import CachedLLM, Completion
 from culturemanager.config import Config, Culture, Task
-from culturemanager.judge_prompts import build_judge_messages, parse_judge
 from culturemanager.records import Sample
 from culturemanager.stages.checks import check_samples, judge_labels
+from culturemanager.text.judge_prompts import build_judge_messages, parse_judge
 
 HATE = Task(id="hate", label="hate speech")
 SPANISH = Culture(name="Spanish", language="es", description="Spain")

@@ -355,7 +355,7 @@ def test_every_config_field_has_a_docstring():
     from pydantic import BaseModel
 
     from culturemanager.config import Config
-    from culturemanager.configdoc import section_of
+    from culturemanager.config.doc import section_of
 
     def leaves(model: type[BaseModel], prefix: str = ""):
         for name, f in model.model_fields.items():
@@ -373,7 +373,7 @@ def test_the_bench_config_is_the_run_configs_tables_plus_its_own_and_explain_doc
     `config --explain` documents the bench's own table, every field with a docstring."""
     from culturemanager.bench.config import BenchConfig, BenchTable
     from culturemanager.config import PIPELINE_TABLES, Config
-    from culturemanager.configdoc import explain, field_lines
+    from culturemanager.config.doc import explain, field_lines
 
     assert list(BenchConfig.model_fields) == ["bench", *PIPELINE_TABLES]
     for name in PIPELINE_TABLES:

@@ -81,7 +81,7 @@ def test_the_bench_configs_rates_must_be_finite(tmp_path, tiny_model, capsys):
 
 def test_the_bounds_are_generous_and_documented():
     """`config --explain` shows each bound, and the bounds themselves are allowed."""
-    from culturemanager.configdoc import explain
+    from culturemanager.config.doc import explain
 
     text = explain(None)
     for line in ("queries.per_mode: int (>= 1, <= 1000) = 3", "generator.timeout_s: float (> 0, <= 86400) = 120.0",

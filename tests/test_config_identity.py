@@ -104,7 +104,7 @@ def test_the_bench_config_and_the_run_config_it_builds_are_unchanged(name, quick
 
 def test_the_run_configs_reference_is_unchanged():
     """`config --explain`'s run part: the same fields in the same order with the same text."""
-    from culturemanager.configdoc import field_lines
+    from culturemanager.config.doc import field_lines
 
     assert sha("\n".join(field_lines(Config, "", None))) == CONFIG_DOC
 
@@ -113,7 +113,7 @@ if __name__ == "__main__":  # prints the values to pin (run on the code whose ou
     import os
 
     os.environ["CULTUREMANAGER_DATA"] = "/data"
-    from culturemanager.configdoc import field_lines
+    from culturemanager.config.doc import field_lines
 
     for name in RUN_FILES:
         r = run_json(name)

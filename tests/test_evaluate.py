@@ -62,7 +62,7 @@ def test_free_text_scores_by_hand():
                            [["madrid"], ["la ciudad santa"], ["Madrid"], ["Sevilla"], ["北京"]],
                            ["es", "es", "es", "es", "zh"])
     assert got["n"] == 5 and got["exact_match"] == pytest.approx(1 / 5) and got["empty_answers"] == 1
-    from culturemanager.answers import lemmatizer
+    from culturemanager.text.answers import lemmatizer
 
     if lemmatizer("es"):
         assert got["soft_match"] == pytest.approx(3 / 5) and got["lemmatized"] == 4

@@ -365,7 +365,7 @@ def test_a_server_dripping_its_headers_is_cut_off_by_the_watchdog():
 
 def test_a_web_search_api_dripping_bytes_is_cut_off_at_its_deadline():
     from culturemanager.backends.retrieval.web import make_web_retriever
-    from culturemanager.search_settings import WebSearchConfig
+    from culturemanager.config.search import WebSearchConfig
 
     with MockOpenAI(lambda n, body: "drip") as server:
         searxng = make_web_retriever("searxng", WebSearchConfig(base_url=server.url, timeout_s=1, max_retries=0))

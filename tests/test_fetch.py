@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from culturemanager.backends.retrieval.fetch import FetchError, Page, SafeFetcher, check_url, is_public_address, main
-from culturemanager.search_settings import FetchConfig
+from culturemanager.config.search import FetchConfig
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from culturemanager.config import Culture, SynthesisConfig, Task
-from culturemanager.formats import SYNTH_EXAMPLES, clean_answer, repeats_question, template_marker, validate_answer
-from culturemanager.prompts import all_json_objects, build_synthesis_messages, parse_samples
 from culturemanager.records import DropReason
+from culturemanager.text.formats import SYNTH_EXAMPLES, clean_answer, repeats_question, template_marker, validate_answer
+from culturemanager.text.prompts import all_json_objects, build_synthesis_messages, parse_samples
 
 QA = Task(id="qa", label="Spanish customs", format="free_text")
 SYN = SynthesisConfig(min_chars=5, max_chars=200)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from culturemanager.config import DataFile
-from culturemanager.datafiles import InputFileError, InputRow, read_rows, read_texts
+from culturemanager.text.datafiles import InputFileError, InputRow, read_rows, read_texts
 
 
 def jsonl(path: Path, rows: list) -> Path:
@@ -226,7 +226,7 @@ def test_utf8_bom_is_ignored(tmp_path, name, content):
 
 def test_only_the_selected_rows_are_checked(tmp_path):
     from culturemanager.config import DataFile
-    from culturemanager.datafiles import InputFileError, read_rows
+    from culturemanager.text.datafiles import InputFileError, read_rows
 
     p = tmp_path / "mixed.jsonl"
     p.write_text('{"data": "uno"}\n{"data": "dos"}\n{"data": 12345}\n{"data": "cuatro"}\n', encoding="utf-8")
@@ -278,7 +278,7 @@ def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name):
 
 def test_gold_labels_are_checked_against_the_task_before_scoring(tmp_path):
     from culturemanager.config import Task
-    from culturemanager.datafiles import check_gold_labels
+    from culturemanager.text.datafiles import check_gold_labels
 
     path = jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": "1"}, {"text": "b", "label": "HS"}])
     rows = read_rows(DataFile(path=path, label_field="label"))
@@ -317,7 +317,7 @@ def test_options_field_letters_the_options_into_the_text_and_the_label_into_its_
     import json
 
     from culturemanager.config import DataFile
-    from culturemanager.datafiles import InputFileError, read_rows
+    from culturemanager.text.datafiles import InputFileError, read_rows
 
     rows = [{"q": "What is the capital of Spain?", "opts": ["Rome", "Madrid", "Lisbon"], "ans": "Madrid"},
             {"q": "What is the capital of Turkey?", "opts": ["Ankara", "Athens"], "ans": "a"}]

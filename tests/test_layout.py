@@ -13,15 +13,15 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 LIGHT = ["culturemanager", "culturemanager.cli", "culturemanager.config", "culturemanager.records",
-         "culturemanager.rundir", "culturemanager.prompts", "culturemanager.datafiles", "culturemanager.metrics",
-         "culturemanager.summary", "culturemanager.pipeline", "culturemanager.stages.route",
+         "culturemanager.rundir", "culturemanager.text.prompts", "culturemanager.text.datafiles",
+         "culturemanager.metrics", "culturemanager.summary", "culturemanager.pipeline", "culturemanager.stages.route",
          "culturemanager.stages.queries", "culturemanager.stages.search", "culturemanager.stages.synthesize",
          "culturemanager.stages.predict", "culturemanager.bench.score", "culturemanager.bench.tasks",
          "culturemanager.bench.config", "culturemanager.bench.split", "culturemanager.bench.report",
          "culturemanager.backends.llm", "culturemanager.backends.models", "culturemanager.backends.secrets",
-         "culturemanager.leakage", "culturemanager.stages.spec", "culturemanager.errors", "culturemanager.preflight",
-         "culturemanager.stages.ratio", "culturemanager.bench.social_corpus", "culturemanager.judge_prompts",
-         "culturemanager.backends.schedule"]
+         "culturemanager.text.leakage", "culturemanager.stages.spec", "culturemanager.errors",
+         "culturemanager.preflight", "culturemanager.stages.ratio", "culturemanager.bench.social_corpus",
+         "culturemanager.text.judge_prompts", "culturemanager.backends.schedule"]
 
 BLOCK_TORCH = """
 import sys

@@ -26,8 +26,8 @@ from culturemanager.backends.llm import (
 from culturemanager.backends.openai_chat import OpenAIBackend
 from culturemanager.backends.secrets import redact
 from culturemanager.config import Culture, LLMConfig, Task
-from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import CallRecord
+from culturemanager.text.prompts import build_query_messages, parse_queries
 
 SECRET = "sk-test-SECRETkey0123456789"
 

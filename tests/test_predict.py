@@ -195,7 +195,7 @@ def test_a_killed_predict_resumes_and_ends_as_an_uninterrupted_one(task_config, 
 
 
 def test_a_gold_label_outside_the_label_set_stops_before_any_model_runs(task_config, monkeypatch):
-    from culturemanager.datafiles import InputFileError
+    from culturemanager.text.datafiles import InputFileError
 
     cfg = load_config(task_config)
     run = Run(cfg, progress=False)
@@ -340,7 +340,7 @@ def test_free_text_predict_answers_one_line_and_scores_accepted_answers(task_con
     assert set(scores["by_culture"]) == {"Spanish", "Turkish"} and scores["by_culture"]["Spanish"]["n"] == 2
     assert metrics["free_text"]["n"] == 3 and set(scores["lemmatizer"]) == {"Spanish", "Turkish"}
     # answers that are no answers, by reason (formats.validate_answer); an empty one is counted as such
-    from culturemanager.formats import validate_answer
+    from culturemanager.text.formats import validate_answer
 
     want = [validate_answer(p.text, p.label, cfg.task("hate")) for p in preds]
     assert scores["not_answers"] == {r.value: want.count(r) for r in set(want) if r is not None}

@@ -60,8 +60,8 @@ def preferring_model(tmp_path_factory) -> Path:
 
 
 def engine_for(folder: Path):
+    from culturemanager.config.settings import TargetConfig
     from culturemanager.engine import Engine
-    from culturemanager.settings import TargetConfig
 
     return Engine.load(TargetConfig(model=str(folder), device="cpu", batch_size=3))
 

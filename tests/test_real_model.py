@@ -13,8 +13,8 @@ from culturemanager import load_config, run
 from culturemanager.backends.llm import CachedLLM, ChatRequest, LocalBackend
 from culturemanager.backends.models import missing_wheels
 from culturemanager.config import Culture, LLMConfig, Task
-from culturemanager.prompts import build_query_messages
 from culturemanager.records import Prediction, read_jsonl
+from culturemanager.text.prompts import build_query_messages
 
 
 def have_smollm2() -> bool:

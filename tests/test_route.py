@@ -19,8 +19,8 @@ from culturemanager.engine import Engine
 from culturemanager.errors import ConfigError, InputError
 from culturemanager.pipeline import Run
 from culturemanager.records import BASE
-from culturemanager.router_prompts import ROUTER_TEMPLATES, format_router_prompt, split_router_template
 from culturemanager.stages.route import OTHERS, Router, Routing, mixtures, read_router, route, write_router
+from culturemanager.text.router_prompts import ROUTER_TEMPLATES, format_router_prompt, split_router_template
 
 EXAMPLES = {
     "Spanish": ["Los andaluces no trabajan nunca", "Qué buen partido del Barça ayer", "Vete a tu país",

@@ -99,7 +99,7 @@ def test_the_serve_section_is_range_checked_and_documented(tmp_path, tiny_model)
     from conftest import write_task
 
     from culturemanager import load_config
-    from culturemanager.configdoc import explain
+    from culturemanager.config.doc import explain
 
     config = write_task(tmp_path, tiny_model, extra="[serve]\nmax_batch = 32\nport = 0\n")
     assert load_config(config).serve.max_batch == 32

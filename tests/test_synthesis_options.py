@@ -12,15 +12,15 @@ import pytest
 
 from culturemanager.backends.llamaserver import sibling_groups
 from culturemanager.config import ConfigError, Culture, SynthesisConfig, Task, load_config
-from culturemanager.prompts import (
+from culturemanager.records import Material, stable_seed
+from culturemanager.stages.synthesize import job_labels, label_counts, synthesis_request
+from culturemanager.text.prompts import (
     COMPACT_ANSWER,
     JSON_ANSWER,
     build_synthesis_compact_messages,
     build_synthesis_messages,
     parse_samples,
 )
-from culturemanager.records import Material, stable_seed
-from culturemanager.stages.synthesize import job_labels, label_counts, synthesis_request
 
 HATE = Task(id="hate", label="hate speech")
 SPANISH = Culture(name="Spanish", language="es")

@@ -6,9 +6,9 @@ import json
 
 from culturemanager import load_config
 from culturemanager.backends.llm import Completion, FakeBackend
-from culturemanager.leakage import LeakIndex, leak_tokens
 from culturemanager.pipeline import Run
 from culturemanager.records import DroppedSample, Sample, read_jsonl
+from culturemanager.text.leakage import LeakIndex, leak_tokens
 
 
 class Scripted(FakeBackend):

@@ -16,8 +16,8 @@ import pytest
 from culturemanager.backends.retrieval import web as websearch
 from culturemanager.backends.retrieval.web import WebSearchError, make_web_retriever
 from culturemanager.config import Culture
+from culturemanager.config.search import WebSearchConfig
 from culturemanager.records import sha1_text
-from culturemanager.search_settings import WebSearchConfig
 
 KEY = "test-key-7f3a9c2e81"
 SPAIN = Culture(name="Spanish", language="es", country="es")

@@ -171,7 +171,7 @@ def cmd_stage(args) -> int:
 
 def cmd_config(args) -> int:
     from culturemanager.config import dump_config
-    from culturemanager.configdoc import explain
+    from culturemanager.config.doc import explain
 
     cfg = load_config(args.config, args.set) if args.config else None
     if args.explain:
@@ -270,7 +270,7 @@ def cmd_serve(args) -> int:
 
 def load_any_config(path: Path):
     """A run config, or a bench config (one with a [bench] table)."""
-    from culturemanager.configfile import read_toml
+    from culturemanager.config.file import read_toml
 
     if "bench" in read_toml(path):
         from culturemanager.bench.config import load_bench_config

@@ -38,7 +38,7 @@ from culturemanager.backends.target import (
     score_options,
 )
 from culturemanager.config import TargetConfig, Task
-from culturemanager.prompts import CONTENT_FREE
+from culturemanager.text.prompts import CONTENT_FREE
 
 
 class Engine:
@@ -236,7 +236,7 @@ class Engine:
         """Greedy free-text answers decoded as one batch, each under its own adapter, and which texts were
         truncated. An answer is one line: it cannot end before its first non-blank token, it stops at the end
         of its first line, and an echoed template is cut (`formats.clean_answer`)."""
-        from culturemanager.formats import clean_answer
+        from culturemanager.text.formats import clean_answer
 
         encoded = self.encode(task, texts, preamble, max_new_tokens=max_new_tokens)
         newline, kept = self.newline_ids(), [0] * len(encoded)

@@ -130,7 +130,7 @@ def free_text_scores(answers: list[str], accepted: list[Sequence[str]], language
     lemmatized in that row's language (answers.py). `lemmatized`: the rows whose language has a lemmatizer.
     With `judged` (an LLM judge's verdict per row, None where it gave none) also the judge's rate and its
     agreement with soft match (`judge_agreement`)."""
-    from culturemanager.answers import exact_match, lemmatizer, soft_match
+    from culturemanager.text.answers import exact_match, lemmatizer, soft_match
 
     rows = list(zip(answers, accepted, languages, strict=True))
     n = len(rows)

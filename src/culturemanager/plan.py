@@ -274,8 +274,8 @@ def plan_rates(given: dict, generator: str, shape: Shape) -> tuple[Rates, str]:
 
 def plan_run(cfg) -> Plan:
     """The pipeline's plan for a run config (`culturemanager run CONFIG --plan`)."""
-    from culturemanager.datafiles import read_rows
     from culturemanager.stages.spec import demonstrations_by_culture
+    from culturemanager.text.datafiles import read_rows
 
     shape = target_shape(cfg.target.model)
     (rates, note), plan = plan_rates({}, cfg.generator.model, shape), Plan()

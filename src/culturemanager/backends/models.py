@@ -39,7 +39,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Literal
 
-from culturemanager.configfile import looks_like_path
+from culturemanager.config.file import looks_like_path
 
 if TYPE_CHECKING:
     from culturemanager.config import LLMConfig, TargetConfig

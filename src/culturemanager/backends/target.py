@@ -24,8 +24,8 @@ import torch
 from culturemanager.backends.models import resolve_hf
 from culturemanager.backends.prefix import FrozenPrefix, left_pad
 from culturemanager.config import TargetConfig, Task
-from culturemanager.prompts import split_task_template
 from culturemanager.records import BASE  # noqa: F401 - peft's name for "no adapter" in a mixed batch
+from culturemanager.text.prompts import split_task_template
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -158,7 +158,7 @@ def contamination(cfg: BenchConfig, split: Split, corpus: Corpus) -> dict | None
     synthesis dropped the samples it dropped. None when the pipeline did not run."""
     if not corpus.samples:
         return None
-    from culturemanager.leakage import LeakIndex
+    from culturemanager.text.leakage import LeakIndex
 
     # one definition of a leak: the synthesis check's, over every test input of the bench
     index = LeakIndex([x for t in split.ok_tasks for x, _ in t.test], cfg.synthesis.leakage_ngram)

@@ -29,7 +29,7 @@ from culturemanager.config import (
     TrainConfig,
     ValidationCut,
 )
-from culturemanager.configfile import apply_override, load_toml_config
+from culturemanager.config.file import apply_override, load_toml_config
 
 ALL_METHODS: list[str] = list(METHODS)
 

@@ -165,7 +165,7 @@ def judge_scores(verdicts: list[bool | None], answers: list[str], accepted: list
                  ) -> dict[str, float]:
     """The judge's rate (an input without a verdict counts as not right), its agreement with soft match on the
     inputs it gave a verdict for, and the share without one."""
-    from culturemanager.answers import soft_match
+    from culturemanager.text.answers import soft_match
 
     n = len(verdicts)
     pairs = [(v, soft_match(x, acc, language)) for v, x, acc in zip(verdicts, answers, accepted) if v is not None]
@@ -188,7 +188,7 @@ def resampled(a: Answers, task: str, answers: list, metric: str, W: np.ndarray) 
         pred = np.asarray(answers, float).argmax(1)
         return weighted_mean(g == pred, W) if metric == "accuracy" else weighted_macro_f1(g, pred, W, len(labels))
     if a.family == "free_text":
-        from culturemanager.answers import exact_match, soft_match
+        from culturemanager.text.answers import exact_match, soft_match
 
         lang = a.language.get(task)
         if metric == "judge_match":

@@ -35,9 +35,9 @@ from culturemanager.bench.format import pct_or_dash, show, table
 from culturemanager.bench.score import router_summary, task_scores
 from culturemanager.config import RouterConfig
 from culturemanager.records import normalize_text, write_json
-from culturemanager.router_prompts import router_template
 from culturemanager.rundir import safe_name
 from culturemanager.stages.route import OTHERS, Router, prior, prompt_routing, prompt_scores
+from culturemanager.text.router_prompts import router_template
 
 if TYPE_CHECKING:  # the bench's records, for the annotations only (their module loads the tokenizer backends)
     from culturemanager.bench.config import BenchConfig

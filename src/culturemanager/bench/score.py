@@ -38,7 +38,7 @@ def option_scores(gold: list[str], probs: list[list[float]], labels: list[str]) 
 def free_text_task_scores(answers: list[str], accepted: list[list[str]], language: str | None) -> dict[str, float]:
     """Free text: soft and exact match of each answer against its own accepted answers (answers.py), and the share
     of empty answers."""
-    from culturemanager.answers import exact_match, soft_match
+    from culturemanager.text.answers import exact_match, soft_match
 
     n = len(answers)
     return {"soft_match": sum(soft_match(a, acc, language) for a, acc in zip(answers, accepted)) / n if n else 0.0,

@@ -30,8 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 from culturemanager.bench.tasks import load_tasks, read_task_rows
-from culturemanager.leakage import LeakIndex
 from culturemanager.records import json_objects, normalize_text
+from culturemanager.text.leakage import LeakIndex
 
 TEXT_FIELDS = ("tweet", "comment", "data", "text")  # the post's field in these files, the first one present
 POSTS_PER_PAGE = 10

@@ -33,8 +33,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from culturemanager.config import ISO_639_1, Format
-from culturemanager.formats import option_letter, valid_options, with_options
 from culturemanager.records import json_objects, normalize_text
+from culturemanager.text.formats import option_letter, valid_options, with_options
 
 
 class BenchTask(BaseModel):

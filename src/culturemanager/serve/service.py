@@ -19,7 +19,7 @@ from pathlib import Path
 
 from culturemanager.answering import Rule, warm
 from culturemanager.config import Config, Task, load_config, load_run_config
-from culturemanager.configfile import looks_like_path
+from culturemanager.config.file import looks_like_path
 from culturemanager.errors import ConfigError, InputError
 from culturemanager.rundir import RunDir
 from culturemanager.serve.schemas import ApiError

@@ -23,8 +23,8 @@ from collections import Counter
 
 from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
 from culturemanager.config import Config, Culture, JudgeConfig, Task
-from culturemanager.judge_prompts import build_judge_messages, parse_judge
 from culturemanager.records import Check, DroppedSample, DropReason, Sample
+from culturemanager.text.judge_prompts import build_judge_messages, parse_judge
 
 log = logging.getLogger(__name__)
 

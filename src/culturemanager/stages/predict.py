@@ -26,7 +26,6 @@ from pathlib import Path
 
 from culturemanager.answering import Rule, answer
 from culturemanager.config import Config, DataFile, Task
-from culturemanager.datafiles import InputFileError, InputRow, check_gold_labels, read_scored_rows
 from culturemanager.metrics import accuracy, f1_for, free_text_scores, macro_f1
 from culturemanager.records import (
     BASE,
@@ -39,6 +38,7 @@ from culturemanager.records import (
 )
 from culturemanager.rundir import RunDir
 from culturemanager.stages.route import OTHERS, Router, read_router
+from culturemanager.text.datafiles import InputFileError, InputRow, check_gold_labels, read_scored_rows
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def judge_answers(generator, cache: Path, calls: Path, items: list[tuple[str, st
     parsable verdict; and the judge's name. One short call per item through the answer cache at `cache` (the call
     log at `calls`), so nothing is asked twice; predict and the bench both judge with it."""
     from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
-    from culturemanager.judge_prompts import build_answer_judge_messages, parse_verdict
+    from culturemanager.text.judge_prompts import build_answer_judge_messages, parse_verdict
 
     llm = CachedLLM(make_backend(generator), cache, calls, progress=progress)
     try:
@@ -286,7 +286,7 @@ def free_text_metrics(cfg: Config, pairs: list[tuple[InputRow, Prediction]]) -> 
     languages = {c.name: c.language for c in cfg.cultures}
     culture = [r.culture or p.culture for r, p in pairs]
 
-    from culturemanager.formats import validate_answer
+    from culturemanager.text.formats import validate_answer
 
     # what is no answer at all: empty, a bare label ("0", "true"), an echoed template, the question repeated
     reasons = [validate_answer(r.text, p.label, cfg.task(p.task)) for r, p in pairs]
@@ -297,7 +297,7 @@ def free_text_metrics(cfg: Config, pairs: list[tuple[InputRow, Prediction]]) -> 
                                 [pairs[i][1].judged for i in idx] if cfg.predict.judge.enabled else None) | {
             "not_answers": dict(Counter(str(reasons[i].value) for i in idx if reasons[i] is not None))}
 
-    from culturemanager.answers import lemmatizer
+    from culturemanager.text.answers import lemmatizer
 
     names = sorted(set(culture))
     return {**scores(list(range(len(pairs)))),

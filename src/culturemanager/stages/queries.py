@@ -20,10 +20,10 @@ from collections import Counter
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Culture, Task
 from culturemanager.errors import StageFailed
-from culturemanager.prompts import build_query_messages, parse_queries
 from culturemanager.records import Mode, Query, read_jsonl, sha1_text, stable_seed, write_jsonl
 from culturemanager.rundir import RunDir
 from culturemanager.stages.spec import demonstrations_by_culture
+from culturemanager.text.prompts import build_query_messages, parse_queries
 
 log = logging.getLogger(__name__)
 

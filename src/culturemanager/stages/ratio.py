@@ -76,8 +76,8 @@ def ratio_check(cfg: Config, samples: list[Sample], engine=None) -> tuple[list[S
     """Per sample, in order: the sample with its ratio in its provenance where the ratio agrees with its label
     (or it is not scored), else its drop with the reason; and counts that are not drops
     (ratio_skipped_not_binary)."""
-    from culturemanager.prompts import language_name
     from culturemanager.stages.checks import drop, with_check
+    from culturemanager.text.prompts import language_name
 
     rc: RatioCheckConfig = cfg.synthesis.ratio_check
     tasks = {t.id: t for t in cfg.tasks}

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 from culturemanager.config import Config
 from culturemanager.errors import InputError
-from culturemanager.prompts import CONTENT_FREE
 from culturemanager.records import BASE, RecordFileError, Sample, normalize_text, read_json, read_jsonl, write_json
-from culturemanager.router_prompts import router_template, split_router_template
 from culturemanager.rundir import RunDir
+from culturemanager.text.prompts import CONTENT_FREE
+from culturemanager.text.router_prompts import router_template, split_router_template
 
 if TYPE_CHECKING:
     from culturemanager.engine import Engine
@@ -309,7 +309,7 @@ def route_examples(cfg: Config, rd: RunDir) -> tuple[dict[str, list[str]], dict]
 
 
 def _own_texts(cfg: Config, task, culture: str) -> list[str]:
-    from culturemanager.datafiles import read_rows
+    from culturemanager.text.datafiles import read_rows
 
     return [r.text for f in task.demonstrations if f.culture == culture for r in read_rows(f)]
 

@@ -22,7 +22,6 @@ from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.backends.retrieval.retriever import Retriever
 from culturemanager.config import Config, Culture
 from culturemanager.errors import ConfigError, StageFailed
-from culturemanager.prompts import build_summary_messages, language_name, parse_citations, parse_summary
 from culturemanager.records import (
     Citation,
     Document,
@@ -36,6 +35,7 @@ from culturemanager.records import (
     write_jsonl,
 )
 from culturemanager.rundir import RunDir
+from culturemanager.text.prompts import build_summary_messages, language_name, parse_citations, parse_summary
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Stage 1: the task spec — what the user gives for each task: its labels, format and template (validated in
-config.py), its target cultures, its *unlabeled* demonstrations per culture, and its evaluation inputs.
+config/__init__.py), its target cultures, its *unlabeled* demonstrations per culture, and its evaluation inputs.
 
 The stages that follow read the spec through these functions: queries shows demonstrations to the generator,
 synthesis shows them as style examples and drops samples that copy them, the leakage check reads the
-evaluation inputs. A demonstration file with a `culture` belongs to that culture (config.py checks it is one of
+evaluation inputs. A demonstration file with a `culture` belongs to that culture (config/__init__.py checks it is one of
 `[[cultures]]`); one without belongs to every culture of the task.
 
 Run: `python -m culturemanager.stages.spec CONFIG.toml` prints each task's demonstrations per culture.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 
 from culturemanager.config import Config, Task, load_config
-from culturemanager.datafiles import read_rows, read_texts
-from culturemanager.leakage import LeakIndex
+from culturemanager.text.datafiles import read_rows, read_texts
+from culturemanager.text.leakage import LeakIndex
 
 
 def demonstrations_by_culture(cfg: Config, task: Task) -> dict[str, list[str]]:

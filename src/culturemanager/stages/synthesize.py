@@ -32,13 +32,6 @@ from collections import Counter
 from culturemanager.backends.llm import CachedLLM, ChatRequest
 from culturemanager.config import Config, Task
 from culturemanager.errors import StageFailed
-from culturemanager.leakage import LeakIndex
-from culturemanager.prompts import (
-    build_rewrite_messages,
-    build_synthesis_compact_messages,
-    build_synthesis_messages,
-    parse_samples,
-)
 from culturemanager.records import (
     DroppedSample,
     DropReason,
@@ -54,6 +47,13 @@ from culturemanager.records import (
 from culturemanager.rundir import RunDir
 from culturemanager.stages.checks import check_samples
 from culturemanager.stages.spec import demonstrations_by_culture, evaluation_index
+from culturemanager.text.leakage import LeakIndex
+from culturemanager.text.prompts import (
+    build_rewrite_messages,
+    build_synthesis_compact_messages,
+    build_synthesis_messages,
+    parse_samples,
+)
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ from culturemanager.backends.retrieval.pagetext import (  # used by _read, and s
     parse_content_type,
 )
 from culturemanager.backends.retry import DeadlineExceeded, run_with_deadline
-from culturemanager.search_settings import FetchConfig
+from culturemanager.config.search import FetchConfig
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ from culturemanager.records import Document
 
 if TYPE_CHECKING:
     from culturemanager.config import Culture
-    from culturemanager.search_settings import WebSearchConfig
+    from culturemanager.config.search import WebSearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ def _endpoint(base_url: str, path: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from culturemanager.config import Culture
-    from culturemanager.search_settings import WebSearchConfig
+    from culturemanager.config.search import WebSearchConfig
 
     p = argparse.ArgumentParser(prog="python -m culturemanager.backends.retrieval.web",
                                 description=__doc__.split("\n")[0])

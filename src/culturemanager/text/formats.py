@@ -6,7 +6,7 @@ A binary example in a free-text prompt is what taught a small generator to answe
 "1" (issue 16): every format shows an example of its own shape, and a free-text answer that is a bare label, an
 echo of the prompt's template or a repeat of its question is dropped (`records.DropReason`).
 
-Run: `python -m culturemanager.formats` prints each format's one-shot example.
+Run: `python -m culturemanager.text.formats` prints each format's one-shot example.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import string
 
-from culturemanager.answers import answer_tokens, normalize_answer
 from culturemanager.config import DEFAULT_LABELS, Task
 from culturemanager.records import DropReason
+from culturemanager.text.answers import answer_tokens, normalize_answer
 
 
 def valid_options(options: object) -> bool:

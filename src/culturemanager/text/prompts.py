@@ -6,7 +6,7 @@ Data that comes from outside (demonstrations, retrieved web text, material) is a
 the system prompt says it is data, never instructions. Parsers are forgiving about shape (code fences,
 pretty-printed JSON, numbered lists) and strict about content (labels in the label set, length bounds).
 
-Run: `python -m culturemanager.prompts` prints one prompt of each kind for a made-up task.
+Run: `python -m culturemanager.text.prompts` prints one prompt of each kind for a made-up task.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import regex
 
 from culturemanager.config import Culture, SynthesisConfig, Task
-from culturemanager.formats import FORMAT_HINT, SYNTH_EXAMPLES, answer_key, json_shape, validate_answer
 from culturemanager.records import DropReason, Mode
+from culturemanager.text.formats import FORMAT_HINT, SYNTH_EXAMPLES, answer_key, json_shape, validate_answer
 
 LANGUAGE_NAMES = {"ar": "Arabic", "bn": "Bengali", "zh": "Chinese", "es": "Spanish", "tr": "Turkish",
                   "en": "English", "de": "German", "el": "Greek", "ko": "Korean", "pt": "Portuguese",

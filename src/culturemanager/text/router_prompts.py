@@ -2,7 +2,7 @@
 stages/route.py). A module of its own that imports nothing of the package: the config validates a template's name
 against it, and the config must not import the synthesis prompts (they import the config).
 
-Run: `python -m culturemanager.router_prompts` prints each named template with three options filled in.
+Run: `python -m culturemanager.text.router_prompts` prints each named template with three options filled in.
 """
 
 from __future__ import annotations

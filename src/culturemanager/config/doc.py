@@ -1,4 +1,4 @@
-"""The config reference, generated from the pydantic models in config.py (and the bench's own table in
+"""The config reference, generated from the pydantic models in config/__init__.py (and the bench's own table in
 bench/config.py): every field with its type, range, default and docstring. Generated, so it cannot drift from
 what `load_config` and `load_bench_config` accept.
 
@@ -6,7 +6,7 @@ what `load_config` and `load_bench_config` accept.
     culturemanager config CONFIG.toml --explain     the same, with this config's value where it differs
     culturemanager config CONFIG.toml               the resolved config as JSON (every default filled in)
 
-Run: `python -m culturemanager.configdoc` prints the reference.
+Run: `python -m culturemanager.config.doc` prints the reference.
 """
 
 from __future__ import annotations

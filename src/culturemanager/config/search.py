@@ -4,7 +4,7 @@ classes like the other stage tables (settings.py: `Section`, the shared upper bo
 the docstring under it; kept apart because the web backends (backends/retrieval/web.py, fetch.py) read these
 tables alone.
 
-Run: imported by config.py and the retrieval backends; no entry point of its own.
+Run: imported by config/__init__.py and the retrieval backends; no entry point of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from culturemanager.settings import CHARS, DAY_S, RETRIES, Section
+from culturemanager.config.settings import CHARS, DAY_S, RETRIES, Section
 
 SearchBackend = Literal["local", "tavily", "brave", "serper", "searxng", "ddgs"]
 

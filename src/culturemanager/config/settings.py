@@ -1,7 +1,7 @@
 """The settings tables of the pipeline's stages and backends: [generator], [target], [queries], [synthesis],
-[train], [router]; [search] (stage 3, its web backends and page fetching) is in search_settings.py. One pydantic
+[train], [router]; [search] (stage 3, its web backends and page fetching) is in config/search.py. One pydantic
 class per table, each field documented by the docstring under it (`culturemanager config --explain` prints them).
-The run's root (`Config`), its cultures, tasks and data files are in config.py, which is where the rest of the
+The run's root (`Config`), its cultures, tasks and data files are in config/__init__.py, which is where the rest of the
 package imports the tables from.
 
 Every count, size, timeout and retry has an upper bound, far above any value a run could mean (a day for a
@@ -9,7 +9,7 @@ timeout, 100 retries, a million tokens), so that a slip like `queries.per_mode =
 `timeout_s = 1e308` is a config error naming the key, not a plan of 3.8e18 hours. No float anywhere in a config
 may be inf or nan (`Section`: one check for every table).
 
-Run: imported by config.py; no entry point of its own.
+Run: imported by config/__init__.py; no entry point of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from culturemanager.router_prompts import ROUTER_TEMPLATES
+from culturemanager.text.router_prompts import ROUTER_TEMPLATES
 
 
 class Section(BaseModel):

@@ -1,11 +1,11 @@
-"""Reading a TOML config file into the raw dict `config.py` validates: `--set` overrides, paths resolved against
-the file's folder, and validation errors as messages that name the key and the file.
+"""Reading a TOML config file into the raw dict `config/__init__.py` validates: `--set` overrides, paths resolved
+against the file's folder, and validation errors as messages that name the key and the file.
 
 Shared by the run config (`config.load_config`), a finished run's config.json (`config.load_run_config`, which
 `serve` reads) and the benchmark's config (`bench.config.load_bench_config`); it knows the raw dict's shape only
 through the path keys below, and imports nothing of the package but `errors`.
 
-Run: imported by config.py; no entry point of its own.
+Run: imported by config/__init__.py; no entry point of its own.
 """
 
 from __future__ import annotations

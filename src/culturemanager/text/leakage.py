@@ -9,7 +9,7 @@ into words at whitespace, except that Chinese characters, Hiragana and Katakana,
 one token each. Hangul is *not* split per syllable: Korean separates words with spaces, so an 8-syllable
 phrase ("도움이 될 것입니다", three words) is three tokens, not an 8-gram.
 
-Run: `python -m culturemanager.leakage "text one" "text two"` prints whether the second leaks the first.
+Run: `python -m culturemanager.text.leakage "text one" "text two"` prints whether the second leaks the first.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """One TOML file per run, validated into typed objects.
 
 This module holds the run's root (`Config`): its run directory, cultures, tasks, data files, predict and serve
-tables; the stage tables it is made of are in settings.py (and importable from here) and search_settings.py.
+tables; the stage tables it is made of are in settings.py (and importable from here) and config/search.py.
 
 `load_config(path, overrides)` reads the file, applies `--set a.b=c` overrides, and validates. An unknown or
 mistyped key, or an impossible value (`train.batch_size = 0`), is a `ConfigError` naming the key's path and
 the file. Relative paths in the file (models included) are resolved against the file's folder
-(configfile.py). Each field is documented once, here, in the docstring under it:
+(config/file.py). Each field is documented once, here, in the docstring under it:
 `culturemanager config --explain` prints them all with their types and defaults.
 """
 
@@ -18,12 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturemanager.configfile import load_raw, load_toml_config
-from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
-from culturemanager.records import read_json
-from culturemanager.rundir import RunDir
-from culturemanager.search_settings import SearchConfig
-from culturemanager.settings import (  # noqa: F401 - every table is importable from here
+from culturemanager.config.file import load_raw, load_toml_config
+from culturemanager.config.search import SearchConfig
+from culturemanager.config.settings import (  # noqa: F401 - every table is importable from here
     CHARS,
     TOKENS,
     JudgeConfig,
@@ -39,6 +36,9 @@ from culturemanager.settings import (  # noqa: F401 - every table is importable 
     TargetConfig,
     TrainConfig,
 )
+from culturemanager.errors import ConfigError  # noqa: F401 - the config's error, importable from here
+from culturemanager.records import read_json
+from culturemanager.rundir import RunDir
 
 Format = Literal["binary", "true_false", "multiple_choice", "free_text"]
 

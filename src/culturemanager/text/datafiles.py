@@ -16,7 +16,7 @@ blank; the accepted answers missing or []) cannot be scored: an `UnscorableRow` 
 with `on_unscorable = "skip"` (`predict.on_unscorable`), left out and reported by `read_scored_rows`. The stages
 and the preflight check (preflight.py) read every file through these same functions.
 
-Run: `python -m culturemanager.datafiles FILE [TEXT_FIELD]` prints how many rows it reads.
+Run: `python -m culturemanager.text.datafiles FILE [TEXT_FIELD]` prints how many rows it reads.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _encodable(value: object, field: str, where: str) -> None:
 def _with_options(obj: dict, df: DataFile, where: str, text: str, label: str | None) -> tuple[str, str | None]:
     """A multiple-choice row: its options lettered into the text, its label (an option's text or letter) as the
     letter."""
-    from culturemanager.formats import option_letter, valid_options, with_options
+    from culturemanager.text.formats import option_letter, valid_options, with_options
 
     options = obj.get(df.options_field or "")
     if not valid_options(options):

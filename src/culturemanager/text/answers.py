@@ -14,7 +14,7 @@ symbols to spaces) with Arabic's optional vowel marks and tatweel dropped and ha
 - a Hangul word matches a word of the answer that starts with it: Korean attaches particles and endings to
   the word ("서울" in "서울입니다"), and no lemmatizer here knows Korean.
 
-Run: `python -m culturemanager.answers LANGUAGE "model answer" "accepted 1" ["accepted 2" ...]`.
+Run: `python -m culturemanager.text.answers LANGUAGE "model answer" "accepted 1" ["accepted 2" ...]`.
 """
 
 from __future__ import annotations
