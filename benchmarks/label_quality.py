@@ -60,6 +60,8 @@ LEVERS: dict[str, dict] = {
     "explicit": {"label_wording": "explicit"},
     "demonstrations": {"seed": "demonstrations"},
     "both": {"seed": "both"},
+    # plain's samples plus real texts (the demonstrations, the materials' posts) labelled by a probe of them
+    "pseudo": {"pseudo_label": {"enabled": True}},
 }
 
 
@@ -114,13 +116,22 @@ def main() -> None:
                                                                    for t in base.tasks})}
     for w in wordings:
         t0 = time.time()
-        samples, counts = run_wording(base, w, materials, args.out / w)
+        samples, counts = run_wording(base, w, materials, args.out / w, RunDir(args.out / wordings[0]).llm_cache
+                                      if w != wordings[0] else None)
         seconds = time.time() - t0
         per_task = {}
         for td in tasks:
             got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
             per_task[td.spec.id] = refereed(engine, td, referees[td.spec.id], got) | copies_of_example(
                 embedder, examples, got) | rewrite_similarity(got, seeds)
+            pseudo = [s for s in got if s.provenance.generator.startswith("probe:")]
+            if pseudo:  # the pseudo-labelled real texts on their own, by where they came from
+                per_task[td.spec.id]["pseudo_only"] = {
+                    k: {x: v for x, v in refereed(engine, td, referees[td.spec.id], part).items() if x != "examples"}
+                    for k, part in (("all", pseudo),
+                                    ("demonstrations", [s for s in pseudo if s.provenance.mode == "demonstration"]),
+                                    ("material", [s for s in pseudo if s.provenance.mode != "demonstration"]))
+                    if part}
             per_task[td.spec.id]["agreeing_per_minute"] = round(
                 per_task[td.spec.id].get("agreeing", 0) / max(seconds / 60, 1e-9), 2)
         results["wordings"][w] = {"seconds": round(seconds, 1), "counts": counts, "tasks": per_task}
@@ -149,12 +160,18 @@ def build_materials(cfg: Config, run_dir: Path) -> list[Material]:
     return read_jsonl(rd.materials, Material)
 
 
-def run_wording(cfg: Config, lever: str, materials: list[Material], run_dir: Path) -> tuple[dict, dict]:
+def run_wording(cfg: Config, lever: str, materials: list[Material], run_dir: Path, reuse: Path | None = None
+                ) -> tuple[dict, dict]:
+    """One lever's synthesis in a fresh run directory. `reuse`: an earlier lever's LLM cache (an identical request
+    gets the identical answer from it, so a lever that only adds to plain's samples costs no generator call)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    synthesis = cfg.synthesis.model_copy(update=LEVERS[lever])
+    synthesis = type(cfg.synthesis).model_validate(cfg.synthesis.model_dump() | LEVERS[lever])
     cfg = cfg.model_copy(update={"synthesis": synthesis, "run": cfg.run.model_copy(update={"dir": run_dir})})
     rd = RunDir(run_dir)
     rd.root.mkdir(parents=True)
+    if reuse is not None and reuse.exists():
+        rd.llm_cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reuse, rd.llm_cache)
     write_jsonl(rd.materials, materials)
     backend = make_backend(cfg.generator)
     try:

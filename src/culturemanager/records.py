@@ -84,14 +84,15 @@ class Material(Record):
 class Check(Record):
     """A check a kept sample passed beyond parsing and the copy, duplicate and leakage filters."""
 
-    name: Literal["judge", "selection", "ratio"]
+    name: Literal["judge", "selection", "ratio", "probe"]
     by: str = ""
-    """The judge model, the sentence embedder, or the ratio's scoring model."""
+    """The judge model, the sentence embedder, or the ratio's (or the probe's) scoring model."""
     verdict: str | None = None
     """judge: the label it gave (None: no verdict that parsed; the sample is kept)."""
     scores: dict[str, float] = Field(default_factory=dict)
     """selection: representativeness, distinctiveness, nearest (the highest cosine to a kept sample); ratio: the
-    likelihood ratio (mean log-probability per token after the positive minus after the negative description)."""
+    likelihood ratio (mean log-probability per token after the positive minus after the negative description);
+    probe: p, the probe's P(positive) of a pseudo-labelled real text (synthesis.pseudo_label)."""
 
 
 class Provenance(Record):

@@ -26,6 +26,7 @@ from culturemanager.config.settings import (  # noqa: F401 - every table is impo
     JudgeConfig,
     LlamaServerConfig,
     LLMConfig,
+    PseudoLabelConfig,
     QueriesConfig,
     RatioCheckConfig,
     RouterConfig,

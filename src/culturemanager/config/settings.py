@@ -164,6 +164,29 @@ class RatioCheckConfig(Section):
     """A text is scored on at most its first this many tokens."""
 
 
+class PseudoLabelConfig(Section):
+    """Real texts labelled by a probe fitted on the synthetic samples (self-training, stages/pseudo.py): per
+    culture x binary task, a class-balanced logistic regression on the target model's mean hidden state is fitted on
+    the kept synthetic samples and scores the task's real unlabeled texts; the `share` it is surest of at each end
+    become samples of the positive and the negative label, added to the synthetic ones. No real label is read.
+    How far it carries the task: `make bench-label-quality` (lever "pseudo")."""
+
+    enabled: bool = False
+    """Add the pseudo-labelled real texts to the samples (loads the target model in the synthesis stage)."""
+    sources: list[Literal["demonstrations", "material"]] = Field(["demonstrations", "material"], min_length=1)
+    """Where the real texts come from: the task's unlabeled demonstrations, and/or the posts of the retrieved
+    documents (each document split at blank lines; the social-media corpus's pages hold one post a paragraph)."""
+    share: float = Field(0.2, gt=0.0, le=0.5)
+    """The share of the real texts kept at each end of the probe's scores (0.2: the lowest fifth become negatives,
+    the highest fifth positives)."""
+    min_per_label: int = Field(4, ge=1, le=100_000)
+    """A culture x task needs at least this many kept synthetic samples of each label to fit its probe."""
+    pool_limit: int | None = Field(400, ge=2, le=1_000_000)
+    """Score at most this many real texts per culture x task (a seeded sample); None: all."""
+    c: float = Field(0.1, gt=0.0, le=1e6)
+    """The probe's inverse regularization strength (scikit-learn's C): few samples, strong regularization."""
+
+
 class SelectConfig(Section):
     """Selection by culture over multilingual sentence embeddings (CAReDiO's representativeness and
     distinctiveness, stages/select.py). Every drop is counted with its reason."""
@@ -229,6 +252,8 @@ class SynthesisConfig(Section):
     """The label check on kept samples by a likelihood ratio of two label descriptions (off by default)."""
     select: SelectConfig = Field(default_factory=SelectConfig)
     """Selection of kept samples by culture over embeddings (off by default)."""
+    pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
+    """Real texts of the task labelled by a probe fitted on the synthetic samples, added to them (off by default)."""
 
     @model_validator(mode="after")
     def _compact_needs_per_label(self) -> SynthesisConfig:

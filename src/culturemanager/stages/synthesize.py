@@ -10,7 +10,9 @@ evaluation input of any task of the run is dropped (the paper's leakage check, l
 
 With `synthesis.seed = "demonstrations"` (or "both") each unlabeled demonstration of a labelled task is a job of
 its own: the generator rewrites it once per label, same topic, language and register, and a rewrite that is the
-demonstration (nearly) unchanged is dropped as a copy (`rewrite_max_similarity`).
+demonstration (nearly) unchanged is dropped as a copy (`rewrite_max_similarity`). With `synthesis.pseudo_label`
+real texts of the task (demonstrations, posts of the retrieved documents) labelled by a probe of the kept samples
+are added to them (stages/pseudo.py).
 
 Finished work is never replaced by a failure: when no job of the stage got a valid answer (the generator is
 down, or answers nothing usable) the stage fails (`StageFailed`) and writes nothing; a culture none of whose
@@ -46,6 +48,7 @@ from culturemanager.records import (
 )
 from culturemanager.rundir import RunDir
 from culturemanager.stages.checks import check_samples
+from culturemanager.stages.pseudo import pseudo_label
 from culturemanager.stages.spec import demonstrations_by_culture, evaluation_index
 from culturemanager.text.leakage import LeakIndex
 from culturemanager.text.prompts import (
@@ -129,6 +132,12 @@ def synthesize(cfg: Config, rd: RunDir, llm: CachedLLM) -> tuple[dict[str, list[
     kept, more, checked = check_samples(cfg, llm, kept, demos)  # select, ratio_check, judge (off by default)
     dropped += more
     counts.update(checked)
+    if cfg.synthesis.pseudo_label.enabled:  # real texts labelled by a probe of the kept samples (stages/pseudo.py)
+        pseudo, more_counts = pseudo_label(cfg, kept, retrieved, demos)
+        pseudo, more = filter_samples(pseudo, leaks, seen={s.id for s in kept})
+        kept += pseudo
+        dropped += more
+        counts.update(more_counts)
     counts.update(str(d.reason) for d in dropped)
     by_culture = {c: [s for s in kept if s.culture == c] for c in cultures}
     for c, samples in by_culture.items():
@@ -272,9 +281,11 @@ def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash:
                   provenance=prov)
 
 
-def filter_samples(samples: list[Sample], leaks: LeakIndex) -> tuple[list[Sample], list[DroppedSample]]:
-    """Deduplicate (first occurrence wins) and drop samples leaking an evaluation input of the run."""
-    seen: set[str] = set()
+def filter_samples(samples: list[Sample], leaks: LeakIndex, seen: set[str] | None = None
+                   ) -> tuple[list[Sample], list[DroppedSample]]:
+    """Deduplicate (first occurrence wins; `seen`: ids already kept elsewhere) and drop samples leaking an
+    evaluation input of the run."""
+    seen = set(seen or ())
     kept, dropped = [], []
     for s in samples:
         reason = None
