@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from culturemanager.backends.retrieval.fetch import FetchError, Page, SafeFetcher, check_url, is_public_address, main
+from culturemanager.backends.retrieval.fetch import Page, SafeFetcher, main
+from culturemanager.backends.retrieval.urlguard import FetchError, check_url, is_public_address
 from culturemanager.config.search import FetchConfig
 
 Route = Callable[[BaseHTTPRequestHandler], None]

@@ -2,10 +2,9 @@
 
 `SafeFetcher(cfg, cache_dir).fetch(url)` returns a `Page` (title, main text, language) or raises `FetchError`
 with a short machine-readable `reason`. What it guards against:
-- SSRF: `check_url` allows only http(s), resolves the host (every address) and refuses loopback, private,
-  link-local (cloud metadata 169.254.169.254), multicast, reserved and unspecified addresses, their
-  IPv4-mapped / NAT64 / 6to4 forms and the metadata host names, unless `allow_private` or the host (or exact
-  "host:port") is in `allowed_hosts`. Redirects are followed by hand and every hop is checked again.
+- SSRF: `check_url` (urlguard.py) allows only http(s) and refuses hosts that resolve to loopback, private,
+  link-local (cloud metadata), multicast, reserved or unspecified addresses (and their embedded IPv4 forms)
+  unless `allow_private` or `allowed_hosts` say so. Redirects are followed by hand and every hop is checked again.
 - DNS rebinding: the request goes to the address that was checked, not to a second lookup. The URL's host is
   replaced by the checked IP, the Host header keeps the name and, for https, the TLS SNI and certificate check
   keep the name too (httpcore's `sni_hostname` extension). Keep-alive is off so that a TLS connection made for
@@ -16,9 +15,10 @@ with a short machine-readable `reason`. What it guards against:
   connect + 4 x read timeout so that a server dripping bytes (body or headers) is cut off too. Only gzip/deflate
   are accepted.
 - Content: nothing from a page is executed or followed; the module only returns text. Cookies are never kept.
-- Credentials: a URL's `user:password@` is removed before the URL is used for anything (Page.url, final_url,
-  the page cache, errors, hence provenance and logs); it is sent as HTTP Basic auth only with
-  `allow_url_credentials`, and then only to the URL's own scheme, host and port (a redirect elsewhere gets none).
+- Credentials: a URL's `user:password@` is removed (urlguard.split_userinfo) before the URL is used for anything
+  (Page.url, final_url, the page cache, errors, hence provenance and logs); it is sent as HTTP Basic auth only
+  with `allow_url_credentials`, and then only to the URL's own scheme, host and port (a redirect elsewhere gets
+  none).
 
 Text: decoding, the main text (trafilatura) and the language (py3langid) are in pagetext.py. Pages are cached
 on disk by URL (sha256 → JSON); a cached URL makes no request, but the cached page's URL and final URL go
@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import ipaddress
 import json
 import logging
 import os
-import re
-import socket
 import sys
 import tempfile
 import threading
@@ -62,18 +59,21 @@ from culturemanager.backends.retrieval.pagetext import (  # used by _read, and s
     html_title,
     parse_content_type,
 )
+from culturemanager.backends.retrieval.urlguard import (
+    FetchError,
+    at_hop,
+    check_url,
+    host_key,
+    is_ip,
+    split_userinfo,
+    url_origin,
+)
 from culturemanager.backends.retry import DeadlineExceeded, run_with_deadline
 from culturemanager.config.search import FetchConfig
 
 log = logging.getLogger(__name__)
 
-REASONS = ("bad_scheme", "blocked_address", "dns", "too_many_redirects", "content_type", "timeout",
-           "http_status", "network", "empty")
-METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-DEFAULT_PORTS = {"http": 80, "https": 443}
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-USERINFO = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^/?#\\]*@")  # "https://" then "user:pass@"
 USER_AGENT = "culturemanager/0.1 (research text fetcher)"
 
 
@@ -87,14 +87,6 @@ class Page:
     text: str
     language: str | None
     truncated: bool
-
-
-class FetchError(Exception):
-    """A page could not be fetched. `reason` is one of REASONS; `url` is the URL that was asked for."""
-
-    def __init__(self, reason: str, url: str, detail: str = ""):
-        super().__init__(f"{reason}: {url}" + (f" ({detail})" if detail else ""))
-        self.reason, self.url, self.detail = reason, url, detail
 
 
 class SafeFetcher:
@@ -145,7 +137,7 @@ class SafeFetcher:
 
         if not urls:
             return []
-        workers = min(len(urls), 16, self.cfg.per_host * len({_host_key(u) for u in urls}))
+        workers = min(len(urls), 16, self.cfg.per_host * len({host_key(u) for u in urls}))
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
             return list(pool.map(one, urls))
 
@@ -165,10 +157,10 @@ class SafeFetcher:
         deadline = time.monotonic() + self.cfg.connect_timeout_s + 4 * self.cfg.read_timeout_s
         current = url
         try:
-            origin = _origin(url)
+            origin = url_origin(url)
             for _ in range(self.cfg.max_redirects + 1):
                 ips = check_url(current, self.cfg)
-                auth = credentials if credentials and _origin(current) == origin else None
+                auth = credentials if credentials and url_origin(current) == origin else None
                 # the watchdog bounds what the page deadline below cannot: a server dripping its headers
                 response = run_with_deadline(partial(self._send, current, ips, auth),
                                              max(0.05, deadline - time.monotonic()))
@@ -184,7 +176,7 @@ class SafeFetcher:
         except FetchError as e:  # errors name the URL asked for; the hop that failed goes in the detail
             if e.url == url:
                 raise
-            raise _at_hop(e, url) from e
+            raise at_hop(e, url) from e
         except httpx.TimeoutException as e:
             raise FetchError("timeout", url, type(e).__name__) from e
         except DeadlineExceeded as e:
@@ -201,7 +193,7 @@ class SafeFetcher:
         u = httpx.URL(url).copy_with(userinfo=b"")
         host = u.raw_host.decode("ascii")
         headers = {"Host": u.netloc.decode("ascii")}
-        extensions = {"sni_hostname": host} if u.scheme == "https" and not _is_ip(host) else None
+        extensions = {"sni_hostname": host} if u.scheme == "https" and not is_ip(host) else None
         self._count("requests")
         for i, ip in enumerate(ips):
             request = self._client.build_request("GET", u.copy_with(host=ip), headers=headers, extensions=extensions)
@@ -248,7 +240,7 @@ class SafeFetcher:
             except FetchError as e:
                 if e.url == url:
                     raise
-                raise _at_hop(e, url) from e
+                raise at_hop(e, url) from e
 
     def _cache_path(self, url: str) -> Path:
         return self.cache_dir / f"{hashlib.sha256(url.encode('utf-8')).hexdigest()}.json"
@@ -271,7 +263,7 @@ class SafeFetcher:
         os.replace(tmp, path)
 
     def _slot(self, url: str) -> threading.Semaphore:
-        key = _host_key(url)
+        key = host_key(url)
         with self._lock:
             if key not in self._host_slots:
                 self._host_slots[key] = threading.Semaphore(max(1, self.cfg.per_host))
@@ -280,121 +272,6 @@ class SafeFetcher:
     def _count(self, key: str) -> None:
         with self._lock:
             self.usage[key] += 1
-
-
-# ------------------------------------------------------------------------------------- the SSRF guard
-
-def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`url` without its `user:password@`, and the (percent-decoded) user and password it had; a URL without
-    any is returned as it was, character for character (it is the page cache's key)."""
-    m = USERINFO.match(url)
-    if m is None:
-        return url, None
-    try:
-        u = httpx.URL(url.strip())
-        credentials = (u.username, u.password) if u.username or u.password else None
-    except httpx.InvalidURL:  # still stripped: the URL is refused later, and its error must not show them
-        credentials = None
-    return m.group(1) + url[m.end():], credentials
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    u = httpx.URL(url)
-    return u.scheme, u.host, u.port or DEFAULT_PORTS.get(u.scheme)
-
-
-def check_url(url: str, cfg: FetchConfig) -> list[str]:
-    """The addresses `url`'s host resolves to, or FetchError (bad_scheme, dns, blocked_address)."""
-    try:
-        u = httpx.URL(url)
-    except httpx.InvalidURL as e:
-        raise FetchError("bad_scheme", url, str(e)) from None
-    if u.scheme not in DEFAULT_PORTS:
-        raise FetchError("bad_scheme", url, f"scheme {u.scheme!r}")
-    host = _norm_host(u.raw_host.decode("ascii"))
-    if not host:
-        raise FetchError("bad_scheme", url, "no host")
-    port = u.port or DEFAULT_PORTS[u.scheme]
-    allowed = cfg.allow_private or any(_entry_matches(e, host, port) for e in cfg.allowed_hosts)
-    if not allowed and host in METADATA_HOSTS:
-        raise FetchError("blocked_address", url, f"metadata host {host}")
-    ips = resolve(host, port, url)
-    if not allowed:
-        bad = [ip for ip in ips if not is_public_address(ip)]
-        if bad:
-            raise FetchError("blocked_address", url, f"non-public address {', '.join(bad)}"
-                             + ("" if _is_ip(host) else f" for {host}"))
-    return ips
-
-
-def resolve(host: str, port: int, url: str) -> list[str]:
-    if _is_ip(host):
-        return [host]
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as e:
-        raise FetchError("dns", url, str(e)) from None
-    ips = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
-    if not ips:
-        raise FetchError("dns", url, "no address")
-    return ips
-
-
-def is_public_address(ip: str) -> bool:
-    """True for a globally routable unicast address; embedded IPv4 (mapped, NAT64, 6to4) is judged too."""
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return is_public_address(str(addr.ipv4_mapped))
-        if addr in NAT64:
-            return is_public_address(str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)))
-        if addr.sixtofour is not None and not is_public_address(str(addr.sixtofour)):
-            return False
-        if addr.teredo is not None or addr.is_site_local:
-            return False
-    return addr.is_global and not (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-                                   or addr.is_reserved or addr.is_unspecified)
-
-
-def _entry_matches(entry: str, host: str, port: int) -> bool:
-    """`allowed_hosts` entry: "host", "host:port", "1.2.3.4:80", "::1" or "[::1]:8000"."""
-    entry = entry.strip()
-    if entry.startswith("["):
-        h, _, rest = entry[1:].partition("]")
-        p = rest[1:] if rest.startswith(":") else ""
-    elif entry.count(":") == 1:
-        h, p = entry.split(":")
-    else:
-        h, p = entry, ""
-    return _norm_host(h) == host and (not p or (p.isdigit() and int(p) == port))
-
-
-def _norm_host(host: str) -> str:
-    host = host.strip().lower().rstrip(".")
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
-def _at_hop(e: FetchError, url: str) -> FetchError:
-    """`e` (raised for a later hop) as an error for the URL asked for, the hop named in the detail."""
-    return FetchError(e.reason, url, f"at {e.url}" + (f": {e.detail}" if e.detail else ""))
-
-
-def _host_key(url: str) -> str:
-    try:
-        return _norm_host(httpx.URL(url).host)
-    except httpx.InvalidURL:
-        return ""
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -3,7 +3,7 @@
 `make_web_retriever(name, cfg, fetcher)` returns one of the backends below, configured by `search.web`
 (`WebSearchConfig`). Each backend asks its API for `min(k, web.results)` results in the culture's locale,
 deduplicates them by URL and, when a `fetcher` (fetch.SafeFetcher) is given, replaces each snippet with the
-text of the fetched page. Failures never stop a run: HTTP 429 and 5xx (and timeouts) are retried up to
+text of the fetched page (webresults.py). Failures never stop a run: HTTP 429 and 5xx (and timeouts) are retried up to
 `web.max_retries` times (honouring Retry-After, capped at 30 s, else exponential backoff), then counted in
 `usage["errors"]` and the query gets no documents; 401/403 and malformed answers are counted at once.
 `web.timeout_s` is a wall-clock deadline per request (backends/retry.py): a server that drips bytes is cut off.
@@ -30,19 +30,16 @@ Run it:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from culturemanager.backends.retrieval.fetch import split_userinfo
 from culturemanager.backends.retrieval.locales import (  # the tables stay importable from here
     BRAVE_COUNTRIES,  # noqa: F401
     BRAVE_LANGUAGES,  # noqa: F401
@@ -55,6 +52,7 @@ from culturemanager.backends.retrieval.locales import (  # the tables stay impor
     tavily_locale,
 )
 from culturemanager.backends.retrieval.retriever import Retriever, new_usage
+from culturemanager.backends.retrieval.webresults import Fetcher, Hit, make_documents, parse_hits
 from culturemanager.backends.retry import (
     DeadlineExceeded,
     backoff,
@@ -79,32 +77,10 @@ class WebSearchError(RuntimeError):
     """A configuration problem (missing API key, searxng without base_url, unknown backend)."""
 
 
-class Page(Protocol):
-    """What fetch.Page offers here (final_url is the URL after redirects)."""
-
-    final_url: str
-    title: str
-    text: str
-    language: str | None
-
-
-class Fetcher(Protocol):
-    """fetch.SafeFetcher's interface: one result per URL, in order; a failed fetch is an error object
-    (anything without page text counts as failed, so FetchError need not be an Exception)."""
-
-    def fetch_many(self, urls: list[str]) -> list[Page | Exception]: ...
-
-
 def make_web_retriever(name: str, cfg: WebSearchConfig, fetcher: Fetcher | None = None) -> Retriever:
     if name not in BACKENDS:
         raise WebSearchError(f"unknown web search backend {name!r} (known: {', '.join(BACKENDS)})")
     return BACKENDS[name](cfg, fetcher)
-
-
-class Hit(NamedTuple):
-    url: str
-    title: str
-    snippet: str
 
 
 # ---------------------------------------------------------------------------------------------- backends
@@ -131,8 +107,8 @@ class TavilySearch:
             body["exclude_domains"] = list(self.cfg.exclude_domains)
         body.update(tavily_locale(culture))  # only with topic "general"
         data = self.http.call("POST", self.url, json=body)
-        hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
-        return _documents(self, hits, k)
+        hits = self.http.parse(data, lambda d: parse_hits(d["results"], "url", "title", "content"))
+        return make_documents(self, hits, k)
 
 
 class BraveSearch:
@@ -152,9 +128,9 @@ class BraveSearch:
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
         params = {"q": _with_sites(query, self.cfg), "count": _count(k, self.cfg, 20), **brave_locale(culture)}
         data = self.http.call("GET", self.url, params=params)
-        hits = self.http.parse(data, lambda d: _hits(d.get("web", {}).get("results", []), "url", "title",
+        hits = self.http.parse(data, lambda d: parse_hits(d.get("web", {}).get("results", []), "url", "title",
                                                       "description"))
-        return _documents(self, hits, k)
+        return make_documents(self, hits, k)
 
 
 class SerperSearch:
@@ -173,8 +149,8 @@ class SerperSearch:
         body: dict[str, Any] = {"q": _with_sites(query, self.cfg), "num": _count(k, self.cfg, 100),
                                 **serper_locale(culture)}
         data = self.http.call("POST", self.url, json=body)
-        hits = self.http.parse(data, lambda d: _hits(d.get("organic", []), "link", "title", "snippet"))
-        return _documents(self, hits, k)
+        hits = self.http.parse(data, lambda d: parse_hits(d.get("organic", []), "link", "title", "snippet"))
+        return make_documents(self, hits, k)
 
 
 class SearxngSearch:
@@ -196,8 +172,8 @@ class SearxngSearch:
     def search(self, query: str, k: int, culture: Culture | None = None) -> list[Document]:
         params = {"q": _with_sites(query, self.cfg), "format": "json", "pageno": 1, **searxng_locale(culture)}
         data = self.http.call("GET", self.url, params=params)
-        hits = self.http.parse(data, lambda d: _hits(d["results"], "url", "title", "content"))
-        return _documents(self, hits, k)
+        hits = self.http.parse(data, lambda d: parse_hits(d["results"], "url", "title", "content"))
+        return make_documents(self, hits, k)
 
 
 class DdgsSearch:
@@ -234,13 +210,13 @@ class DdgsSearch:
                 time.sleep(_backoff(attempt))
             except DDGSException as e:
                 if str(e) == "No results found.":  # how ddgs 9 reports an empty answer
-                    return _documents(self, [], k)
+                    return make_documents(self, [], k)
                 return _failed(self, str(e))
         try:
-            hits = _hits(rows, "href", "title", "body")
+            hits = parse_hits(rows, "href", "title", "body")
         except (KeyError, TypeError, AttributeError) as e:
             return _failed(self, f"unexpected answer shape ({e!r})")
-        return _documents(self, hits, k)
+        return make_documents(self, hits, k)
 
 
 BACKENDS: dict[str, Callable[[WebSearchConfig, Fetcher | None], Retriever]] = {
@@ -335,55 +311,6 @@ def _retry_after(value: str | None, attempt: int) -> float:
 
 def _backoff(attempt: int) -> float:
     return backoff(attempt, BACKOFF_S, MAX_WAIT_S)
-
-
-# ---------------------------------------------------------------------------------------------- results
-
-def _documents(backend: Any, hits: list[Hit] | None, k: int) -> list[Document]:
-    """Deduplicated, fetched (when a fetcher is set), capped at k and counted. None means a counted failure."""
-    if hits is None:
-        return []
-    unique: dict[str, Hit] = {}
-    for h in hits:
-        unique.setdefault(url_key(split_userinfo(h.url)[0]), h)
-    picked = list(unique.values())[:max(k, 0)]
-    # a result's user:password@ reaches the fetcher (which sends it only when allowed), never a document
-    rows = [(split_userinfo(h.url)[0], h.title, h.snippet or h.title, None) for h in picked]
-    if backend.fetcher is not None and picked:
-        pages = backend.fetcher.fetch_many([h.url for h in picked])
-        rows, seen = [], set()
-        for h, page in zip(picked, pages, strict=True):
-            url = split_userinfo(h.url)[0]
-            if isinstance(page, BaseException) or not getattr(page, "text", ""):  # FetchError: keep the snippet
-                backend.usage["fetch_errors"] += 1
-                row = (url, h.title, h.snippet or h.title, None)
-            else:
-                backend.usage["fetched"] += 1
-                row = (page.final_url or url, h.title or page.title or "", page.text, page.language)
-            if url_key(row[0]) not in seen:  # two results may redirect to the same page
-                seen.add(url_key(row[0]))
-                rows.append(row)
-    docs = [Document(id="web:" + hashlib.sha1(url.encode("utf-8")).hexdigest()[:16], title=title, text=text,
-                     source=backend.name, url=url, score=1.0 / (rank + 1), language=language)
-            for rank, (url, title, text, language) in enumerate(rows)]
-    backend.usage["results"] += len(docs)
-    if not docs:
-        backend.usage["empty"] += 1
-    return docs
-
-
-def _hits(rows: Any, url_field: str, title_field: str, snippet_field: str) -> list[Hit]:
-    """Hits from a list of result objects; rows without a URL are dropped. Raises TypeError on another shape."""
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise TypeError("results are not a list of objects")
-    return [Hit(str(r[url_field]), str(r.get(title_field) or ""), " ".join(str(r.get(snippet_field) or "").split()))
-            for r in rows if r.get(url_field)]
-
-
-def url_key(url: str) -> str:
-    """The deduplication key of a URL: scheme and host case-folded, fragment and trailing slash dropped."""
-    p = urlsplit(url.strip())
-    return urlunsplit((p.scheme.lower(), p.netloc.lower(), p.path.rstrip("/"), p.query, ""))
 
 
 def _count(k: int, cfg: WebSearchConfig, api_max: int) -> int:
