@@ -108,7 +108,7 @@ def main() -> None:
     engine = Engine.load(base.target)
     embedder = UseMultilingual()
     examples = example_vectors(embedder)
-    referees = {td.spec.id: referee(engine, td, bcfg.data_dir) for td in tasks}
+    referees = {td.spec.id: referee(engine, td, bcfg.data_dir, args.out / "referee") for td in tasks}
     for td in tasks:
         results["tasks"][td.spec.id] = {k: v for k, v in referees[td.spec.id].items() if k != "model"}
     # each demonstration-seeded material's own demonstration (the rewrites' similarity to it)
@@ -132,6 +132,13 @@ def main() -> None:
                                     ("demonstrations", [s for s in pseudo if s.provenance.mode == "demonstration"]),
                                     ("material", [s for s in pseudo if s.provenance.mode != "demonstration"]))
                     if part}
+                # the demonstrations' real labels (never shown to synthesis): how often the probe's label is right
+                gold = {" ".join(t.split()): lab for t, lab in td.demos}
+                on_demos = [(s.label, gold[s.text]) for s in pseudo if s.provenance.mode == "demonstration"
+                            and s.text in gold]
+                if on_demos:
+                    per_task[td.spec.id]["pseudo_only"]["demonstrations"]["agrees_with_real_label"] = round(
+                        float(np.mean([a == b for a, b in on_demos])), 3)
             per_task[td.spec.id]["agreeing_per_minute"] = round(
                 per_task[td.spec.id].get("agreeing", 0) / max(seconds / 60, 1e-9), 2)
         results["wordings"][w] = {"seconds": round(seconds, 1), "counts": counts, "tasks": per_task}
@@ -164,14 +171,15 @@ def run_wording(cfg: Config, lever: str, materials: list[Material], run_dir: Pat
                 ) -> tuple[dict, dict]:
     """One lever's synthesis in a fresh run directory. `reuse`: an earlier lever's LLM cache (an identical request
     gets the identical answer from it, so a lever that only adds to plain's samples costs no generator call)."""
+    rd = RunDir(run_dir)
+    # a rerun of the same lever keeps its own cache: the generator is asked only what it was not asked before
+    own = rd.llm_cache.read_bytes() if rd.llm_cache.exists() else b""
     shutil.rmtree(run_dir, ignore_errors=True)
     synthesis = type(cfg.synthesis).model_validate(cfg.synthesis.model_dump() | LEVERS[lever])
     cfg = cfg.model_copy(update={"synthesis": synthesis, "run": cfg.run.model_copy(update={"dir": run_dir})})
-    rd = RunDir(run_dir)
     rd.root.mkdir(parents=True)
-    if reuse is not None and reuse.exists():
-        rd.llm_cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(reuse, rd.llm_cache)
+    rd.llm_cache.parent.mkdir(parents=True, exist_ok=True)
+    rd.llm_cache.write_bytes(own + (reuse.read_bytes() if reuse is not None and reuse.exists() else b""))
     write_jsonl(rd.materials, materials)
     backend = make_backend(cfg.generator)
     try:
@@ -181,7 +189,21 @@ def run_wording(cfg: Config, lever: str, materials: list[Material], run_dir: Pat
             backend.close()
 
 
-def referee(engine: Engine, td, data_dir: Path) -> dict:
+def task_features(engine: Engine, td, texts: list[str], cache_dir: Path) -> np.ndarray:
+    """The target's features of a task's rows, kept in `cache_dir` (keyed by the model, the prompt and the texts):
+    the referee's fit is most of a rerun's time on two cores."""
+    key = sha1_text("\x00".join([engine.target.model, str(engine.target.max_length), td.task.template or "",
+                                  *texts]))[:16]
+    path = cache_dir / f"features-{td.spec.id}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    x = engine.features(td.task, texts).numpy()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, x)
+    return x
+
+
+def referee(engine: Engine, td, data_dir: Path, cache_dir: Path) -> dict:
     """The probe's recipe fitted on 70% of all the task's labelled rows, checked on the other 30%."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -189,7 +211,7 @@ def referee(engine: Engine, td, data_dir: Path) -> dict:
 
     rows = read_task_rows(td.spec, data_dir)
     check_idx, fit_idx = stratified_split(rows.labels, 0.3, 0)
-    x = engine.features(td.task, rows.texts).numpy()
+    x = task_features(engine, td, rows.texts, cache_dir)
     y = np.array([lab == "1" for lab in rows.labels])
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
     model.fit(x[fit_idx], y[fit_idx])
@@ -300,6 +322,14 @@ def table(r: dict) -> str:
                          f"{mp.get('0', '–')} / {mp.get('1', '–')} | "
                          f"{t.get('auc') if t.get('auc') is not None else '–'}{ci} | "
                          f"{t.get('agreeing', 0)} / {t.get('agreeing_per_minute', 0)} | {wr['seconds']} |")
+    for w, wr in r["wordings"].items():
+        for tid, t in wr["tasks"].items():
+            for src, part in t.get("pseudo_only", {}).items():
+                ci = f" [{part['auc_ci'][0]}, {part['auc_ci'][1]}]" if part.get("auc_ci") else ""
+                right = part.get("agrees_with_real_label")
+                lines.append(f"\n{tid}, {w}, pseudo-labelled real texts ({src}): {part['samples']['0']} / "
+                             f"{part['samples']['1']}, referee AUC {part.get('auc')}{ci}"
+                             + (f", the real label agrees on {right:.0%}" if right is not None else ""))
     for k, d in r.get("differences", {}).items():
         lines.append(f"\n{k}: {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] ({d['verdict']})")
     real = {t: v["real_mean_p"] for t, v in r["tasks"].items()}
