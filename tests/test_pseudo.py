@@ -72,8 +72,8 @@ def test_the_pool_takes_demonstrations_and_posts_once_each_and_honours_sources_a
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     from conftest import build_tiny_model
-    from culturemanager.config import TargetConfig
 
+    from culturemanager.config import TargetConfig
     from culturemanager.engine import Engine
 
     folder = build_tiny_model(tmp_path_factory.mktemp("pseudo"))

@@ -158,6 +158,18 @@ class DroppedSample(Record):
     label: str = ""
 
 
+def with_check(s: Sample, check: Check) -> Sample:
+    """The sample with one more passed check in its provenance (the checks of stages/checks.py and ratio.py)."""
+    prov = s.provenance.model_copy(update={"checks": [*s.provenance.checks, check]})
+    return s.model_copy(update={"provenance": prov})
+
+
+def drop(s: Sample, reason: DropReason) -> DroppedSample:
+    """A kept sample turned into its drop record, with the reason."""
+    return DroppedSample(culture=s.culture, task=s.task, material_id=s.provenance.material_id, reason=reason,
+                         text=s.text[:500], label=s.label[:100])
+
+
 class Prediction(Record):
     id: str
     task: str

@@ -23,7 +23,7 @@ from collections import Counter
 
 from culturemanager.backends.llm import CachedLLM, ChatRequest, make_backend
 from culturemanager.config import Config, Culture, JudgeConfig, Task
-from culturemanager.records import Check, DroppedSample, DropReason, Sample
+from culturemanager.records import Check, DroppedSample, DropReason, Sample, drop, with_check
 from culturemanager.text.judge_prompts import build_judge_messages, parse_judge
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,3 @@ def judge_labels(llm: CachedLLM, items: list[tuple[Task, Culture, str]], max_cha
 def judge_request(task: Task, culture: Culture, text: str, max_chars: int = 600) -> ChatRequest:
     return ChatRequest(build_judge_messages(culture, task, text, max_chars), temperature=0.0,
                        max_tokens=JUDGE_MAX_TOKENS, seed=0)
-
-
-def with_check(s: Sample, check: Check) -> Sample:
-    prov = s.provenance.model_copy(update={"checks": [*s.provenance.checks, check]})
-    return s.model_copy(update={"provenance": prov})
-
-
-def drop(s: Sample, reason: DropReason) -> DroppedSample:
-    return DroppedSample(culture=s.culture, task=s.task, material_id=s.provenance.material_id, reason=reason,
-                         text=s.text[:500], label=s.label[:100])

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from culturemanager.config import Config, Culture, RatioCheckConfig, TargetConfig, Task
-from culturemanager.records import Check, DroppedSample, DropReason, Sample
+from culturemanager.records import Check, DroppedSample, DropReason, Sample, drop, with_check
 
 # (positive description, negative description); {task} is the task's label, {language} the culture's language
 RATIO_PREFIXES: dict[str, tuple[str, str]] = {
@@ -76,7 +76,6 @@ def ratio_check(cfg: Config, samples: list[Sample], engine=None) -> tuple[list[S
     """Per sample, in order: the sample with its ratio in its provenance where the ratio agrees with its label
     (or it is not scored), else its drop with the reason; and counts that are not drops
     (ratio_skipped_not_binary)."""
-    from culturemanager.stages.checks import drop, with_check
     from culturemanager.text.prompts import language_name
 
     rc: RatioCheckConfig = cfg.synthesis.ratio_check
