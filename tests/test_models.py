@@ -75,6 +75,8 @@ def test_preflight_and_every_loader_resolve_a_model_name_by_one_rule(tmp_path, m
     from culturemanager.errors import ConfigError
     from culturemanager.preflight import check_model
 
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # `make test` exports HF_HUB_OFFLINE=1
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(offline, "1")
     (tmp_path / "no-config").mkdir()
     bad = [str(tmp_path / "no-config"), str(tmp_path / "none.gguf"), "./no/such/folder", ".hidden",
