@@ -74,7 +74,7 @@ def test_the_results_page_shows_the_kept_reports_tables():
     assert headline.report_table(headline.SHARE) in page
     quick = ["Original", "TaskSFT", "CultureManager", "CultureManager (prompt router)", "CultureManager (top-2 mix)",
              "Probe (linear)"]
-    assert headline.report_table(headline.RESULTS / "bench_quick_2026-12-02_report.md", quick) in page
+    assert headline.report_table(headline.RESULTS / "bench_quick_2026-12-08_report.md", quick) in page
 
 
 def test_avg_cell_names_a_missing_row():
