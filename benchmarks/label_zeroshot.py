@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
-from judge import balanced  # the same rows as the judge and the ratio for the same seed
-from label_ratio import DATA
 
 from culturemanager.backends.retrieval.dense import UseMultilingual
 from culturemanager.bench.stats import auc, bootstrap_weights, interval, weighted_auc
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))
 DESCRIPTIONS = ("A social media post with {task}.", "An ordinary social media post.")
 
 
@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draws", type=int, default=2000)
     args = ap.parse_args()
+    from judge import balanced  # the same rows as the judge and the ratio draw for the same seed
+
     t0 = time.time()
     encoder = UseMultilingual()
     rng = np.random.default_rng(args.seed)
