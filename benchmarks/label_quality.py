@@ -122,20 +122,20 @@ def main() -> None:
         per_task = {}
         for td in tasks:
             got = [s for ss in samples.values() for s in ss if s.task == td.task.id]
-            per_task[td.spec.id] = refereed(engine, td, referees[td.spec.id], got) | copies_of_example(
+            p = referee_p(engine, td, referees[td.spec.id], got)
+            per_task[td.spec.id] = refereed(got, p) | copies_of_example(
                 embedder, examples, got) | rewrite_similarity(got, seeds)
-            pseudo = [s for s in got if s.provenance.generator.startswith("probe:")]
-            if pseudo:  # the pseudo-labelled real texts on their own, by where they came from
+            pseudo = [i for i, s in enumerate(got) if s.provenance.generator.startswith("probe:")]
+            if pseudo:  # the pseudo-labelled real texts on their own, by where they came from (scored once, above)
+                demo = [i for i in pseudo if got[i].provenance.mode == "demonstration"]
                 per_task[td.spec.id]["pseudo_only"] = {
-                    k: {x: v for x, v in refereed(engine, td, referees[td.spec.id], part).items() if x != "examples"}
-                    for k, part in (("all", pseudo),
-                                    ("demonstrations", [s for s in pseudo if s.provenance.mode == "demonstration"]),
-                                    ("material", [s for s in pseudo if s.provenance.mode != "demonstration"]))
+                    k: {x: v for x, v in refereed([got[i] for i in part], p[part]).items() if x != "examples"}
+                    for k, part in (("all", pseudo), ("demonstrations", demo),
+                                    ("material", [i for i in pseudo if i not in demo]))
                     if part}
                 # the demonstrations' real labels (never shown to synthesis): how often the probe's label is right
                 gold = {" ".join(t.split()): lab for t, lab in td.demos}
-                on_demos = [(s.label, gold[s.text]) for s in pseudo if s.provenance.mode == "demonstration"
-                            and s.text in gold]
+                on_demos = [(got[i].label, gold[got[i].text]) for i in demo if got[i].text in gold]
                 if on_demos:
                     per_task[td.spec.id]["pseudo_only"]["demonstrations"]["agrees_with_real_label"] = round(
                         float(np.mean([a == b for a, b in on_demos])), 3)
@@ -222,13 +222,20 @@ def referee(engine: Engine, td, data_dir: Path, cache_dir: Path) -> dict:
             "real_mean_p": {lab: round(float(np.mean(p[y[check_idx] == (lab == "1")])), 3) for lab in ("0", "1")}}
 
 
-def refereed(engine: Engine, td, ref: dict, samples: list) -> dict:
-    """The referee's P(positive) for every kept sample of one task, and the AUC of it against the synthetic labels."""
+def referee_p(engine: Engine, td, ref: dict, samples: list) -> np.ndarray:
+    """The referee's P(positive) of each sample's text."""
+    if not samples:
+        return np.zeros(0)
+    return ref["model"].predict_proba(engine.features(td.task, [s.text for s in samples]).numpy())[:, 1]
+
+
+def refereed(samples: list, p: np.ndarray) -> dict:
+    """Samples of one task with the referee's P(positive) of each: counts, mean P per label, and the AUC of it
+    against the synthetic labels."""
     labels = [s.label for s in samples]
     out: dict = {"samples": {lab: labels.count(lab) for lab in ("0", "1")}}
     if not samples:
         return out | {"auc": None}
-    p = ref["model"].predict_proba(engine.features(td.task, [s.text for s in samples]).numpy())[:, 1]
     out["mean_p"] = {lab: round(float(np.mean([q for q, y in zip(p, labels) if y == lab])), 3)
                      for lab in ("0", "1") if lab in labels}
     out["examples"] = [{"label": y, "p": round(float(q), 6), "text": s.text[:160]}

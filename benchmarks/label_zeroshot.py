@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from culturemanager.backends.retrieval.dense import UseMultilingual
+from culturemanager.backends.retrieval.dense import UseMultilingual, normalize
 from culturemanager.bench.stats import auc, bootstrap_weights, interval, weighted_auc
 from culturemanager.bench.tasks import load_tasks, read_task_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CULTUREMANAGER_DATA", ROOT.parent / "shared" / "data"))
 DESCRIPTIONS = ("A social media post with {task}.", "An ordinary social media post.")
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -55,8 +51,8 @@ def main() -> None:
         rows = read_task_rows(spec, args.tasks.parent)
         picked = balanced(rows.labels, args.rows, args.seed)
         texts, gold = [rows.texts[i] for i in picked], [rows.labels[i] for i in picked]
-        x = unit(encoder.encode(texts))
-        d = unit(encoder.encode([DESCRIPTIONS[0].format(task=spec.task), DESCRIPTIONS[1], spec.task]))
+        x = normalize(encoder.encode(texts))
+        d = normalize(encoder.encode([DESCRIPTIONS[0].format(task=spec.task), DESCRIPTIONS[1], spec.task]))
         scores = {"pair": x @ d[0] - x @ d[1], "name": x @ d[2]}
         W = bootstrap_weights(len(texts), args.draws, rng)
         g = np.array(gold) == "1"

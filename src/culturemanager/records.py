@@ -158,6 +158,17 @@ class DroppedSample(Record):
     label: str = ""
 
 
+def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
+    """A sample grounded on a material: its provenance names the material, its documents, URLs and citations."""
+    prov = Provenance(culture=m.culture, task=m.task, mode=m.mode, query=m.query, material_id=m.id,
+                      source_ids=[d.id for d in m.documents],
+                      source_urls=[d.url for d in m.documents if d.url], citations=m.citations,
+                      generator=generator,
+                      prompt_hash=prompt_hash)
+    return Sample(id=sample_id(m.task, text), culture=m.culture, task=m.task, text=text, label=label,
+                  provenance=prov)
+
+
 def with_check(s: Sample, check: Check) -> Sample:
     """The sample with one more passed check in its provenance (the checks of stages/checks.py and ratio.py)."""
     prov = s.provenance.model_copy(update={"checks": [*s.provenance.checks, check]})

@@ -23,7 +23,17 @@ from collections import Counter
 from collections.abc import Sequence
 
 from culturemanager.config import Config, Task
-from culturemanager.records import Check, Material, Provenance, Sample, sample_id, sha1_text, stable_seed
+from culturemanager.records import (
+    Check,
+    Material,
+    Provenance,
+    Sample,
+    make_sample,
+    sample_id,
+    sha1_text,
+    stable_seed,
+    with_check,
+)
 
 
 def posts_of(material: Material, min_chars: int, max_chars: int) -> list[str]:
@@ -70,18 +80,17 @@ def confident_ends(scores: Sequence[float], share: float) -> tuple[list[int], li
 
 def pseudo_sample(task: Task, culture: str, text: str, label: str, score: float, source: Material | None,
                   scorer: str) -> Sample:
-    """A real text with the probe's label; its provenance names where the text came from and the probe's score."""
+    """A real text with the probe's label; its provenance names where the text came from (the material, as the
+    generator's samples do, or the demonstration) and the probe's score."""
     if source is None:
-        mode, query, material_id, ids, urls = "demonstration", "", f"demonstration:{sha1_text(text)[:12]}", [], []
+        prov = Provenance(culture=culture, task=task.id, mode="demonstration", query="",
+                          material_id=f"demonstration:{sha1_text(text)[:12]}", source_ids=[], source_urls=[],
+                          generator=f"probe:{scorer}", prompt_hash="-")
+        s = Sample(id=sample_id(task.id, text), culture=culture, task=task.id, text=text, label=label,
+                   provenance=prov)
     else:
-        mode, query, material_id = source.mode, source.query, source.id
-        ids, urls = [d.id for d in source.documents], [d.url for d in source.documents if d.url]
-    check = Check(name="probe", by=scorer, verdict=label, scores={"p": round(score, 6)})
-    prov = Provenance(culture=culture, task=task.id, mode=mode, query=query, material_id=material_id,
-                      source_ids=ids, source_urls=urls, generator=f"probe:{scorer}", prompt_hash="-",
-                      checks=[check])
-    return Sample(id=sample_id(task.id, text), culture=culture, task=task.id, text=text, label=label,
-                  provenance=prov)
+        s = make_sample(source, text, label, f"probe:{scorer}", "-")
+    return with_check(s, Check(name="probe", by=scorer, verdict=label, scores={"p": round(score, 6)}))
 
 
 def pseudo_label(cfg: Config, kept: Sequence[Sample], materials: Sequence[Material],

@@ -38,10 +38,9 @@ from culturemanager.records import (
     DroppedSample,
     DropReason,
     Material,
-    Provenance,
     Sample,
+    make_sample,
     read_jsonl,
-    sample_id,
     sha1_text,
     stable_seed,
     write_jsonl,
@@ -269,16 +268,6 @@ def similarity(a: str, b: str) -> float:
 
 def similarity_folded(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
-def make_sample(m: Material, text: str, label: str, generator: str, prompt_hash: str) -> Sample:
-    prov = Provenance(culture=m.culture, task=m.task, mode=m.mode, query=m.query, material_id=m.id,
-                      source_ids=[d.id for d in m.documents],
-                      source_urls=[d.url for d in m.documents if d.url], citations=m.citations,
-                      generator=generator,
-                      prompt_hash=prompt_hash)
-    return Sample(id=sample_id(m.task, text), culture=m.culture, task=m.task, text=text, label=label,
-                  provenance=prov)
 
 
 def filter_samples(samples: list[Sample], leaks: LeakIndex, seen: set[str] | None = None
